@@ -1,0 +1,90 @@
+//! Group members (with the minSeq a member starts from) and kicks.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{ApiError, bad};
+use crate::app::AppState;
+use crate::domain::{ConvId, UserId};
+use crate::gateway::registry::close;
+use crate::pipeline::router::PushPayload;
+use crate::pipeline::sequencer::member_record;
+use crate::proto::records::{Disconnect, MemberChange};
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AddMember {
+    /// First seq the member may read; default: the group's next message.
+    min_seq: Option<u64>,
+}
+
+fn ids(group: &str, user: &str) -> Result<(String, UserId), ApiError> {
+    let conv = ConvId::parse(&format!("group:{group}")).map_err(|e| bad(e.to_string()))?;
+    let user = UserId::parse(user).map_err(|e| bad(e.to_string()))?;
+    Ok((conv.group_id().unwrap_or_default().to_owned(), user))
+}
+
+/// Membership changes go through the inbound topic, ordered with the group's
+/// messages; the call returns once the sequencer has applied it.
+async fn change(app: &AppState, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
+    let (group, user) = (change.group_id.clone(), change.user_id.clone());
+    app.log.append(vec![member_record(&app.topics, change)]).await?;
+    for _ in 0..100 {
+        if app.store.member(&group, &user).await? == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(ApiError(StatusCode::ACCEPTED, "accepted; not yet applied (is a sequencer running?)".into()))
+}
+
+pub(crate) async fn add(State(app): State<AppState>, Path((group, user)): Path<(String, String)>, body: Option<Json<AddMember>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (group, user) = ids(&group, &user)?;
+    let min_seq = match body.and_then(|b| b.0.min_seq) {
+        Some(s) => s,
+        None => app.store.conv_state(&format!("group:{group}")).await?.map_or(0, |s| s.max_seq + 1),
+    };
+    let rec = MemberChange { group_id: group, user_id: user.to_string(), removed: false, min_seq, min_seq_set: true };
+    change(&app, rec, Some(min_seq)).await?;
+    Ok(Json(serde_json::json!({ "minSeq": min_seq })))
+}
+
+pub(crate) async fn remove(State(app): State<AppState>, Path((group, user)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let (group, user) = ids(&group, &user)?;
+    let rec = MemberChange { group_id: group, user_id: user.to_string(), removed: true, ..Default::default() };
+    change(&app, rec, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn list(State(app): State<AppState>, Path(group): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    ConvId::parse(&format!("group:{group}")).map_err(|e| bad(e.to_string()))?;
+    let members: Vec<_> = app.store.members(&group).await?.into_iter().map(|(u, s)| serde_json::json!({ "userId": u, "minSeq": s })).collect();
+    Ok(Json(serde_json::json!({ "members": members })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Kick {
+    platform: Option<String>,
+    device_id: Option<String>,
+}
+
+/// Closes the user's matching devices with 1001 "kick", on every pod.
+pub(crate) async fn kick(State(app): State<AppState>, Path(user): Path<String>, body: Option<Json<Kick>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = UserId::parse(&user).map_err(|e| bad(e.to_string()))?.to_string();
+    let k = body.map(|b| b.0).unwrap_or_default();
+    let d = Disconnect {
+        platform: k.platform.unwrap_or_default(),
+        device_id: k.device_id.unwrap_or_default(),
+        except_conn_id: String::new(),
+        close_code: u32::from(close::GOING_AWAY),
+        reason: "kick".into(),
+    };
+    let pods = app.presence.pods(&user).len();
+    app.router.push(std::slice::from_ref(&user), PushPayload::Disconnect(d), &[]).await?;
+    Ok(Json(serde_json::json!({ "pods": pods })))
+}

@@ -1,0 +1,78 @@
+//! POST /api/v1/messages: send messages as a user or as the system.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{ApiError, bad};
+use crate::app::AppState;
+use crate::domain::{UserId, now_ms};
+use crate::gateway::send;
+use crate::proto::pb;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SendRequest {
+    /// Send as this user (membership is checked); absent: a system message.
+    sender_id: Option<String>,
+    conv_id: String,
+    messages: Vec<ApiMessage>,
+    /// Seconds, as deliverAfter in SendMsgList.
+    deliver_after: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ApiMessage {
+    client_msg_id: Option<String>,
+    content_type: i32,
+    /// UTF-8 content; or `contentBase64` for bytes.
+    content: Option<String>,
+    content_base64: Option<String>,
+    #[serde(default)]
+    at_users: Vec<String>,
+    /// false: pushed but not stored and without a seq (typing, read marks).
+    #[serde(default = "yes")]
+    store: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(crate) async fn send(State(app): State<AppState>, Json(req): Json<SendRequest>) -> Result<Json<serde_json::Value>, ApiError> {
+    let sender = req.sender_id.as_deref().map(UserId::parse).transpose().map_err(|e| bad(e.to_string()))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut list = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        let content = match (m.content, m.content_base64) {
+            (Some(s), None) => s.into_bytes(),
+            (None, Some(b)) => b64.decode(b).map_err(|e| bad(format!("messages[{i}].contentBase64: {e}")))?,
+            (None, None) => Vec::new(),
+            (Some(_), Some(_)) => return Err(bad(format!("messages[{i}]: give content or contentBase64, not both"))),
+        };
+        list.push(pb::MsgData {
+            client_msg_id: m.client_msg_id.unwrap_or_default(),
+            client_time: now_ms().to_string(),
+            conv_id: req.conv_id.clone(),
+            content_type: m.content_type,
+            content: content.into(),
+            at_users: m.at_users,
+            options: Some(pb::msg_data::Options {
+                storage_for_server: m.store,
+                storage_for_client: m.store,
+                update_conv_msg: m.store,
+                update_unread_count: m.store,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let due = send::due_at(req.deliver_after, now_ms())?;
+    let count = list.len();
+    let batches = send::validate(&app, sender.as_ref(), list).await?;
+    let sender_s = sender.map(|u| u.to_string()).unwrap_or_default();
+    send::append(&app, &sender_s, batches, due).await?;
+    Ok(Json(serde_json::json!({ "accepted": count })))
+}

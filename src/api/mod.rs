@@ -1,0 +1,81 @@
+//! The server API for backends (not end users): send messages as a user or as the
+//! system, create notices, manage group members, kick devices. JSON over HTTP,
+//! bearer service token, described in schemas/openapi.yaml.
+
+mod groups;
+mod messages;
+mod notices;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+
+use crate::app::AppState;
+use crate::gateway::wire::Failure;
+
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/messages", post(messages::send))
+        .route("/notices", post(notices::create))
+        .route("/groups/{group}/members", axum::routing::get(groups::list))
+        .route("/groups/{group}/members/{user}", put(groups::add).delete(groups::remove))
+        .route("/users/{user}/kick", post(groups::kick))
+        .route_layer(middleware::from_fn_with_state(state, service_auth))
+}
+
+/// Requires `Authorization: Bearer <api.service_token>`.
+async fn service_auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), app.service_token.as_bytes()) {
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong service token".into()).into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An API error as JSON `{"error": "..."}` with the matching status.
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let status = match f {
+            Failure::Request(_) => StatusCode::BAD_REQUEST,
+            Failure::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, f.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failure::from(e).into()
+    }
+}
+
+impl From<crate::msglog::LogError> for ApiError {
+    fn from(e: crate::msglog::LogError) -> Self {
+        Failure::from(e).into()
+    }
+}
+
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}

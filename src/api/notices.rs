@@ -1,0 +1,85 @@
+//! POST /api/v1/notices: create a notice for one or many users.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{ApiError, bad};
+use crate::app::AppState;
+use crate::domain::{ConvId, Notice, UserId, now_ms};
+use crate::pipeline::notices;
+use crate::pipeline::router::PushPayload;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateNotices {
+    user_ids: Vec<String>,
+    notice: ApiNotice,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ApiNotice {
+    conv_id: String,
+    notice_id: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    content_type: i32,
+    content: Option<String>,
+    content_base64: Option<String>,
+    #[serde(default)]
+    unread_count: i32,
+    #[serde(default)]
+    unread_absolute: bool,
+    #[serde(default)]
+    storage_for_client: bool,
+    #[serde(default)]
+    update_conv_msg: bool,
+    /// Push to online devices once and keep nothing.
+    #[serde(default)]
+    online_push_once: bool,
+}
+
+/// Users per request; larger fan-outs are split by the caller.
+const MAX_USERS: usize = 10_000;
+
+pub(crate) async fn create(State(app): State<AppState>, Json(req): Json<CreateNotices>) -> Result<Json<serde_json::Value>, ApiError> {
+    if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
+        return Err(bad(format!("userIds: 1..={MAX_USERS} users")));
+    }
+    let users = req.user_ids.iter().map(|u| UserId::parse(u).map(|u| u.to_string())).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
+    let n = req.notice;
+    ConvId::parse(&n.conv_id).map_err(|e| bad(e.to_string()))?;
+    if n.notice_id.is_empty() || n.notice_id.contains('|') || n.notice_id.len() > 128 {
+        return Err(bad("noticeId: 1..=128 characters, no '|'"));
+    }
+    let content = match (n.content, n.content_base64) {
+        (Some(s), None) => s.into_bytes(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| bad(format!("notice.contentBase64: {e}")))?,
+        (None, None) => Vec::new(),
+        _ => return Err(bad("give content or contentBase64, not both")),
+    };
+    let notice = Notice {
+        conv_id: n.conv_id,
+        notice_id: n.notice_id,
+        unread_count: n.unread_count,
+        unread_absolute: n.unread_absolute,
+        create_time_ms: now_ms(),
+        title: n.title,
+        content_type: n.content_type,
+        content: content.into(),
+        storage_for_client: n.storage_for_client,
+        update_conv_msg: n.update_conv_msg,
+        online_push_once: n.online_push_once,
+        ext: Default::default(),
+    };
+    if notice.online_push_once {
+        app.router.push(&users, PushPayload::Notices(std::slice::from_ref(&notice)), &[]).await?;
+        return Ok(Json(serde_json::json!({ "pushed": users.len(), "stored": 0 })));
+    }
+    let records = users.iter().map(|u| notices::record(&app.topics, u, &notice)).collect();
+    app.log.append(records).await?;
+    Ok(Json(serde_json::json!({ "pushed": 0, "stored": users.len() })))
+}

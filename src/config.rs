@@ -1,0 +1,429 @@
+//! One typed configuration tree: TOML file, then `FERRY_*` environment, then defaults.
+//! Unknown keys are rejected; `validate` names the key to fix before any port is bound.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Top-level sections, so that `FERRY_<SECTION>__<KEY>` reaches them and unrelated
+/// `FERRY_*` variables (FERRY_CONFIG, test settings) are not mistaken for keys.
+const SECTIONS: &[&str] = &[
+    "data_dir", "pod", "server", "auth", "limits", "session", "log", "kafka", "store", "scylla",
+    "pipeline", "api", "custom", "telemetry",
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Where the embedded backends and generated development secrets live.
+    pub(crate) data_dir: PathBuf,
+    /// This process's identity; names its push topic. Defaults to the host name.
+    pub(crate) pod: String,
+    pub(crate) server: ServerConfig,
+    pub(crate) auth: AuthConfig,
+    pub(crate) limits: Limits,
+    pub(crate) session: SessionConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) store: StoreConfig,
+    pub(crate) scylla: ScyllaConfig,
+    pub(crate) pipeline: PipelineConfig,
+    pub(crate) api: ApiConfig,
+    pub(crate) custom: CustomConfig,
+    pub(crate) telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("ferry-data"),
+            pod: default_pod(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            session: SessionConfig::default(),
+            log: LogConfig::default(),
+            kafka: KafkaConfig::default(),
+            store: StoreConfig::default(),
+            scylla: ScyllaConfig::default(),
+            pipeline: PipelineConfig::default(),
+            api: ApiConfig::default(),
+            custom: CustomConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+fn default_pod() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerConfig {
+    /// Address of the WebSocket, server API, health and metrics listener.
+    pub(crate) listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".to_owned() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthConfig {
+    /// HS256 shared secret. With no key at all, a development secret is generated in data_dir.
+    pub(crate) hs256_secret: Option<String>,
+    /// PEM file with an RSA or EC public key (RS256 / ES256).
+    pub(crate) public_key_file: Option<PathBuf>,
+    /// JWKS file with RS256 / ES256 keys, chosen by `kid`.
+    pub(crate) jwks_file: Option<PathBuf>,
+    /// PEM private key used only by `ferry token` to sign with RS256/ES256.
+    pub(crate) signing_key_file: Option<PathBuf>,
+    /// Claim that must equal userId (default `sub`).
+    pub(crate) subject_claim: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
+    /// Clock skew tolerated for exp/nbf, seconds (default 30).
+    pub(crate) leeway_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    /// Largest WebSocket frame or message accepted, bytes.
+    pub(crate) max_frame_bytes: usize,
+    /// Sustained requests per second per connection (token bucket).
+    pub(crate) requests_per_second: u32,
+    /// Burst above the sustained rate.
+    pub(crate) request_burst: u32,
+    pub(crate) max_msgs_per_send: usize,
+    pub(crate) max_seqs_per_sync: usize,
+    pub(crate) max_convs_per_seq_sync: usize,
+    pub(crate) max_connections: usize,
+    /// Frames queued for one socket before it counts as a slow consumer and is closed.
+    pub(crate) send_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 1 << 20,
+            requests_per_second: 50,
+            request_burst: 100,
+            max_msgs_per_send: 100,
+            max_seqs_per_sync: 1000,
+            max_convs_per_seq_sync: 1000,
+            max_connections: 100_000,
+            send_queue: 512,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DevicePolicy {
+    /// Any number of devices; only the same (platform, deviceId) replaces.
+    Multi,
+    /// One device per platform: a new device kicks the others on its platform.
+    OnePerPlatform,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SessionConfig {
+    /// A socket silent (no frame, no ping) for longer than this is closed.
+    pub(crate) idle_timeout_secs: u64,
+    pub(crate) device_policy: DevicePolicy,
+    /// On shutdown, time allowed to close sockets, flush and commit.
+    pub(crate) shutdown_grace_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 60,
+            device_policy: DevicePolicy::Multi,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LogKind {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogConfig {
+    pub(crate) kind: LogKind,
+    /// Longest wait for the log to acknowledge an append before answering RetryError.
+    pub(crate) append_timeout_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { kind: LogKind::Embedded, append_timeout_ms: 5000 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KafkaConfig {
+    pub(crate) brokers: String,
+    /// Prepended to every topic and consumer group name.
+    pub(crate) topic_prefix: String,
+    pub(crate) partitions: i32,
+    pub(crate) replication: i32,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*).
+    pub(crate) properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: "ferry.".to_owned(),
+            partitions: 8,
+            replication: 1,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoreKind {
+    Embedded,
+    Scylla,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StoreConfig {
+    pub(crate) kind: StoreKind,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { kind: StoreKind::Embedded }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ScyllaConfig {
+    pub(crate) nodes: Vec<String>,
+    pub(crate) keyspace: String,
+    /// Replication factor used by `ferry migrate` when it creates the keyspace.
+    pub(crate) replication: u32,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".to_owned()],
+            keyspace: "ferry".to_owned(),
+            replication: 1,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PipelineConfig {
+    /// Delay ladder, seconds, ascending.
+    pub(crate) delay_tiers_secs: Vec<u64>,
+    /// Pending notices are pushed again at this interval until acked.
+    pub(crate) notice_repush_secs: u64,
+    /// A pod's presence not refreshed for this long is stale and ignored.
+    pub(crate) presence_ttl_secs: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            delay_tiers_secs: crate::pipeline::delay::DEFAULT_TIERS_SECS.to_vec(),
+            notice_repush_secs: 30,
+            presence_ttl_secs: 90,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ApiConfig {
+    /// Bearer token for the server API. With none, one is generated in data_dir.
+    pub(crate) service_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CustomConfig {
+    /// CustomRequest method prefix -> upstream base URL; the longest prefix wins.
+    pub(crate) routes: BTreeMap<String, String>,
+    pub(crate) timeout_ms: u64,
+}
+
+impl Default for CustomConfig {
+    fn default() -> Self {
+        Self { routes: BTreeMap::new(), timeout_ms: 5000 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TelemetryConfig {
+    pub(crate) log_format: LogFormat,
+    /// tracing-subscriber filter, e.g. `info,ferry=debug`.
+    pub(crate) log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Human, log_level: "info".to_owned() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+impl Config {
+    /// Loads the file (if any), then the environment, over the defaults.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(invalid("--config", format!("file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let env = Env::prefixed("FERRY_")
+            .filter(|k| {
+                let first = k.as_str().split("__").next().unwrap_or("");
+                SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
+            })
+            .split("__");
+        let cfg: Config = fig.merge(env).extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("server.listen", "expected host:port, e.g. 0.0.0.0:8080"));
+        }
+        if self.pod.is_empty() || !self.pod.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(invalid("pod", "letters, digits, '-', '_' and '.' only"));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.requests_per_second", l.requests_per_second as usize),
+            ("limits.max_msgs_per_send", l.max_msgs_per_send),
+            ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
+            ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
+            ("limits.max_connections", l.max_connections),
+            ("limits.send_queue", l.send_queue),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.session.idle_timeout_secs == 0 {
+            return Err(invalid("session.idle_timeout_secs", "must be greater than 0"));
+        }
+        let tiers = &self.pipeline.delay_tiers_secs;
+        if tiers.is_empty() || tiers[0] == 0 || tiers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("pipeline.delay_tiers_secs", "a strictly ascending list of positive seconds"));
+        }
+        if self.pipeline.notice_repush_secs == 0 {
+            return Err(invalid("pipeline.notice_repush_secs", "must be greater than 0"));
+        }
+        if self.log.kind == LogKind::Kafka {
+            if self.kafka.brokers.is_empty() {
+                return Err(invalid("kafka.brokers", "required when log.kind = \"kafka\""));
+            }
+            if self.kafka.partitions < 1 || self.kafka.replication < 1 {
+                return Err(invalid("kafka.partitions", "partitions and replication must be at least 1"));
+            }
+        }
+        if self.store.kind == StoreKind::Scylla && self.scylla.nodes.is_empty() {
+            return Err(invalid("scylla.nodes", "required when store.kind = \"scylla\""));
+        }
+        if !self.scylla.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid("scylla.keyspace", "letters, digits and '_' only"));
+        }
+        for (prefix, url) in &self.custom.routes {
+            if !prefix.starts_with('/') {
+                return Err(invalid("custom.routes", format!("method prefix {prefix:?} must start with '/'")));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("custom.routes", format!("upstream {url:?} must be an http(s) URL")));
+            }
+        }
+        let auth = &self.auth;
+        if auth.hs256_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(invalid("auth.hs256_secret", "use at least 16 bytes"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ferry.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.pipeline.delay_tiers_secs = vec![5, 1];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("pipeline.delay_tiers_secs"), "{err}");
+    }
+}

@@ -1,0 +1,253 @@
+//! Connection authentication: JWTs signed with an HS256 secret, or RS256/ES256 with
+//! public keys from a PEM file or a JWKS file. The token is a secret: it is never
+//! logged, traced or echoed, and errors never quote it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::Value;
+
+use crate::config::AuthConfig;
+
+/// Why a connection was refused; the close reason comes from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    MissingParam(&'static str),
+    InvalidParam(&'static str),
+    Malformed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongUser,
+    WrongIssuer,
+    WrongAudience,
+    MissingExp,
+    WrongPlatform,
+    WrongDevice,
+    UnknownKey,
+}
+
+impl AuthFailure {
+    /// The close reason, in English or (language=zh) Chinese. Kept under 123 bytes,
+    /// the most a close frame can carry.
+    pub(crate) fn reason(&self, zh: bool) -> String {
+        use AuthFailure::*;
+        let (en, cn): (String, String) = match self {
+            MissingParam(p) => (format!("missing query parameter {p}"), format!("缺少参数 {p}")),
+            InvalidParam(p) => (format!("invalid query parameter {p}"), format!("参数 {p} 无效")),
+            Malformed => ("token is not a valid JWT".into(), "token 格式错误".into()),
+            BadSignature => ("token signature is invalid".into(), "token 签名无效".into()),
+            Expired => ("token expired".into(), "token 已过期".into()),
+            NotYetValid => ("token not yet valid".into(), "token 尚未生效".into()),
+            WrongUser => ("token does not belong to userId".into(), "token 与 userId 不匹配".into()),
+            WrongIssuer => ("token issuer not accepted".into(), "token 签发者无效".into()),
+            WrongAudience => ("token audience not accepted".into(), "token 受众无效".into()),
+            MissingExp => ("token has no exp claim".into(), "token 缺少 exp".into()),
+            WrongPlatform => ("token is for another platform".into(), "token 平台不匹配".into()),
+            WrongDevice => ("token is for another device".into(), "token 设备不匹配".into()),
+            UnknownKey => ("token signing key is unknown".into(), "token 密钥未知".into()),
+        };
+        if zh { cn } else { en }
+    }
+}
+
+enum Keys {
+    Secret(DecodingKey),
+    Public(DecodingKey, Algorithm),
+    Jwks(HashMap<String, (DecodingKey, Algorithm)>),
+}
+
+pub(crate) struct Authenticator {
+    keys: Keys,
+    subject_claim: String,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("auth: cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("auth: {0}")]
+    Invalid(String),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|err| KeyError::Read { path: path.display().to_string(), err })
+}
+
+fn public_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
+    if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((k, Algorithm::RS256));
+    }
+    DecodingKey::from_ec_pem(pem)
+        .map(|k| (k, Algorithm::ES256))
+        .map_err(|e| KeyError::Invalid(format!("auth.public_key_file is neither an RSA nor an EC public key: {e}")))
+}
+
+impl Authenticator {
+    /// `dev_secret` is used when the configuration names no key at all.
+    pub(crate) fn new(cfg: &AuthConfig, dev_secret: Option<&str>) -> Result<Self, KeyError> {
+        let keys = if let Some(f) = &cfg.jwks_file {
+            let set: JwkSet = serde_json::from_slice(&read(f)?)
+                .map_err(|e| KeyError::Invalid(format!("auth.jwks_file is not a JWKS: {e}")))?;
+            let mut keys = HashMap::new();
+            for jwk in &set.keys {
+                let kid = jwk.common.key_id.clone().unwrap_or_default();
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Invalid(format!("auth.jwks_file key {kid:?}: {e}")))?;
+                let alg = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => Algorithm::RS256,
+                };
+                keys.insert(kid, (key, alg));
+            }
+            Keys::Jwks(keys)
+        } else if let Some(f) = &cfg.public_key_file {
+            let (k, alg) = public_pem(&read(f)?)?;
+            Keys::Public(k, alg)
+        } else if let Some(s) = cfg.hs256_secret.as_deref().or(dev_secret) {
+            Keys::Secret(DecodingKey::from_secret(s.as_bytes()))
+        } else {
+            return Err(KeyError::Invalid("no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file".into()));
+        };
+        Ok(Self {
+            keys,
+            subject_claim: cfg.subject_claim.clone().unwrap_or_else(|| "sub".into()),
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            leeway: cfg.leeway_secs.unwrap_or(30),
+        })
+    }
+
+    /// Verifies `token` for this (userId, platform, deviceId).
+    pub(crate) fn verify(&self, token: &str, user: &str, platform: &str, device: &str) -> Result<(), AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        let (key, alg) = match &self.keys {
+            Keys::Secret(k) => (k, Algorithm::HS256),
+            Keys::Public(k, a) => (k, *a),
+            Keys::Jwks(map) => {
+                let kid = header.kid.clone().unwrap_or_default();
+                let (k, a) = map.get(&kid).ok_or(AuthFailure::UnknownKey)?;
+                (k, *a)
+            }
+        };
+        // Only the configured algorithm: no alg confusion, no "none".
+        if header.alg != alg {
+            return Err(AuthFailure::BadSignature);
+        }
+        let mut v = Validation::new(alg);
+        v.leeway = self.leeway;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
+        }
+        if let Some(i) = &self.issuer {
+            v.set_issuer(&[i]);
+        }
+        use jsonwebtoken::errors::ErrorKind as K;
+        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, key, &v).map_err(|e| match e.kind() {
+            K::ExpiredSignature => AuthFailure::Expired,
+            K::ImmatureSignature => AuthFailure::NotYetValid,
+            K::InvalidIssuer => AuthFailure::WrongIssuer,
+            K::InvalidAudience => AuthFailure::WrongAudience,
+            K::MissingRequiredClaim(c) if c == "exp" => AuthFailure::MissingExp,
+            K::MissingRequiredClaim(c) if c == "iss" => AuthFailure::WrongIssuer,
+            K::MissingRequiredClaim(c) if c == "aud" => AuthFailure::WrongAudience,
+            K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => AuthFailure::BadSignature,
+            _ => AuthFailure::Malformed,
+        })?;
+        let claims = data.claims;
+        let claim_str = |name: &str| claims.get(name).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        if claim_str(&self.subject_claim).as_deref() != Some(user) {
+            return Err(AuthFailure::WrongUser);
+        }
+        if claim_str("platform").is_some_and(|p| p != platform) {
+            return Err(AuthFailure::WrongPlatform);
+        }
+        if claim_str("deviceId").is_some_and(|d| d != device) {
+            return Err(AuthFailure::WrongDevice);
+        }
+        Ok(())
+    }
+}
+
+/// Signs a token for `user` (used by `ferry token` and tests).
+pub(crate) fn mint(cfg: &AuthConfig, dev_secret: Option<&str>, user: &str, ttl_secs: u64, extra: &[(&str, &str)]) -> anyhow::Result<String> {
+    let now = crate::domain::now_ms() / 1000;
+    let mut claims = serde_json::Map::new();
+    claims.insert(cfg.subject_claim.clone().unwrap_or_else(|| "sub".into()), Value::String(user.to_owned()));
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl_secs as i64).into());
+    if let Some(i) = &cfg.issuer {
+        claims.insert("iss".into(), Value::String(i.clone()));
+    }
+    if let Some(a) = &cfg.audience {
+        claims.insert("aud".into(), Value::String(a.clone()));
+    }
+    for (k, v) in extra {
+        claims.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    let (header, key) = if let Some(f) = &cfg.signing_key_file {
+        let pem = std::fs::read(f)?;
+        match EncodingKey::from_rsa_pem(&pem) {
+            Ok(k) => (Header::new(Algorithm::RS256), k),
+            Err(_) => (Header::new(Algorithm::ES256), EncodingKey::from_ec_pem(&pem)?),
+        }
+    } else if let Some(s) = cfg.hs256_secret.as_deref().or(dev_secret) {
+        (Header::new(Algorithm::HS256), EncodingKey::from_secret(s.as_bytes()))
+    } else {
+        anyhow::bail!("no signing key: set auth.hs256_secret or auth.signing_key_file");
+    };
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// Replaces the value of `token` in a query string, for anything that records URLs.
+pub(crate) fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some(("token", _)) => "token=REDACTED".to_owned(),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AuthConfig {
+        AuthConfig { hs256_secret: Some("0123456789abcdef0123".into()), ..AuthConfig::default() }
+    }
+
+    #[test]
+    fn minted_tokens_verify_for_their_user_only() {
+        let a = Authenticator::new(&cfg(), None).unwrap();
+        let t = mint(&cfg(), None, "alice", 60, &[]).unwrap();
+        assert_eq!(a.verify(&t, "alice", "ios", "d1"), Ok(()));
+        assert_eq!(a.verify(&t, "bob", "ios", "d1"), Err(AuthFailure::WrongUser));
+        assert_eq!(a.verify("x.y.z", "alice", "ios", "d1"), Err(AuthFailure::Malformed));
+    }
+
+    #[test]
+    fn device_claims_must_match_when_present() {
+        let a = Authenticator::new(&cfg(), None).unwrap();
+        let t = mint(&cfg(), None, "alice", 60, &[("platform", "ios")]).unwrap();
+        assert_eq!(a.verify(&t, "alice", "android", "d1"), Err(AuthFailure::WrongPlatform));
+    }
+
+    #[test]
+    fn the_token_is_redacted() {
+        assert_eq!(redact_query("userId=a&token=secret.jwt&platform=ios"), "userId=a&token=REDACTED&platform=ios");
+    }
+}

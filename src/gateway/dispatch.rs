@@ -1,0 +1,75 @@
+//! Routes one request to its handler and turns the outcome into frames.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::registry::Outbound;
+use super::wire::{self, Failure};
+use super::{custom, send, sync};
+use crate::app::AppState;
+use crate::domain::{Message, UserId};
+use crate::proto::pb::{ActiveEvent, RequestBody};
+
+/// The calling connection.
+pub(crate) struct ConnCtx {
+    pub(crate) app: AppState,
+    pub(crate) user: UserId,
+    pub(crate) platform: String,
+    pub(crate) device_id: String,
+    pub(crate) conn_id: String,
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) meta: Vec<(String, String)>,
+}
+
+/// A handler's success: the response payload, and messages to push to the caller
+/// after it (the `push=true` variants).
+pub(crate) struct Reply {
+    pub(crate) data: Bytes,
+    pub(crate) push: Vec<Message>,
+}
+
+impl Reply {
+    pub(crate) fn data(data: impl Into<Bytes>) -> Self {
+        Self { data: data.into(), push: Vec::new() }
+    }
+}
+
+/// Handles one request; returns the frames for the caller, response first.
+pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
+    let started = std::time::Instant::now();
+    let name = wire::event_name(req.event);
+    let outcome = match ActiveEvent::try_from(req.event) {
+        Ok(ActiveEvent::SendMsgList) => send::send_msg_list(ctx, req.data).await,
+        Ok(ActiveEvent::SyncConvSeq) => sync::sync_conv_seq(ctx, req.data).await,
+        Ok(ActiveEvent::SyncMsgList) => sync::sync_msg_list(ctx, req.data).await,
+        Ok(ActiveEvent::AckNotice) => sync::ack_notice(ctx, req.data).await,
+        Ok(ActiveEvent::GetMsgById) => sync::get_msg_by_id(ctx, req.data).await,
+        Ok(ActiveEvent::CustomRequest) => custom::custom_request(ctx, req.data).await,
+        Err(_) => Err(Failure::Request(format!("unknown event {}", req.event))),
+    };
+    metrics::histogram!("ferry_request_seconds", "event" => name).record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(reply) => {
+            let code = "Success";
+            metrics::counter!("ferry_requests_total", "event" => name, "code" => code).increment(1);
+            let event = ActiveEvent::try_from(req.event).unwrap_or(ActiveEvent::SendMsgList);
+            let mut frames = vec![wire::success(event, &req.req_id, reply.data)];
+            if !reply.push.is_empty() {
+                frames.push(wire::messages(&reply.push));
+            }
+            frames
+        }
+        Err(f) => {
+            metrics::counter!("ferry_requests_total", "event" => name, "code" => f.code().as_str_name()).increment(1);
+            if matches!(f, Failure::Internal(_)) {
+                tracing::error!(event = name, req_id = %req.req_id, error = %f, "request failed");
+            }
+            vec![wire::failure(req.event, &req.req_id, &f)]
+        }
+    }
+}
+
+/// Decodes a request payload or fails with a message naming the event.
+pub(crate) fn decode<T: prost::Message + Default>(data: Bytes, what: &str) -> Result<T, Failure> {
+    T::decode(data).map_err(|e| Failure::Request(format!("malformed {what}: {e}")))
+}

@@ -1,0 +1,123 @@
+//! SendMsgList: validate, split by conversation, append to the log (or to the delay
+//! tiers), and answer Success only once the log has the batch durably.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::dispatch::{ConnCtx, Reply, decode};
+use super::wire::Failure;
+use crate::access;
+use crate::domain::{ConvId, Message, now_ms};
+use crate::msglog::{LogError, Outgoing};
+use crate::pipeline::delay::{self, MAX_DELAY_SECS};
+use crate::pipeline::sequencer;
+use crate::proto::pb;
+
+/// Validated messages grouped by conversation, in first-seen order.
+pub(crate) type Batches = Vec<(ConvId, Vec<Message>)>;
+
+/// Checks every message and groups them; `sender` is the authenticated user, or None
+/// for system messages sent through the server API.
+pub(crate) async fn validate(app: &crate::app::AppState, sender: Option<&crate::domain::UserId>, list: Vec<pb::MsgData>) -> Result<Batches, Failure> {
+    let limits = &app.cfg.limits;
+    if list.is_empty() {
+        return Err(Failure::Request("msgDataList is empty".into()));
+    }
+    if list.len() > limits.max_msgs_per_send {
+        return Err(Failure::Request(format!("at most {} messages per SendMsgList", limits.max_msgs_per_send)));
+    }
+    let mut batches: Batches = Vec::new();
+    for (i, m) in list.into_iter().enumerate() {
+        let conv = ConvId::parse(&m.conv_id).map_err(|e| Failure::Request(format!("msgDataList[{i}]: {e}")))?;
+        let mut msg = Message::from(m);
+        match sender {
+            Some(user) => {
+                if msg.sender_id.is_empty() {
+                    msg.sender_id = user.to_string();
+                } else if msg.sender_id != user.as_str() {
+                    return Err(Failure::Request(format!("msgDataList[{i}]: senderId must be the authenticated user")));
+                }
+                if !access::can_write(app.store.as_ref(), user, &conv).await? {
+                    return Err(Failure::Request(format!("msgDataList[{i}]: you may not send to {conv}")));
+                }
+            }
+            None => {
+                if matches!(conv, ConvId::Notice(_)) {
+                    return Err(Failure::Request(format!("msgDataList[{i}]: notice conversations carry notices, not messages")));
+                }
+            }
+        }
+        if msg.client_msg_id.len() > 128 {
+            return Err(Failure::Request(format!("msgDataList[{i}]: clientMsgId longer than 128 bytes")));
+        }
+        // What the sequencer owns is never taken from the client.
+        msg.seq = 0;
+        msg.server_msg_id.clear();
+        msg.server_time_ms = 0;
+        msg.conv_id = conv.to_string();
+        match batches.iter_mut().find(|(c, _)| *c == conv) {
+            Some((_, v)) => v.push(msg),
+            None => batches.push((conv, vec![msg])),
+        }
+    }
+    Ok(batches)
+}
+
+/// Checks deliverAfter (seconds) and turns it into a due time.
+pub(crate) fn due_at(deliver_after: Option<i32>, now: i64) -> Result<i64, Failure> {
+    match deliver_after {
+        None | Some(0) => Ok(0),
+        Some(d) if d < 0 => Err(Failure::Request("deliverAfter must not be negative".into())),
+        Some(d) if d > MAX_DELAY_SECS => Err(Failure::Request(format!("deliverAfter must be at most {MAX_DELAY_SECS} seconds"))),
+        Some(d) => Ok(now + i64::from(d) * 1000),
+    }
+}
+
+/// Appends the batches (to inbound, or to the delay tiers when due later).
+pub(crate) async fn append(app: &crate::app::AppState, sender: &str, batches: Batches, due: i64) -> Result<(), Failure> {
+    let now = now_ms();
+    let records: Vec<Outgoing> = batches
+        .into_iter()
+        .map(|(conv, msgs)| {
+            let b = sequencer::batch(&conv, sender, &msgs, now, due);
+            if due > 0 {
+                delay::next_hop(&app.topics, &app.cfg.pipeline.delay_tiers_secs, b, now)
+            } else {
+                sequencer::batch_record(&app.topics, b)
+            }
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let deadline = Duration::from_millis(app.cfg.log.append_timeout_ms);
+    let res = match tokio::time::timeout(deadline, app.log.append(records)).await {
+        Ok(r) => r,
+        Err(_) => Err(LogError::Timeout),
+    };
+    metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
+    res.map_err(|e| Failure::Retry(format!("message not accepted, retry: {e}")))
+}
+
+pub(crate) async fn send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
+    let req: pb::SendMsgListReq = decode(data, "SendMsgListReq")?;
+    let due = due_at(req.deliver_after, now_ms())?;
+    let batches = validate(&ctx.app, Some(&ctx.user), req.msg_data_list).await?;
+    append(&ctx.app, ctx.user.as_str(), batches, due).await?;
+    Ok(Reply::data(pb::SendMsgListResp::default().encode_to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_after_is_bounded() {
+        assert_eq!(due_at(None, 1000).unwrap(), 0);
+        assert_eq!(due_at(Some(0), 1000).unwrap(), 0);
+        assert_eq!(due_at(Some(2), 1000).unwrap(), 3000);
+        assert_eq!(due_at(Some(864_000), 0).unwrap(), 864_000_000);
+        assert!(due_at(Some(864_001), 0).unwrap_err().to_string().contains("864000"));
+        assert!(due_at(Some(-1), 0).is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! One WebSocket session: authenticate, register, then a reader loop and a writer
+//! task. SendMsgList requests go through one ordered worker per connection (order per
+//! conversation is kept); other requests run concurrently, bounded per connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::auth::AuthFailure;
+use super::dispatch::{self, ConnCtx};
+use super::limits::TokenBucket;
+use super::registry::{Closer, Conn, Outbound, close};
+use super::wire::{self, Failure};
+use crate::app::AppState;
+use crate::domain::UserId;
+use crate::proto::pb::{ActiveEvent, RequestBody};
+
+/// Requests of one connection being handled at once (besides the SendMsgList queue).
+const IN_FLIGHT_PER_CONN: usize = 32;
+/// SendMsgList requests queued per connection.
+const SEND_QUEUE_PER_CONN: usize = 64;
+
+/// What the client said in the query string. The token stays out of Debug output.
+pub(crate) struct ConnectParams {
+    pub(crate) token: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) platform: Option<String>,
+    pub(crate) device_id: Option<String>,
+    /// networkUsed, deviceModel, osVersion, appVersion, language: kept as metadata.
+    pub(crate) meta: Vec<(String, String)>,
+}
+
+impl ConnectParams {
+    pub(crate) fn parse(query: &str) -> Self {
+        let mut p = ConnectParams { token: None, user_id: None, platform: None, device_id: None, meta: Vec::new() };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "token" => p.token = Some(v),
+                "userId" => p.user_id = Some(v),
+                "platform" => p.platform = Some(v),
+                "deviceId" => p.device_id = Some(v),
+                "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => p.meta.push((k.into_owned(), v)),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    pub(crate) fn language_zh(&self) -> bool {
+        self.meta.iter().any(|(k, v)| k == "language" && v.to_ascii_lowercase().starts_with("zh"))
+    }
+}
+
+fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, AuthFailure> {
+    match v.as_deref() {
+        None | Some("") => Err(AuthFailure::MissingParam(name)),
+        Some(s) if s.len() > 256 => Err(AuthFailure::InvalidParam(name)),
+        Some(s) => Ok(s),
+    }
+}
+
+struct Identity {
+    user: UserId,
+    platform: String,
+    device_id: String,
+}
+
+fn authenticate(app: &AppState, p: &ConnectParams) -> Result<Identity, AuthFailure> {
+    let token = required(&p.token, "token")?;
+    let user = required(&p.user_id, "userId")?;
+    let platform = required(&p.platform, "platform")?;
+    let device = required(&p.device_id, "deviceId")?;
+    let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
+    app.auth.verify(token, user, platform, device)?;
+    Ok(Identity { user: user_id, platform: platform.to_owned(), device_id: device.to_owned() })
+}
+
+async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(WsMessage::Close(Some(frame)))).await;
+}
+
+pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSocket) {
+    let id = match authenticate(&app, &params) {
+        Ok(id) => id,
+        Err(f) => {
+            metrics::counter!("ferry_auth_failures_total").increment(1);
+            tracing::info!(reason = f.reason(false), "connection refused");
+            close_now(&mut socket, close::AUTH_FAILED, f.reason(params.language_zh())).await;
+            return;
+        }
+    };
+    if app.registry.connection_count() >= app.cfg.limits.max_connections {
+        close_now(&mut socket, close::TRY_AGAIN_LATER, "connection limit reached".into()).await;
+        return;
+    }
+    if socket.send(WsMessage::Text("connected".into())).await.is_err() {
+        return;
+    }
+    let conn_id = uuid::Uuid::new_v4().simple().to_string();
+    let (tx, rx) = mpsc::channel(app.cfg.limits.send_queue);
+    let conn = Conn {
+        conn_id: conn_id.clone(),
+        user: id.user.to_string(),
+        platform: id.platform.clone(),
+        device_id: id.device_id.clone(),
+        tx: tx.clone(),
+        closer: Closer::default(),
+    };
+    tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
+    super::presence::connected(&app, &conn).await;
+    metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
+
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, rx, conn.closer.clone(), app.shutdown.clone()));
+    let ctx = Arc::new(ConnCtx { app: app.clone(), user: id.user, platform: id.platform.clone(), device_id: id.device_id, conn_id: conn_id.clone(), tx, meta: params.meta });
+    read_loop(&app, &ctx, &conn.closer, stream).await;
+
+    conn.closer.close(close::NORMAL, "");
+    let _ = writer.await;
+    super::presence::disconnected(&app, &conn).await;
+    metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::Receiver<Outbound>,
+    closer: Closer,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let (code, reason) = loop {
+        tokio::select! {
+            biased;
+            why = closer.closed() => break why,
+            _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
+            out = rx.recv() => match out {
+                Some(Outbound::Binary(b)) => {
+                    if sink.send(WsMessage::Binary(b)).await.is_err() {
+                        closer.close(close::NORMAL, "");
+                        return;
+                    }
+                }
+                None => break (close::NORMAL, String::new()),
+            },
+        }
+    };
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(WsMessage::Close(Some(frame)))).await;
+    closer.close(code, "");
+}
+
+async fn read_loop(app: &AppState, ctx: &Arc<ConnCtx>, closer: &Closer, mut stream: futures_util::stream::SplitStream<WebSocket>) {
+    let idle = Duration::from_secs(app.cfg.session.idle_timeout_secs);
+    let mut bucket = TokenBucket::new(app.cfg.limits.requests_per_second, app.cfg.limits.request_burst);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
+    let (send_tx, send_rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
+    let send_worker = tokio::spawn(send_worker(ctx.clone(), send_rx));
+    loop {
+        let frame = tokio::select! {
+            _ = closer.closed() => break,
+            f = tokio::time::timeout(idle, stream.next()) => f,
+        };
+        let msg = match frame {
+            Err(_) => {
+                closer.close(close::NORMAL, "idle timeout");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let too_big = e.to_string().to_ascii_lowercase().contains("too long") || e.to_string().contains("Space limit");
+                if too_big {
+                    closer.close(close::TOO_BIG, "frame too large");
+                }
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let data: Bytes = match msg {
+            WsMessage::Binary(b) => b,
+            WsMessage::Close(_) => break,
+            // Pings are answered by the WebSocket layer; text frames carry nothing.
+            _ => continue,
+        };
+        metrics::counter!("ferry_frames_received_total").increment(1);
+        let req = match RequestBody::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(ctx, wire::failure(0, "", &Failure::Request(format!("malformed RequestBody: {e}"))));
+                continue;
+            }
+        };
+        if !bucket.take(Instant::now()) {
+            reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("rate limit exceeded, slow down".into())));
+            continue;
+        }
+        if req.event == ActiveEvent::SendMsgList as i32 {
+            if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) = send_tx.try_send(req) {
+                reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("too many SendMsgList requests in flight".into())));
+            }
+            continue;
+        }
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("too many requests in flight".into())));
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let frames = dispatch::handle(&ctx, req).await;
+            for f in frames {
+                reply(&ctx, f);
+            }
+            drop(permit);
+        });
+    }
+    drop(send_tx);
+    // Requests already accepted are answered before the socket goes (if it still can).
+    let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
+}
+
+async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
+    while let Some(req) = rx.recv().await {
+        for f in dispatch::handle(&ctx, req).await {
+            reply(&ctx, f);
+        }
+    }
+}
+
+/// Queues a frame for the calling connection (a full queue closes it as slow).
+fn reply(ctx: &ConnCtx, frame: Bytes) {
+    let conns = ctx.app.registry.conns(ctx.user.as_str());
+    match conns.iter().find(|c| c.conn_id == ctx.conn_id) {
+        Some(c) => {
+            super::registry::send_or_close(c, Outbound::Binary(frame));
+        }
+        None => {
+            let _ = ctx.tx.try_send(Outbound::Binary(frame));
+        }
+    }
+}
+
+/// Parses the query for the HTTP handler.
+pub(crate) fn params_from(query: Option<&str>) -> ConnectParams {
+    ConnectParams::parse(query.unwrap_or(""))
+}

@@ -1,0 +1,63 @@
+//! The HTTP surface: `/ws` and `/` (WebSocket), `/healthz`, `/readyz`, `/metrics`,
+//! and the server API under `/api/v1`.
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::gateway::session;
+
+pub(crate) fn router(state: AppState, gateway: bool) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if gateway {
+        r = r.route("/ws", get(ws)).route("/", get(ws)).nest("/api/v1", crate::api::router(state.clone()));
+    }
+    r.with_state(state)
+}
+
+async fn ws(State(app): State<AppState>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Response {
+    if app.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let params = session::params_from(query.as_deref());
+    let limit = app.cfg.limits.max_frame_bytes;
+    // Small per-socket buffers: idle sockets must stay cheap (see BENCHMARKS.md).
+    upgrade
+        .read_buffer_size(2048)
+        .write_buffer_size(0)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session::run(app, params, socket))
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    let started = app.started.load(std::sync::atomic::Ordering::SeqCst);
+    let log = app.log.ping().await;
+    let store = app.store.ping().await;
+    let body = serde_json::json!({
+        "started": started,
+        "log": log.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "shuttingDown": app.shutdown.is_cancelled(),
+    });
+    let ok = started && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    match &app.metrics {
+        Some(h) => {
+            metrics::gauge!("ferry_connections_total_open").set(app.registry.connection_count() as f64);
+            h.render().into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "metrics disabled").into_response(),
+    }
+}

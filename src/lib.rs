@@ -1,0 +1,32 @@
+//! ferry: a Kafka-backed, event-sourced instant-messaging WebSocket gateway.
+//!
+//! Map of the crate:
+//! - `cli`       — command line: serve, token, client
+//! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
+//! - `telemetry` — logs and metrics
+//! - `app`       — wiring of backends and roles, shutdown tree
+//! - `http`      — WebSocket upgrade, health, readiness, metrics
+//! - `proto`     — generated protobuf in, domain types out
+//! - `domain`    — UserId, ConvId, Seq, Message, Notice
+//! - `access`    — who may read and write which conversation
+//! - `gateway`   — sessions, auth, registry, request handlers, wire errors
+//! - `pipeline`  — sequencer, delay tiers, pusher, notices, presence, push routing
+//! - `msglog`    — the log trait with its Kafka and embedded backends
+//! - `store`     — the store trait with its ScyllaDB and embedded backends
+//! - `api`       — the server API for backends
+//! - `client`    — a small protocol client for operators and the walkthrough
+
+mod access;
+mod api;
+mod app;
+pub mod cli;
+mod client;
+mod config;
+mod domain;
+mod gateway;
+mod http;
+mod msglog;
+mod pipeline;
+mod proto;
+mod store;
+mod telemetry;

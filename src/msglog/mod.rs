@@ -1,0 +1,120 @@
+//! The durable log ferry is built on: topics of keyed records, consumer groups with
+//! committed offsets, compacted topics. Two backends side by side: `kafka` for
+//! production, `embedded` for one machine with no external services.
+
+pub(crate) mod embedded;
+pub(crate) mod topics;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub(crate) use topics::Topics;
+
+/// One record as consumed.
+#[derive(Clone, Debug)]
+pub(crate) struct LogRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Bytes,
+    /// None is a tombstone (compacted topics).
+    pub(crate) value: Option<Bytes>,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) headers: Vec<(String, Bytes)>,
+}
+
+impl LogRecord {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+}
+
+/// One record to append.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    pub(crate) key: Bytes,
+    pub(crate) value: Option<Bytes>,
+    pub(crate) headers: Vec<(String, Bytes)>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(topic: impl Into<String>, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Self { topic: topic.into(), key: key.into(), value: Some(value.into()), headers: Vec::new() }
+    }
+    pub(crate) fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> Self {
+        Self { topic: topic.into(), key: key.into(), value: None, headers: Vec::new() }
+    }
+}
+
+/// How a topic keeps its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retention {
+    /// Every record, for replay.
+    Full,
+    /// The latest record per key; a tombstone removes the key.
+    Compacted,
+    /// Short-lived delivery (push topics): nothing worth keeping past a restart.
+    Ephemeral,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TopicSpec {
+    pub(crate) name: String,
+    pub(crate) retention: Retention,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogError {
+    #[error("log did not acknowledge within the deadline")]
+    Timeout,
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    #[error("log closed")]
+    Closed,
+}
+
+#[async_trait]
+pub(crate) trait MsgLog: Send + Sync + 'static {
+    /// Appends and returns once the records are durable (acks=all on Kafka),
+    /// all of them or an error; records with the same topic and key keep their order.
+    async fn append(&self, records: Vec<Outgoing>) -> Result<(), LogError>;
+
+    /// Joins consumer group `group` on `topics`, resuming at its committed offsets
+    /// (at the beginning when it has none).
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, LogError>;
+
+    /// Reads `topic` from its beginning and then follows it, outside any group:
+    /// how compacted views (notices, presence) are rebuilt on start.
+    async fn read_from_start(&self, topic: &str) -> Result<Box<dyn Subscription>, LogError>;
+
+    /// Creates the topic if missing.
+    async fn ensure_topic(&self, spec: &TopicSpec) -> Result<(), LogError>;
+
+    /// Deletes a topic (a pod's push topic on graceful stop).
+    async fn delete_topic(&self, name: &str) -> Result<(), LogError>;
+
+    /// Whether the backend answers now (readiness).
+    async fn ping(&self) -> Result<(), LogError>;
+}
+
+#[async_trait]
+pub(crate) trait Subscription: Send {
+    /// The next record. Cancel-safe: dropping the future loses nothing.
+    async fn next(&mut self) -> Result<LogRecord, LogError>;
+
+    /// Marks `record` processed: the group resumes after it. Call only after its
+    /// downstream effects are durable.
+    fn commit(&mut self, record: &LogRecord) -> Result<(), LogError>;
+
+    /// Stops delivering records of one partition until `resume`; the consumer keeps
+    /// its group membership meanwhile.
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
+
+    /// Writes committed offsets out (before shutdown or after a revocation).
+    async fn flush_commits(&mut self) -> Result<(), LogError>;
+}
+
+/// W3C trace context header carried on every record.
+pub(crate) const TRACEPARENT: &str = "traceparent";

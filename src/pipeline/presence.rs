@@ -1,0 +1,83 @@
+//! Presence: which pods hold which users' sockets. Gateways publish their local view
+//! of each user to the compacted presence topic (keyed `user|pod`); every process
+//! that routes pushes follows the topic into this map. Entries not refreshed within
+//! the TTL are stale (a crashed pod) and ignored; clients resync on reconnect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::now_ms;
+use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
+use crate::proto::records::{Device, PresenceRecord};
+
+#[derive(Default)]
+pub(crate) struct PresenceView {
+    /// user -> pod -> last refresh, ms.
+    users: RwLock<HashMap<String, HashMap<String, i64>>>,
+    ttl_ms: i64,
+}
+
+pub(crate) fn key(user: &str, pod: &str) -> String {
+    format!("{user}|{pod}")
+}
+
+impl PresenceView {
+    pub(crate) fn new(ttl_secs: u64) -> Arc<Self> {
+        Arc::new(Self { users: RwLock::default(), ttl_ms: ttl_secs as i64 * 1000 })
+    }
+
+    /// Pods that currently hold a socket of `user`.
+    pub(crate) fn pods(&self, user: &str) -> Vec<String> {
+        let horizon = now_ms() - self.ttl_ms;
+        self.users
+            .read()
+            .unwrap()
+            .get(user)
+            .map(|pods| pods.iter().filter(|(_, t)| **t >= horizon).map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn apply(&self, rec: &LogRecord) {
+        let key = String::from_utf8_lossy(&rec.key);
+        let Some((user, pod)) = key.split_once('|') else { return };
+        let mut users = self.users.write().unwrap();
+        match rec.value.as_deref().map(PresenceRecord::decode) {
+            Some(Ok(p)) if !p.devices.is_empty() => {
+                users.entry(user.to_owned()).or_default().insert(pod.to_owned(), p.refreshed_at_ms);
+            }
+            Some(Err(_)) => tracing::warn!(%key, "undecodable presence record ignored"),
+            _ => {
+                if let Some(pods) = users.get_mut(user) {
+                    pods.remove(pod);
+                    if pods.is_empty() {
+                        users.remove(user);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows the presence topic until cancelled.
+    pub(crate) async fn follow(self: Arc<Self>, log: Arc<dyn MsgLog>, topics: Topics, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut sub = log.read_from_start(&topics.presence()).await?;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                rec = sub.next() => self.apply(&rec?),
+            }
+        }
+    }
+}
+
+/// The presence record a pod publishes for one of its users.
+pub(crate) fn record(topics: &Topics, pod: &str, user: &str, devices: Vec<Device>) -> Outgoing {
+    let k = key(user, pod);
+    if devices.is_empty() {
+        return Outgoing::tombstone(topics.presence(), k);
+    }
+    let rec = PresenceRecord { user_id: user.to_owned(), pod: pod.to_owned(), devices, refreshed_at_ms: now_ms() };
+    Outgoing::new(topics.presence(), k, rec.encode_to_vec())
+}

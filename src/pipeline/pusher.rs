@@ -1,0 +1,65 @@
+//! The pusher role: consumes this pod's own push topic and delivers to local sockets
+//! in the order the records arrive (seq order per conversation).
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::registry::Registry;
+use crate::gateway::wire;
+use crate::msglog::{MsgLog, Topics};
+use crate::proto::pb::PushEvent;
+use crate::proto::records::{PushRecord, push_record::Payload};
+
+pub(crate) struct Pusher {
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) topics: Topics,
+    pub(crate) pod: String,
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Pusher {
+    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let topic = self.topics.push(&self.pod);
+        let mut sub = self.log.subscribe(&self.topics.group(&format!("pusher.{}", self.pod)), &[topic]).await?;
+        loop {
+            let rec = tokio::select! {
+                _ = cancel.cancelled() => break,
+                rec = sub.next() => rec?,
+            };
+            match rec.value.as_deref().map(PushRecord::decode) {
+                Some(Ok(p)) => self.deliver(p),
+                _ => tracing::warn!(offset = rec.offset, "undecodable push record skipped"),
+            }
+            sub.commit(&rec)?;
+        }
+        sub.flush_commits().await?;
+        Ok(())
+    }
+
+    fn deliver(&self, p: PushRecord) {
+        let frame = match p.payload {
+            Some(Payload::Msgs(m)) => wire::raw_push(PushEvent::PushMsgDataList, m.encode_to_vec()),
+            Some(Payload::Notices(n)) => wire::raw_push(PushEvent::PushNoticeDataList, n.encode_to_vec()),
+            Some(Payload::Disconnect(d)) => {
+                for user in &p.user_ids {
+                    for c in self.registry.conns(user) {
+                        let matches = (d.platform.is_empty() || c.platform == d.platform)
+                            && (d.device_id.is_empty() || c.device_id == d.device_id)
+                            && c.conn_id != d.except_conn_id;
+                        if matches {
+                            c.closer.close(d.close_code as u16, &d.reason);
+                        }
+                    }
+                }
+                return;
+            }
+            None => return,
+        };
+        for user in &p.user_ids {
+            let n = self.registry.deliver(user, &frame);
+            metrics::counter!("ferry_pushes_delivered_total").increment(n as u64);
+        }
+    }
+}

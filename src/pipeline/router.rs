@@ -1,0 +1,56 @@
+//! Turns "deliver this to these users" into one record per pod that holds any of
+//! them, on that pod's push topic: never to every pod.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message as _;
+
+use super::presence::PresenceView;
+use crate::domain::{Message, Notice};
+use crate::msglog::{MsgLog, Outgoing, Topics, LogError};
+use crate::proto::records::{Disconnect, PushRecord, push_record::Payload};
+use crate::proto::{msg_list, notice_list};
+
+#[derive(Clone)]
+pub(crate) struct PushRouter {
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) topics: Topics,
+    pub(crate) presence: Arc<PresenceView>,
+}
+
+pub(crate) enum PushPayload<'a> {
+    Messages(&'a [Message]),
+    Notices(&'a [Notice]),
+    Disconnect(Disconnect),
+}
+
+impl PushRouter {
+    /// Groups `users` by the pods that hold them and appends one push record per pod.
+    pub(crate) async fn push(&self, users: &[String], payload: PushPayload<'_>, headers: &[(String, bytes::Bytes)]) -> Result<(), LogError> {
+        let mut by_pod: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for u in users {
+            for pod in self.presence.pods(u) {
+                by_pod.entry(pod).or_default().push(u.clone());
+            }
+        }
+        if by_pod.is_empty() {
+            return Ok(());
+        }
+        let payload = match payload {
+            PushPayload::Messages(m) => Payload::Msgs(msg_list(m)),
+            PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
+            PushPayload::Disconnect(d) => Payload::Disconnect(d),
+        };
+        let records = by_pod
+            .into_iter()
+            .map(|(pod, user_ids)| {
+                let rec = PushRecord { user_ids, payload: Some(payload.clone()) };
+                let mut o = Outgoing::new(self.topics.push(&pod), pod.clone(), rec.encode_to_vec());
+                o.headers = headers.to_vec();
+                o
+            })
+            .collect();
+        self.log.append(records).await
+    }
+}

@@ -1,0 +1,318 @@
+//! The sequencer role: a consumer group on the inbound topic. Per conversation it
+//! assigns seqs 1, 2, 3, … with no gaps and no duplicates, stores the messages,
+//! commits the offset only after the store write, then hands them to the router.
+//!
+//! # The fence
+//!
+//! Partition ownership alone is not enough: after a rebalance a zombie that still
+//! believes it owns a partition may keep writing. Every range of seqs is therefore
+//! claimed with a compare-and-set on the conversation's seq row (`Store::claim`, a
+//! lightweight transaction on ScyllaDB) that also records *which* inbound record
+//! (partition, offset) took it. Consequences:
+//! - two processes handling the same record: one claim wins; the other reads the row,
+//!   sees its own record's position, and rewrites the very same messages (content is
+//!   a pure function of the record and the store state before the claim, and
+//!   serverTime is the record's timestamp), so the store converges;
+//! - a process behind the row (the row names a later offset) skips: that record was
+//!   already sequenced by whoever got further;
+//! - a crash between claim and message write is repaired when the record is
+//!   redelivered (its offset was not committed): the row still names it.
+//!
+//! Retries and edits: a message whose (convId, senderId, clientMsgId) is stored with
+//! the same content gets no new seq; different content updates the original and is
+//! appended with a new seq.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use super::router::{PushPayload, PushRouter};
+use crate::access;
+use crate::domain::{ConvId, Message, server_msg_id, Seq};
+use crate::msglog::{LogRecord, MsgLog, Outgoing, Subscription, Topics};
+use crate::proto::pb;
+use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
+use crate::store::{Claim, ConvState, Store, StoreError};
+
+pub(crate) struct Sequencer {
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) topics: Topics,
+    pub(crate) router: PushRouter,
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Not stored (storageForServer=false): pushed without a seq.
+    Transient,
+    /// Already stored with the same content: no new seq.
+    Retry(Box<Message>),
+    /// New content: takes the next seq.
+    New,
+    /// Same clientMsgId, different content: takes the next seq and rewrites this original.
+    Edit(Box<Message>),
+}
+
+/// Decides each message's fate. `ours` is the seq range this very record claimed
+/// before (when redelivered): a message found there is this record's own write.
+pub(crate) fn classify(msg: &Message, existing: Option<Message>, ours: Option<(u64, u64)>) -> Fate {
+    if !msg.options.storage_for_server {
+        return Fate::Transient;
+    }
+    match existing {
+        None => Fate::New,
+        Some(e) if ours.is_some_and(|(lo, hi)| (lo..=hi).contains(&e.seq)) => Fate::New,
+        Some(e) if e.same_content(msg) => Fate::Retry(Box::new(e)),
+        Some(e) => Fate::Edit(Box::new(e)),
+    }
+}
+
+/// Outcome of one pass over a batch.
+enum Pass {
+    Done,
+    /// The row moved under us: read it again and retry.
+    Lost,
+}
+
+impl Sequencer {
+    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut sub = self.log.subscribe(&self.topics.group("sequencer"), &[self.topics.inbound()]).await?;
+        loop {
+            let rec = tokio::select! {
+                _ = cancel.cancelled() => break,
+                rec = sub.next() => rec?,
+            };
+            // A store outage pauses consumption here and resumes without loss: the
+            // record is retried until it is applied, and only then committed.
+            let mut attempt = 0u32;
+            loop {
+                match self.apply(&rec).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        attempt += 1;
+                        metrics::counter!("ferry_sequencer_retries_total").increment(1);
+                        tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
+                        tokio::select! {
+                            _ = cancel.cancelled() => { sub.flush_commits().await?; return Ok(()) }
+                            _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
+                        }
+                    }
+                }
+            }
+            sub.commit(&rec)?;
+        }
+        sub.flush_commits().await?;
+        Ok(())
+    }
+
+    async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
+        let decoded = rec.value.as_deref().map(InboundRecord::decode);
+        match decoded {
+            Some(Ok(InboundRecord { kind: Some(inbound_record::Kind::Messages(b)) })) => self.sequence(rec, b).await,
+            Some(Ok(InboundRecord { kind: Some(inbound_record::Kind::Member(m)) })) => self.member(m).await,
+            _ => {
+                self.dead_letter(rec, "undecodable inbound record").await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn dead_letter(&self, rec: &LogRecord, why: &str) {
+        metrics::counter!("ferry_dead_letters_total").increment(1);
+        tracing::error!(offset = rec.offset, partition = rec.partition, why, "record sent to the dead-letter topic");
+        let mut o = Outgoing::new(self.topics.dead_letter(), rec.key.clone(), rec.value.clone().unwrap_or_default());
+        o.headers = rec.headers.clone();
+        o.headers.push(("ferry-error".into(), why.as_bytes().to_vec().into()));
+        o.headers.push(("ferry-origin".into(), format!("{}/{}/{}", rec.topic, rec.partition, rec.offset).into_bytes().into()));
+        if let Err(e) = self.log.append(vec![o]).await {
+            tracing::error!(error = %e, "dead-letter append failed; record dropped");
+        }
+    }
+
+    async fn member(&self, m: MemberChange) -> Result<(), StoreError> {
+        if m.removed {
+            self.store.remove_member(&m.group_id, &m.user_id).await
+        } else {
+            self.store.set_member(&m.group_id, &m.user_id, m.min_seq).await
+        }
+    }
+
+    async fn sequence(&self, rec: &LogRecord, batch: MessageBatch) -> Result<(), StoreError> {
+        let Ok(conv) = ConvId::parse(&batch.conv_id) else {
+            self.dead_letter(rec, "invalid convId").await;
+            return Ok(());
+        };
+        let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
+        for _ in 0..16 {
+            if let Pass::Done = self.pass(rec, &conv, &batch.sender_id, &msgs).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!("seq row of {conv} kept moving")))
+    }
+
+    async fn pass(&self, rec: &LogRecord, conv: &ConvId, sender: &str, msgs: &[Message]) -> Result<Pass, StoreError> {
+        let conv_s = conv.to_string();
+        let state = self.store.conv_state(&conv_s).await?;
+        let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
+        let ours = match &state {
+            Some(s) if here(s) && s.claim.offset > rec.offset => return Ok(Pass::Done),
+            Some(s) if here(s) && s.claim.offset == rec.offset => Some((s.claim.first_seq, s.max_seq)),
+            _ => None,
+        };
+        // Classify in order; a clientMsgId repeated inside the batch sees its earlier twin.
+        let mut seen: HashMap<&str, Message> = HashMap::new();
+        let mut fates = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let existing = match seen.get(m.client_msg_id.as_str()) {
+                Some(e) => Some(e.clone()),
+                None if m.client_msg_id.is_empty() => None,
+                None => self.store.by_client_msg_id(&conv_s, sender, &m.client_msg_id).await?,
+            };
+            let fate = classify(m, existing, ours);
+            if !m.client_msg_id.is_empty() && matches!(fate, Fate::New | Fate::Edit(_)) {
+                seen.insert(&m.client_msg_id, m.clone());
+            }
+            fates.push(fate);
+        }
+        let takes = fates.iter().filter(|f| matches!(f, Fate::New | Fate::Edit(_))).count() as u64;
+        let base = match (&state, ours) {
+            (_, Some((first, _))) => first,
+            (Some(s), None) => s.max_seq + 1,
+            (None, None) => 1,
+        };
+        if takes > 0 && ours.is_none() {
+            let next = ConvState {
+                max_seq: base + takes - 1,
+                update_time_ms: rec.timestamp_ms,
+                claim: Claim { partition: rec.partition, offset: rec.offset, first_seq: base },
+            };
+            if !self.store.claim(&conv_s, state.as_ref().map(|s| s.max_seq), &next).await? {
+                return Ok(Pass::Lost);
+            }
+            metrics::counter!("ferry_seqs_assigned_total").increment(takes);
+        }
+        // Stamp, then write originals before the new messages: a redelivery finds the
+        // new messages only once the originals are rewritten.
+        let mut seq = base;
+        let (mut stored, mut originals, mut push, mut echo) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (m, fate) in msgs.iter().zip(fates) {
+            let mut m = m.clone();
+            m.conv_id = conv_s.clone();
+            m.sender_id = sender.to_owned();
+            m.server_time_ms = rec.timestamp_ms;
+            match fate {
+                Fate::Transient => {
+                    m.seq = 0;
+                    m.server_msg_id.clear();
+                    push.push(m);
+                }
+                Fate::Retry(e) => echo.push(*e),
+                Fate::New | Fate::Edit(_) => {
+                    m.seq = seq;
+                    m.server_msg_id = server_msg_id(conv, Seq(seq));
+                    if m.client_msg_id.is_empty() {
+                        m.client_msg_id = m.server_msg_id.clone();
+                    }
+                    if let Fate::Edit(orig) = fate {
+                        let mut o = *orig;
+                        o.content_type = m.content_type;
+                        o.content = m.content.clone();
+                        o.ext = m.ext.clone();
+                        o.at_users = m.at_users.clone();
+                        originals.push(o);
+                    }
+                    seq += 1;
+                    stored.push(m.clone());
+                    push.push(m);
+                }
+            }
+        }
+        if !originals.is_empty() {
+            self.store.put_messages(&originals).await?;
+        }
+        if !stored.is_empty() {
+            self.store.put_messages(&stored).await?;
+        }
+        self.deliver(rec, conv, sender, &push, &echo).await;
+        Ok(Pass::Done)
+    }
+
+    /// Best effort: a push that cannot be routed is dropped (clients resync).
+    async fn deliver(&self, rec: &LogRecord, conv: &ConvId, sender: &str, push: &[Message], echo: &[Message]) {
+        let headers = rec.headers.clone();
+        if !push.is_empty() {
+            match access::recipients(self.store.as_ref(), conv).await {
+                Ok(users) => {
+                    if let Err(e) = self.router.push(&users, PushPayload::Messages(push), &headers).await {
+                        metrics::counter!("ferry_pushes_dropped_total").increment(push.len() as u64);
+                        tracing::warn!(error = %e, conv = %conv, "push dropped");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, conv = %conv, "recipients unavailable; push dropped"),
+            }
+        }
+        if !echo.is_empty() && !sender.is_empty() {
+            let _ = self.router.push(&[sender.to_owned()], PushPayload::Messages(echo), &headers).await;
+        }
+    }
+}
+
+/// The inbound record for a batch of one conversation's messages.
+pub(crate) fn batch_record(topics: &Topics, batch: MessageBatch) -> Outgoing {
+    let key = batch.conv_id.clone();
+    let rec = InboundRecord { kind: Some(inbound_record::Kind::Messages(batch)) };
+    Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
+}
+
+/// The inbound record for a membership change, keyed by the group's convId so it is
+/// ordered with the group's messages.
+pub(crate) fn member_record(topics: &Topics, change: MemberChange) -> Outgoing {
+    let key = format!("group:{}", change.group_id);
+    let rec = InboundRecord { kind: Some(inbound_record::Kind::Member(change)) };
+    Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
+}
+
+/// Builds a batch from domain messages (used by the gateway and the server API).
+pub(crate) fn batch(conv: &ConvId, sender: &str, msgs: &[Message], accepted_at_ms: i64, due_at_ms: i64) -> MessageBatch {
+    MessageBatch {
+        conv_id: conv.to_string(),
+        sender_id: sender.to_owned(),
+        msgs: msgs.iter().map(pb::MsgData::from).collect(),
+        accepted_at_ms,
+        due_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MsgOptions;
+
+    fn msg(id: &str, content: &str, seq: u64) -> Message {
+        Message {
+            client_msg_id: id.into(),
+            content: content.as_bytes().to_vec().into(),
+            seq,
+            options: MsgOptions::stored(),
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let m = msg("c1", "hello", 0);
+        assert_eq!(classify(&m, None, None), Fate::New);
+        assert_eq!(classify(&m, Some(msg("c1", "hello", 4)), None), Fate::Retry(Box::new(msg("c1", "hello", 4))));
+        assert_eq!(classify(&m, Some(msg("c1", "bye", 4)), None), Fate::Edit(Box::new(msg("c1", "bye", 4))));
+        // Found inside the range this record claimed before: its own earlier write.
+        assert_eq!(classify(&m, Some(msg("c1", "hello", 7)), Some((6, 8))), Fate::New);
+        let mut t = m.clone();
+        t.options.storage_for_server = false;
+        assert_eq!(classify(&t, None, None), Fate::Transient);
+    }
+}

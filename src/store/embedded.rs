@@ -1,0 +1,221 @@
+//! Embedded store: the read model in a redb file under the data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Claim, ConvState, Store, StoreError, unavailable};
+use crate::domain::Message;
+use crate::proto::pb;
+use crate::proto::records::ConvRow;
+
+const CONVS: TableDefinition<&str, &[u8]> = TableDefinition::new("convs");
+const MSGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// (clientMsgId, convId, senderId) -> seq of the latest message under that id.
+const CMID: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("client_msg_ids");
+const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("members");
+
+#[derive(Clone)]
+pub(crate) struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn decode_msg(bytes: &[u8]) -> Result<Message, StoreError> {
+    pb::MsgData::decode(bytes).map(Message::from).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
+    let r = ConvRow::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(ConvState {
+        max_seq: r.max_seq,
+        update_time_ms: r.update_time_ms,
+        claim: Claim { partition: r.claim_partition, offset: r.claim_offset, first_seq: r.claim_first_seq },
+    })
+}
+
+fn encode_conv(s: &ConvState) -> Vec<u8> {
+    ConvRow {
+        max_seq: s.max_seq,
+        update_time_ms: s.update_time_ms,
+        claim_partition: s.claim.partition,
+        claim_offset: s.claim.offset,
+        claim_first_seq: s.claim.first_seq,
+    }
+    .encode_to_vec()
+}
+
+impl EmbeddedStore {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let db = Database::create(dir.join("store.redb")).map_err(unavailable)?;
+        let tx = db.begin_write().map_err(unavailable)?;
+        tx.open_table(CONVS).map_err(unavailable)?;
+        tx.open_table(MSGS).map_err(unavailable)?;
+        tx.open_table(CMID).map_err(unavailable)?;
+        tx.open_table(MEMBERS).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs a write transaction off the async runtime (commits fsync).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        f(&tx)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(CONVS).map_err(unavailable)?;
+            t.get(conv).map_err(unavailable)?.map(|v| decode_conv(v.value())).transpose()
+        })
+    }
+
+    async fn claim(&self, conv: &str, expected_max: Option<u64>, next: &ConvState) -> Result<bool, StoreError> {
+        let conv = conv.to_owned();
+        let row = encode_conv(next);
+        self.write(move |tx| {
+            let mut t = tx.open_table(CONVS).map_err(unavailable)?;
+            let current = t.get(conv.as_str()).map_err(unavailable)?.map(|v| decode_conv(v.value())).transpose()?;
+            if current.map(|c| c.max_seq) != expected_max {
+                return Ok(false);
+            }
+            t.insert(conv.as_str(), row.as_slice()).map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
+        let rows: Vec<(String, u64, String, String, Vec<u8>)> = msgs
+            .iter()
+            .map(|m| {
+                (m.conv_id.clone(), m.seq, m.client_msg_id.clone(), m.sender_id.clone(), pb::MsgData::from(m).encode_to_vec())
+            })
+            .collect();
+        self.write(move |tx| {
+            let mut msgs = tx.open_table(MSGS).map_err(unavailable)?;
+            let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
+            for (conv, seq, client_id, sender, bytes) in &rows {
+                msgs.insert((conv.as_str(), *seq), bytes.as_slice()).map_err(unavailable)?;
+                let key = (client_id.as_str(), conv.as_str(), sender.as_str());
+                let newer = cmid.get(key).map_err(unavailable)?.is_none_or(|v| v.value() <= *seq);
+                if !client_id.is_empty() && newer {
+                    cmid.insert(key, *seq).map_err(unavailable)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(MSGS).map_err(unavailable)?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for s in seqs {
+                if let Some(v) = t.get((conv, *s)).map_err(unavailable)? {
+                    out.push(decode_msg(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn by_client_msg_id(&self, conv: &str, sender: &str, client_msg_id: &str) -> Result<Option<Message>, StoreError> {
+        let seq = self.read(|tx| {
+            let t = tx.open_table(CMID).map_err(unavailable)?;
+            Ok(t.get((client_msg_id, conv, sender)).map_err(unavailable)?.map(|v| v.value()))
+        })?;
+        match seq {
+            Some(s) => Ok(self.messages(conv, &[s]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
+        let hits = self.read(|tx| {
+            let t = tx.open_table(CMID).map_err(unavailable)?;
+            let mut hits = Vec::new();
+            for row in t.range((client_msg_id, "", "")..).map_err(unavailable)? {
+                let (k, v) = row.map_err(unavailable)?;
+                let (id, conv, _) = k.value();
+                if id != client_msg_id {
+                    break;
+                }
+                hits.push((conv.to_owned(), v.value()));
+            }
+            Ok(hits)
+        })?;
+        let mut out = Vec::new();
+        for (conv, seq) in hits {
+            out.extend(self.messages(&conv, &[seq]).await?);
+        }
+        Ok(out)
+    }
+
+    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
+        let (g, u) = (group.to_owned(), user.to_owned());
+        self.write(move |tx| {
+            tx.open_table(MEMBERS).map_err(unavailable)?.insert((g.as_str(), u.as_str()), min_seq).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
+        let (g, u) = (group.to_owned(), user.to_owned());
+        self.write(move |tx| {
+            tx.open_table(MEMBERS).map_err(unavailable)?.remove((g.as_str(), u.as_str())).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(MEMBERS).map_err(unavailable)?;
+            Ok(t.get((group, user)).map_err(unavailable)?.map(|v| v.value()))
+        })
+    }
+
+    async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(MEMBERS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in t.range((group, "")..).map_err(unavailable)? {
+                let (k, v) = row.map_err(unavailable)?;
+                let (g, u) = k.value();
+                if g != group {
+                    break;
+                }
+                out.push((u.to_owned(), v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|tx| tx.open_table(CONVS).map(|_| ()).map_err(unavailable))
+    }
+}

@@ -1,0 +1,68 @@
+//! The read model: messages, each conversation's seq row, the clientMsgId index and
+//! group members. Two backends side by side: `scylla` for production (ScyllaDB or
+//! Apache Cassandra), `embedded` for one machine.
+
+pub(crate) mod embedded;
+
+use async_trait::async_trait;
+
+use crate::domain::Message;
+
+/// A conversation's seq row. `claim` records which inbound record took the last
+/// range of seqs: the sequencer's fence (see pipeline::sequencer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConvState {
+    pub(crate) max_seq: u64,
+    pub(crate) update_time_ms: i64,
+    pub(crate) claim: Claim,
+}
+
+/// The inbound record (partition, offset) that claimed seqs `first_seq..=max_seq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) first_seq: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt stored row: {0}")]
+    Corrupt(String),
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+pub(crate) trait Store: Send + Sync + 'static {
+    async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError>;
+
+    /// Compare-and-set on the seq row: writes `next` only if the row's max_seq is still
+    /// `expected_max` (None: the row must not exist). False when another writer got there.
+    async fn claim(&self, conv: &str, expected_max: Option<u64>, next: &ConvState) -> Result<bool, StoreError>;
+
+    /// Upserts messages by (convId, seq) and indexes their clientMsgId.
+    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError>;
+
+    /// The stored messages among `seqs`, in the order asked; missing seqs are left out.
+    async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError>;
+
+    /// The latest message `sender` sent in `conv` under `client_msg_id`.
+    async fn by_client_msg_id(&self, conv: &str, sender: &str, client_msg_id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// Every stored message with this clientMsgId (any conversation, any sender).
+    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError>;
+
+    /// Adds or updates a member; `min_seq` is the first seq they may read (0: all).
+    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError>;
+    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError>;
+    /// The member's min_seq, or None when not a member.
+    async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError>;
+    async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+}
