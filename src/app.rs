@@ -141,7 +141,8 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
     }
     let registry = Registry::new();
     let presence = PresenceView::new(cfg.pipeline.presence_ttl_secs);
-    let router = PushRouter { log: log.clone(), topics: topics.clone(), presence: presence.clone() };
+    let local = roles.contains(&Role::Gateway).then(|| (cfg.pod.clone(), registry.clone()));
+    let router = PushRouter { log: log.clone(), topics: topics.clone(), presence: presence.clone(), local };
     let shutdown = CancellationToken::new();
     let state = AppState {
         cfg: cfg.clone(),

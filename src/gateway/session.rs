@@ -100,9 +100,6 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         close_now(&mut socket, close::TRY_AGAIN_LATER, "connection limit reached".into()).await;
         return;
     }
-    if socket.send(WsMessage::Text("connected".into())).await.is_err() {
-        return;
-    }
     let conn_id = uuid::Uuid::new_v4().simple().to_string();
     let (tx, rx) = mpsc::channel(app.cfg.limits.send_queue);
     let conn = Conn {
@@ -113,8 +110,14 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         tx: tx.clone(),
         closer: Closer::default(),
     };
-    tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
+    // Routable before the client hears "connected": whatever is pushed from then on
+    // queues behind that frame.
     super::presence::connected(&app, &conn).await;
+    if socket.send(WsMessage::Text("connected".into())).await.is_err() {
+        super::presence::disconnected(&app, &conn).await;
+        return;
+    }
+    tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
     metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
 
     let (sink, stream) = socket.split();

@@ -17,6 +17,9 @@ pub(crate) struct PushRouter {
     pub(crate) log: Arc<dyn MsgLog>,
     pub(crate) topics: Topics,
     pub(crate) presence: Arc<PresenceView>,
+    /// This pod and its sockets: local users are routed here without waiting for
+    /// the presence topic to come round.
+    pub(crate) local: Option<(String, Arc<crate::gateway::registry::Registry>)>,
 }
 
 pub(crate) enum PushPayload<'a> {
@@ -30,7 +33,14 @@ impl PushRouter {
     pub(crate) async fn push(&self, users: &[String], payload: PushPayload<'_>, headers: &[(String, bytes::Bytes)]) -> Result<(), LogError> {
         let mut by_pod: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for u in users {
-            for pod in self.presence.pods(u) {
+            let mut pods = self.presence.pods(u);
+            if let Some((pod, registry)) = &self.local
+                && !pods.contains(pod)
+                && !registry.conns(u).is_empty()
+            {
+                pods.push(pod.clone());
+            }
+            for pod in pods {
                 by_pod.entry(pod).or_default().push(u.clone());
             }
         }

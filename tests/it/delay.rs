@@ -1,0 +1,29 @@
+//! Delayed delivery: sequenced when due, never early, about on time.
+
+use std::time::Instant;
+
+use crate::on_both;
+use crate::support::*;
+
+async fn delayed_messages_arrive_on_time(b: Backend) {
+    let c = Cluster::new(b, "");
+    let f = c.start("pod-a");
+    let (a, bo) = (unique("a"), unique("b"));
+    let conv = format!("single:{a}-{bo}");
+    let mut a1 = f.connect(&a).await;
+    let mut b1 = f.connect(&bo).await;
+    a1.send_text(&conv, "now").await.ok();
+    let sent = Instant::now();
+    a1.send_msgs(vec![msg(&a, &conv, "in 3 s")], Some(3)).await.ok();
+    a1.send_text(&conv, "also now").await.ok();
+    let first = b1.collect_messages(2, 10 * SEC).await;
+    assert_eq!(first.iter().map(text).collect::<Vec<_>>(), ["now", "also now"]);
+    assert_eq!(b1.conv_seq(&conv).await.max_seq, "2", "not sequenced before due");
+    let late = b1.messages(10 * SEC).await;
+    let waited = sent.elapsed().as_secs_f64();
+    assert_eq!(text(&late[0]), "in 3 s");
+    assert_eq!(late[0].seq, "3", "sequenced when delivered");
+    assert!(waited >= 3.0, "arrived early: {waited:.2}s");
+    assert!(waited < 4.5, "arrived late: {waited:.2}s");
+}
+on_both!(delayed_messages_arrive_on_time);

@@ -1,0 +1,46 @@
+//! ferry's integration tests: each spawns the real binary on port 0 and drives it
+//! with a real WebSocket client. Scenarios written once run on both backends:
+//! embedded, and Kafka + a CQL database (started by `scripts/services/services.sh`).
+
+mod proto;
+mod support;
+
+/// Runs scenario `$f(backend)` as two tests, one per backend.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name(crate::support::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka_cassandra() {
+                super::$name(crate::support::Backend::Kafka).await
+            }
+        }
+    };
+}
+
+/// Runs scenario `$f(backend)` on the embedded backend only.
+macro_rules! embedded_only {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name(crate::support::Backend::Embedded).await
+            }
+        }
+    };
+}
+
+pub(crate) use {embedded_only, on_both};
+
+mod auth;
+mod custom;
+mod delay;
+mod durability;
+mod messaging;
+mod notices;
+mod sessions;
+mod sync;
+mod api;

@@ -1,0 +1,475 @@
+//! Test support: spawns the real ferry binary on port 0 and talks to it with a real
+//! WebSocket client speaking protobuf.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use crate::proto::pb;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SERVICE_TOKEN: &str = "test-service-token";
+
+/// Which backends a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// Kafka + CQL (Cassandra or ScyllaDB) from FERRY_TEST_KAFKA / FERRY_TEST_CQL.
+    Kafka,
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique to this test run, for topics, keyspaces and users.
+pub fn unique(prefix: &str) -> String {
+    let n = UNIQUE.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{prefix}{}x{t}x{n}", std::process::id())
+}
+
+/// One deployment under test: its data dir, config and the settings shared by its pods.
+pub struct Cluster {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to every pod's config.
+    pub extra: String,
+    prefix: String,
+    keyspace: String,
+}
+
+pub fn kafka_addr() -> String {
+    std::env::var("FERRY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn cql_addr() -> String {
+    std::env::var("FERRY_TEST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".into())
+}
+
+impl Cluster {
+    pub fn new(backend: Backend, extra: &str) -> Self {
+        let c = Self {
+            backend,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.to_owned(),
+            prefix: format!("{}.", unique("t")),
+            keyspace: unique("ks_"),
+        };
+        if backend == Backend::Kafka {
+            let out = c.ferry(&["migrate"], "pod-migrate").output().unwrap();
+            assert!(out.status.success(), "ferry migrate failed (is Cassandra running? see README):\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        c
+    }
+
+    fn config(&self, pod: &str) -> PathBuf {
+        let data = self.dir.path().join(match self.backend {
+            Backend::Embedded => "data".to_owned(),
+            Backend::Kafka => format!("data-{pod}"),
+        });
+        let backend = match self.backend {
+            Backend::Embedded => String::new(),
+            Backend::Kafka => format!(
+                "[log]\nkind = \"kafka\"\n[store]\nkind = \"scylla\"\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\npartitions = 4\n[scylla]\nnodes = [\"{}\"]\nkeyspace = \"{}\"\n",
+                kafka_addr(),
+                self.prefix,
+                cql_addr(),
+                self.keyspace
+            ),
+        };
+        let text = format!(
+            "data_dir = {data:?}\npod = \"{pod}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nhs256_secret = \"{SECRET}\"\n[api]\nservice_token = \"{SERVICE_TOKEN}\"\n{backend}{}\n",
+            self.extra
+        );
+        let path = self.dir.path().join(format!("{pod}.toml"));
+        std::fs::write(&path, merge_toml(&text)).unwrap();
+        path
+    }
+
+    pub fn ferry(&self, args: &[&str], pod: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("--config").arg(self.config(pod)).args(args);
+        cmd.env_remove("FERRY_CONFIG").env("RUST_LOG", "info,ferry=debug");
+        cmd
+    }
+
+    /// Starts one ferry process (a pod) and waits until it listens.
+    pub fn start(&self, pod: &str) -> Ferry {
+        self.start_with(pod, &[])
+    }
+
+    pub fn start_with(&self, pod: &str, args: &[&str]) -> Ferry {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let log = self.dir.path().join(format!("{pod}.log"));
+        let mut child = self
+            .ferry(&all, pod)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("ferry listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ferry did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        Ferry { child, addr, log }
+    }
+}
+
+/// Later keys of the same table override earlier ones (tests append overrides).
+fn merge_toml(text: &str) -> String {
+    let mut root = toml::Table::new();
+    let mut current: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.split('.').map(str::to_owned).collect();
+            continue;
+        }
+        let kv: toml::Table = toml::from_str(l).unwrap_or_else(|e| panic!("bad toml line {l:?}: {e}"));
+        let mut t = &mut root;
+        for part in &current {
+            t = t.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().unwrap();
+        }
+        for (k, v) in kv {
+            t.insert(k, v);
+        }
+    }
+    toml::to_string(&root).unwrap()
+}
+
+/// A running ferry process.
+pub struct Ferry {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Ferry {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..300 {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("ferry did not stop within 30 s after SIGTERM");
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Calls the server API.
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new().request(method, self.http(&format!("/api/v1{path}"))).bearer_auth(SERVICE_TOKEN);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    pub async fn add_member(&self, group: &str, user: &str) {
+        let (s, b) = self.api(reqwest::Method::PUT, &format!("/groups/{group}/members/{user}"), None).await;
+        assert_eq!(s, 200, "add member: {b}");
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn token(user: &str) -> String {
+    token_with(user, 3600, &[])
+}
+
+pub fn token_with(user: &str, ttl: i64, extra: &[(&str, &str)]) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl });
+    for (k, v) in extra {
+        claims[*k] = serde_json::Value::String((*v).to_owned());
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A protocol client.
+pub struct Client {
+    pub ws: Ws,
+    pub user: String,
+    /// Pushes and responses read while waiting for something else.
+    backlog: Vec<pb::PushBody>,
+    next_req: u64,
+}
+
+/// What a connection attempt ended with.
+pub enum Connect {
+    Connected(Client),
+    Closed(u16, String),
+}
+
+pub async fn connect_url(url: &str) -> Connect {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("first frame") {
+        Some(Ok(WsMessage::Text(t))) => {
+            assert_eq!(t.as_str(), "connected");
+            Connect::Connected(Client { ws, user: String::new(), backlog: Vec::new(), next_req: 0 })
+        }
+        Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => Connect::Closed(code.into(), reason.to_string()),
+        other => panic!("unexpected first frame {other:?}"),
+    }
+}
+
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Ferry {
+    pub async fn connect(&self, user: &str) -> Client {
+        self.connect_device(user, "ios", "dev-1").await
+    }
+
+    pub async fn connect_device(&self, user: &str, platform: &str, device: &str) -> Client {
+        let tok = token(user);
+        let q = query(&[("token", &tok), ("userId", user), ("platform", platform), ("deviceId", device), ("language", "en")]);
+        match connect_url(&format!("{}?{q}", self.ws_url())).await {
+            Connect::Connected(mut c) => {
+                c.user = user.to_owned();
+                c
+            }
+            Connect::Closed(code, reason) => panic!("connect refused: {code} {reason}"),
+        }
+    }
+}
+
+/// A decoded response.
+#[derive(Debug)]
+pub struct Resp {
+    pub code: i32,
+    pub data: bytes::Bytes,
+    pub msg: Option<String>,
+}
+
+impl Resp {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected Success, got {} ({:?})", self.code, self.msg);
+        self
+    }
+    pub fn decode<T: prost::Message + Default>(&self) -> T {
+        T::decode(self.data.clone()).unwrap()
+    }
+}
+
+impl Client {
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(WsMessage::Binary(bytes.into())).await.unwrap();
+    }
+
+    /// Sends a request and waits for its response (other frames are kept).
+    pub async fn request(&mut self, event: pb::ActiveEvent, data: Vec<u8>) -> Resp {
+        self.next_req += 1;
+        let req_id = format!("r{}", self.next_req);
+        let body = pb::RequestBody { event: event as i32, req_id: req_id.clone(), data: data.into() };
+        self.send_raw(body.encode_to_vec()).await;
+        self.response(&req_id).await
+    }
+
+    pub async fn response(&mut self, req_id: &str) -> Resp {
+        let r = self
+            .wait(Duration::from_secs(15), |p| {
+                p.event == pb::PushEvent::PushResponseBody as i32 && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
+            })
+            .await
+            .unwrap_or_else(|| panic!("no response to {req_id}"));
+        let body = pb::ResponseBody::decode(r.data).unwrap();
+        let msg = pb::CustomResponseError::decode(body.data.clone()).ok().and_then(|e| e.common_resp).and_then(|c| c.msg);
+        Resp { code: body.code, data: body.data, msg }
+    }
+
+    /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
+    pub async fn wait(&mut self, within: Duration, pred: impl Fn(&pb::PushBody) -> bool) -> Option<pb::PushBody> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return Some(self.backlog.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => return None,
+                Ok(Some(f)) => f,
+            };
+            match frame {
+                Ok(WsMessage::Binary(b)) => {
+                    let p = pb::PushBody::decode(b).expect("server frames are PushBody");
+                    if pred(&p) {
+                        return Some(p);
+                    }
+                    self.backlog.push(p);
+                }
+                Ok(WsMessage::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next pushed messages (PushMsgDataList), or panics after `within`.
+    pub async fn messages(&mut self, within: Duration) -> Vec<pb::MsgData> {
+        let p = self.wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await;
+        let p = p.unwrap_or_else(|| panic!("{}: no message push within {within:?}", self.user));
+        pb::MsgDataList::decode(p.data).unwrap().msg_data_list
+    }
+
+    /// Collects pushed messages until `n` arrived.
+    pub async fn collect_messages(&mut self, n: usize, within: Duration) -> Vec<pb::MsgData> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.wait(left, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await {
+                Some(p) => out.extend(pb::MsgDataList::decode(p.data).unwrap().msg_data_list),
+                None => panic!("{}: got {} of {n} messages within {within:?}", self.user, out.len()),
+            }
+        }
+        out
+    }
+
+    pub async fn no_messages(&mut self, within: Duration) {
+        if let Some(p) = self.wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await {
+            panic!("{}: unexpected push {:?}", self.user, pb::MsgDataList::decode(p.data).unwrap());
+        }
+    }
+
+    pub async fn notices(&mut self, within: Duration) -> Option<Vec<pb::NoticeData>> {
+        let p = self.wait(within, |p| p.event == pb::PushEvent::PushNoticeDataList as i32).await?;
+        Some(pb::NoticeDataList::decode(p.data).unwrap().notice_data_list)
+    }
+
+    /// Waits for the server to close the socket; returns code and reason.
+    pub async fn closed(&mut self, within: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("{}: socket not closed within {within:?}", self.user),
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => return (f.code.into(), f.reason.to_string()),
+                Ok(Some(Ok(WsMessage::Close(None)))) | Ok(None) => return (1005, String::new()),
+                Ok(Some(Err(e))) => panic!("{}: socket error instead of a close frame: {e}", self.user),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, conv: &str, text: &str) -> Resp {
+        self.send_msgs(vec![msg(&self.user.clone(), conv, text)], None).await
+    }
+
+    pub async fn send_msgs(&mut self, msgs: Vec<pb::MsgData>, deliver_after: Option<i32>) -> Resp {
+        let req = pb::SendMsgListReq { msg_data_list: msgs, deliver_after, ..Default::default() };
+        self.request(pb::ActiveEvent::SendMsgList, req.encode_to_vec()).await
+    }
+
+    pub async fn conv_seq(&mut self, conv: &str) -> pb::batch_get_conv_seq_resp::ConvSeq {
+        let req = pb::BatchGetConvSeqReq { conv_id_list: vec![conv.to_owned()], ..Default::default() };
+        let r = self.request(pb::ActiveEvent::SyncConvSeq, req.encode_to_vec()).await;
+        r.ok();
+        r.decode::<pb::BatchGetConvSeqResp>().conv_seq_map.remove(conv).expect("an entry per convId")
+    }
+
+    pub async fn sync(&mut self, conv: &str, seqs: &[u64]) -> Vec<pb::MsgData> {
+        let item = pb::batch_get_msg_list_by_conv_id_req::Item { conv_id: conv.to_owned(), seq_list: seqs.iter().map(u64::to_string).collect() };
+        let req = pb::BatchGetMsgListByConvIdReq { items: vec![item], ..Default::default() };
+        let r = self.request(pb::ActiveEvent::SyncMsgList, req.encode_to_vec()).await;
+        r.ok();
+        r.decode::<pb::GetMsgListResp>().msg_data_list
+    }
+}
+
+/// A text message from `sender` with a fresh clientMsgId.
+pub fn msg(sender: &str, conv: &str, text: &str) -> pb::MsgData {
+    pb::MsgData {
+        client_msg_id: unique("c"),
+        client_time: "1700000000000".into(),
+        sender_id: sender.to_owned(),
+        conv_id: conv.to_owned(),
+        content_type: 11,
+        content: text.as_bytes().to_vec().into(),
+        options: Some(pb::msg_data::Options { storage_for_server: true, storage_for_client: true, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+pub fn text(m: &pb::MsgData) -> String {
+    String::from_utf8(m.content.to_vec()).unwrap()
+}
+
+pub const SEC: Duration = Duration::from_secs(1);
+
+/// Polls `f` until it returns Some, for at most `within`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut f: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
