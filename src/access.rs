@@ -5,7 +5,11 @@ use crate::store::{Store, StoreError};
 
 /// Whether `user` may send to `conv`: participants of a single conversation and
 /// members of a group. Notice conversations are written by the server only.
-pub(crate) async fn can_write(store: &dyn Store, user: &UserId, conv: &ConvId) -> Result<bool, StoreError> {
+pub(crate) async fn can_write(
+    store: &dyn Store,
+    user: &UserId,
+    conv: &ConvId,
+) -> Result<bool, StoreError> {
     Ok(match conv {
         ConvId::Single(a, b) => a == user || b == user,
         ConvId::Group(g) => store.member(g, user.as_str()).await?.is_some(),
@@ -15,7 +19,11 @@ pub(crate) async fn can_write(store: &dyn Store, user: &UserId, conv: &ConvId) -
 
 /// The first seq `user` may read in `conv` (0: from the beginning), or None when the
 /// user may not read it at all.
-pub(crate) async fn read_from(store: &dyn Store, user: &UserId, conv: &ConvId) -> Result<Option<u64>, StoreError> {
+pub(crate) async fn read_from(
+    store: &dyn Store,
+    user: &UserId,
+    conv: &ConvId,
+) -> Result<Option<u64>, StoreError> {
     Ok(match conv {
         ConvId::Single(a, b) => (a == user || b == user).then_some(0),
         ConvId::Group(g) => store.member(g, user.as_str()).await?,
@@ -24,10 +32,18 @@ pub(crate) async fn read_from(store: &dyn Store, user: &UserId, conv: &ConvId) -
 }
 
 /// Everyone a message in `conv` is delivered to (the sender included).
-pub(crate) async fn recipients(store: &dyn Store, conv: &ConvId) -> Result<Vec<String>, StoreError> {
+pub(crate) async fn recipients(
+    store: &dyn Store,
+    conv: &ConvId,
+) -> Result<Vec<String>, StoreError> {
     Ok(match conv {
         ConvId::Single(a, b) => vec![a.to_string(), b.to_string()],
-        ConvId::Group(g) => store.members(g).await?.into_iter().map(|(u, _)| u).collect(),
+        ConvId::Group(g) => store
+            .members(g)
+            .await?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect(),
         ConvId::Notice(_) => Vec::new(),
     })
 }

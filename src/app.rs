@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, LogKind, StoreKind};
 use crate::gateway::auth::Authenticator;
 use crate::gateway::registry::Registry;
+use crate::msglog::kafka::{KafkaLog, KafkaSettings};
 use crate::msglog::{MsgLog, Retention, TopicSpec, Topics};
 use crate::pipeline::delay::DelayRole;
 use crate::pipeline::notices::{NoticeBook, NoticeRole};
@@ -23,6 +24,7 @@ use crate::pipeline::pusher::Pusher;
 use crate::pipeline::router::PushRouter;
 use crate::pipeline::sequencer::Sequencer;
 use crate::store::Store;
+use crate::store::scylla::{ScyllaSettings, ScyllaStore};
 
 /// The roles one process can play; all of them by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -71,7 +73,9 @@ pub(crate) fn dev_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
     let secret: String = {
         use rand::Rng;
         let mut rng = rand::rng();
-        (0..48).map(|_| char::from(rng.sample(rand::distr::Alphanumeric))).collect()
+        (0..48)
+            .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+            .collect()
     };
     std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
@@ -91,30 +95,72 @@ pub(crate) fn auth_dev_secret(cfg: &Config) -> anyhow::Result<Option<String>> {
     dev_secret(&cfg.data_dir, "dev-jwt-secret").map(Some)
 }
 
+pub(crate) fn kafka_settings(cfg: &Config) -> KafkaSettings {
+    KafkaSettings {
+        brokers: cfg.kafka.brokers.clone(),
+        topic_prefix: cfg.kafka.topic_prefix.clone(),
+        partitions: cfg.kafka.partitions,
+        replication: cfg.kafka.replication,
+        properties: cfg.kafka.properties.clone(),
+        append_timeout: Duration::from_millis(cfg.log.append_timeout_ms),
+    }
+}
+
+pub(crate) fn scylla_settings(cfg: &Config) -> ScyllaSettings {
+    let s = &cfg.scylla;
+    ScyllaSettings {
+        nodes: s.nodes.clone(),
+        keyspace: s.keyspace.clone(),
+        replication: s.replication,
+        username: s.username.clone(),
+        password: s.password.clone(),
+    }
+}
+
 pub(crate) async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn MsgLog>> {
     Ok(match cfg.log.kind {
         LogKind::Embedded => Arc::new(crate::msglog::embedded::EmbeddedLog::open(&cfg.data_dir)?),
-        LogKind::Kafka => anyhow::bail!("log.kind = kafka: backend pending"),
+        LogKind::Kafka => Arc::new(KafkaLog::connect(&kafka_settings(cfg))?),
     })
 }
 
 pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match cfg.store.kind {
-        StoreKind::Embedded => Arc::new(crate::store::embedded::EmbeddedStore::open(&cfg.data_dir)?),
-        StoreKind::Scylla => anyhow::bail!("store.kind = scylla: backend pending"),
+        StoreKind::Embedded => {
+            Arc::new(crate::store::embedded::EmbeddedStore::open(&cfg.data_dir)?)
+        }
+        StoreKind::Scylla => Arc::new(ScyllaStore::connect(&scylla_settings(cfg)).await?),
     })
 }
 
 /// Every topic ferry uses, with how each keeps its records.
 pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
     let mut specs = vec![
-        TopicSpec { name: topics.inbound(), retention: Retention::Full },
-        TopicSpec { name: topics.notices(), retention: Retention::Compacted },
-        TopicSpec { name: topics.presence(), retention: Retention::Compacted },
-        TopicSpec { name: topics.dead_letter(), retention: Retention::Full },
-        TopicSpec { name: topics.push(&cfg.pod), retention: Retention::Ephemeral },
+        TopicSpec {
+            name: topics.inbound(),
+            retention: Retention::Full,
+        },
+        TopicSpec {
+            name: topics.notices(),
+            retention: Retention::Compacted,
+        },
+        TopicSpec {
+            name: topics.presence(),
+            retention: Retention::Compacted,
+        },
+        TopicSpec {
+            name: topics.dead_letter(),
+            retention: Retention::Full,
+        },
+        TopicSpec {
+            name: topics.push(&cfg.pod),
+            retention: Retention::Ephemeral,
+        },
     ];
-    specs.extend(cfg.pipeline.delay_tiers_secs.iter().map(|t| TopicSpec { name: topics.delay(*t), retention: Retention::Full }));
+    specs.extend(cfg.pipeline.delay_tiers_secs.iter().map(|t| TopicSpec {
+        name: topics.delay(*t),
+        retention: Retention::Full,
+    }));
     specs
 }
 
@@ -125,7 +171,11 @@ pub(crate) struct Running {
     pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<PrometheusHandle>) -> anyhow::Result<Running> {
+pub(crate) async fn start(
+    cfg: Config,
+    roles: &[Role],
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<Running> {
     let cfg = Arc::new(cfg);
     let dev = auth_dev_secret(&cfg)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth, dev.as_deref())?);
@@ -137,12 +187,21 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
     let store = open_store(&cfg).await.context("opening the store")?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     for spec in topic_specs(&cfg, &topics) {
-        log.ensure_topic(&spec).await.with_context(|| format!("creating topic {}", spec.name))?;
+        log.ensure_topic(&spec)
+            .await
+            .with_context(|| format!("creating topic {}", spec.name))?;
     }
     let registry = Registry::new();
     let presence = PresenceView::new(cfg.pipeline.presence_ttl_secs);
-    let local = roles.contains(&Role::Gateway).then(|| (cfg.pod.clone(), registry.clone()));
-    let router = PushRouter { log: log.clone(), topics: topics.clone(), presence: presence.clone(), local };
+    let local = roles
+        .contains(&Role::Gateway)
+        .then(|| (cfg.pod.clone(), registry.clone()));
+    let router = PushRouter {
+        log: log.clone(),
+        topics: topics.clone(),
+        presence: presence.clone(),
+        local,
+    };
     let shutdown = CancellationToken::new();
     let state = AppState {
         cfg: cfg.clone(),
@@ -155,7 +214,9 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
         router: router.clone(),
         notices: NoticeBook::new(),
         auth,
-        http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).build()?,
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?,
         service_token,
         shutdown: shutdown.clone(),
         metrics,
@@ -165,7 +226,10 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
     // Roles stop on `roles_stop`, after the sockets are closed (`shutdown`).
     let roles_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let spawn_role = |name: &'static str, fut: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>| {
+    let spawn_role = |name: &'static str,
+                      fut: std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
+    >| {
         let stop = roles_stop.clone();
         tracker.spawn(async move {
             if let Err(e) = fut.await {
@@ -174,17 +238,38 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
             }
         });
     };
-    spawn_role("presence", Box::pin(presence.clone().follow(log.clone(), topics.clone(), roles_stop.clone())));
+    spawn_role(
+        "presence",
+        Box::pin(
+            presence
+                .clone()
+                .follow(log.clone(), topics.clone(), roles_stop.clone()),
+        ),
+    );
     if roles.contains(&Role::Sequencer) {
-        let s = Sequencer { log: log.clone(), store: store.clone(), topics: topics.clone(), router: router.clone() };
+        let s = Sequencer {
+            log: log.clone(),
+            store: store.clone(),
+            topics: topics.clone(),
+            router: router.clone(),
+        };
         spawn_role("sequencer", Box::pin(s.run(roles_stop.clone())));
     }
     if roles.contains(&Role::Delay) {
-        let d = DelayRole { log: log.clone(), topics: topics.clone(), tiers: cfg.pipeline.delay_tiers_secs.clone() };
+        let d = DelayRole {
+            log: log.clone(),
+            topics: topics.clone(),
+            tiers: cfg.pipeline.delay_tiers_secs.clone(),
+        };
         spawn_role("delay", Box::pin(d.run(roles_stop.clone())));
     }
     if roles.contains(&Role::Pusher) {
-        let p = Pusher { log: log.clone(), topics: topics.clone(), pod: cfg.pod.clone(), registry: registry.clone() };
+        let p = Pusher {
+            log: log.clone(),
+            topics: topics.clone(),
+            pod: cfg.pod.clone(),
+            registry: registry.clone(),
+        };
         spawn_role("pusher", Box::pin(p.run(roles_stop.clone())));
     }
     if roles.contains(&Role::Gateway) {
@@ -196,10 +281,15 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
             interval: Duration::from_secs(cfg.pipeline.notice_repush_secs),
         };
         spawn_role("notices", Box::pin(n.run(roles_stop.clone())));
-        spawn_role("presence-refresh", Box::pin(refresh_presence(state.clone(), roles_stop.clone())));
+        spawn_role(
+            "presence-refresh",
+            Box::pin(refresh_presence(state.clone(), roles_stop.clone())),
+        );
     }
 
-    let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await.with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let router_http = crate::http::router(state.clone(), roles.contains(&Role::Gateway));
     state.started.store(true, Ordering::SeqCst);
@@ -207,10 +297,11 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
     let done = tokio::spawn(async move {
-        let server = axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
-            let stop = stop.clone();
-            async move { stop.cancelled().await }
-        });
+        let server =
+            axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
+                let stop = stop.clone();
+                async move { stop.cancelled().await }
+            });
         // A failed role stops the whole process, as a signal would.
         let failed = roles_stop.clone();
         let watcher = tokio::spawn({
@@ -231,7 +322,11 @@ pub(crate) async fn start(cfg: Config, roles: &[Role], metrics: Option<Prometheu
         let _ = state.log.delete_topic(&state.topics.push(&state.pod)).await;
         result
     });
-    Ok(Running { addr, shutdown, done })
+    Ok(Running {
+        addr,
+        shutdown,
+        done,
+    })
 }
 
 /// Re-publishes this pod's presence before it goes stale on the other pods.

@@ -35,6 +35,8 @@ enum Command {
         #[arg(long = "role", value_enum)]
         roles: Vec<Role>,
     },
+    /// Apply the CQL schema (schemas/ferry.cql) to the configured ScyllaDB/Cassandra; idempotent.
+    Migrate,
     /// Print a JWT for a user, signed with the configured key (or the development secret).
     Token {
         user_id: String,
@@ -66,7 +68,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferry: cannot start the runtime: {e}");
@@ -85,8 +90,23 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve { roles } => serve(cfg, if roles.is_empty() { ALL_ROLES.to_vec() } else { roles }).await,
-        Command::Token { user_id, ttl, platform, device_id } => {
+        Command::Serve { roles } => {
+            serve(
+                cfg,
+                if roles.is_empty() {
+                    ALL_ROLES.to_vec()
+                } else {
+                    roles
+                },
+            )
+            .await
+        }
+        Command::Token {
+            user_id,
+            ttl,
+            platform,
+            device_id,
+        } => {
             let dev = crate::app::auth_dev_secret(&cfg)?;
             let mut extra = Vec::new();
             if let Some(p) = &platform {
@@ -95,7 +115,30 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             if let Some(d) = &device_id {
                 extra.push(("deviceId", d.as_str()));
             }
-            println!("{}", crate::gateway::auth::mint(&cfg.auth, dev.as_deref(), &user_id, ttl, &extra)?);
+            println!(
+                "{}",
+                crate::gateway::auth::mint(&cfg.auth, dev.as_deref(), &user_id, ttl, &extra)?
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            if cfg.store.kind != crate::config::StoreKind::Scylla {
+                println!(
+                    "store.kind is embedded: its tables are created on start, nothing to migrate"
+                );
+                return Ok(());
+            }
+            let report = crate::store::scylla::migrate(&crate::app::scylla_settings(&cfg)).await?;
+            println!(
+                "keyspace {}: {} statements applied, created: {}",
+                report.keyspace,
+                report.statements,
+                if report.created.is_empty() {
+                    "nothing (already up to date)".to_owned()
+                } else {
+                    report.created.join(", ")
+                }
+            );
             Ok(())
         }
         Command::ServiceToken => {
@@ -120,9 +163,15 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
     let running = crate::app::start(cfg, &roles, metrics).await?;
-    println!("ferry listening on http://{} (WebSocket ws://{}/ws)", running.addr, running.addr);
+    println!(
+        "ferry listening on http://{} (WebSocket ws://{}/ws)",
+        running.addr, running.addr
+    );
     if embedded {
-        println!("embedded backend, data in {}; mint a token with `ferry token <userId>`", data_dir.display());
+        println!(
+            "embedded backend, data in {}; mint a token with `ferry token <userId>`",
+            data_dir.display()
+        );
     }
     tracing::info!(addr = %running.addr, ?roles, "ferry started");
     let shutdown = running.shutdown.clone();

@@ -56,12 +56,19 @@ pub(crate) struct ConnArgs {
     device_id: String,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(cfg: &Config, user: &str, c: &ConnArgs) -> anyhow::Result<Ws> {
     let token = match &c.token {
         Some(t) => t.clone(),
-        None => crate::gateway::auth::mint(&cfg.auth, crate::app::auth_dev_secret(cfg)?.as_deref(), user, 3600, &[])?,
+        None => crate::gateway::auth::mint(
+            &cfg.auth,
+            crate::app::auth_dev_secret(cfg)?.as_deref(),
+            user,
+            3600,
+            &[],
+        )?,
     };
     let q: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("token", &token)
@@ -69,10 +76,14 @@ async fn connect(cfg: &Config, user: &str, c: &ConnArgs) -> anyhow::Result<Ws> {
         .append_pair("platform", &c.platform)
         .append_pair("deviceId", &c.device_id)
         .finish();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?{q}", c.url)).await.with_context(|| format!("connecting to {}", c.url))?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?{q}", c.url))
+        .await
+        .with_context(|| format!("connecting to {}", c.url))?;
     match ws.next().await {
         Some(Ok(WsMessage::Text(t))) if t.as_str() == "connected" => Ok(ws),
-        Some(Ok(WsMessage::Close(Some(f)))) => anyhow::bail!("refused: {} {}", u16::from(f.code), f.reason),
+        Some(Ok(WsMessage::Close(Some(f)))) => {
+            anyhow::bail!("refused: {} {}", u16::from(f.code), f.reason)
+        }
         other => anyhow::bail!("unexpected first frame: {other:?}"),
     }
 }
@@ -99,20 +110,36 @@ fn describe(push: &pb::PushBody) -> serde_json::Value {
         }
         _ => {
             let r = pb::ResponseBody::decode(push.data.clone()).unwrap_or_default();
-            let msg = pb::CustomResponseError::decode(r.data.clone()).ok().and_then(|e| e.common_resp).and_then(|c| c.msg);
+            let msg = pb::CustomResponseError::decode(r.data.clone())
+                .ok()
+                .and_then(|e| e.common_resp)
+                .and_then(|c| c.msg);
             serde_json::json!({ "response": crate::gateway::wire::event_name(r.event), "reqId": r.req_id, "code": r.code().as_str_name(), "message": msg })
         }
     }
 }
 
-async fn request(ws: &mut Ws, event: ActiveEvent, data: Vec<u8>) -> anyhow::Result<pb::ResponseBody> {
+async fn request(
+    ws: &mut Ws,
+    event: ActiveEvent,
+    data: Vec<u8>,
+) -> anyhow::Result<pb::ResponseBody> {
     let req_id = format!("cli-{}", now_ms());
-    let body = pb::RequestBody { event: event as i32, req_id: req_id.clone(), data: data.into() };
-    ws.send(WsMessage::Binary(body.encode_to_vec().into())).await?;
+    let body = pb::RequestBody {
+        event: event as i32,
+        req_id: req_id.clone(),
+        data: data.into(),
+    };
+    ws.send(WsMessage::Binary(body.encode_to_vec().into()))
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next()).await.context("no response within 10 s")?;
-        let Some(Ok(WsMessage::Binary(b))) = frame else { continue };
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .context("no response within 10 s")?;
+        let Some(Ok(WsMessage::Binary(b))) = frame else {
+            continue;
+        };
         let push = pb::PushBody::decode(b)?;
         if push.event == PushEvent::PushResponseBody as i32 {
             let r = pb::ResponseBody::decode(push.data.clone())?;
@@ -141,7 +168,13 @@ pub(crate) async fn run(cmd: ClientCommand, cfg: &Config) -> anyhow::Result<()> 
             }
             Ok(())
         }
-        ClientCommand::Send { user_id, conv_id, text, deliver_after, conn } => {
+        ClientCommand::Send {
+            user_id,
+            conv_id,
+            text,
+            deliver_after,
+            conn,
+        } => {
             let mut ws = connect(cfg, &user_id, &conn).await?;
             let m = Message {
                 client_msg_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -153,26 +186,48 @@ pub(crate) async fn run(cmd: ClientCommand, cfg: &Config) -> anyhow::Result<()> 
                 options: crate::domain::MsgOptions::stored(),
                 ..Message::default()
             };
-            let req = pb::SendMsgListReq { msg_data_list: vec![pb::MsgData::from(&m)], deliver_after, ..Default::default() };
+            let req = pb::SendMsgListReq {
+                msg_data_list: vec![pb::MsgData::from(&m)],
+                deliver_after,
+                ..Default::default()
+            };
             let r = request(&mut ws, ActiveEvent::SendMsgList, req.encode_to_vec()).await?;
             anyhow::ensure!(r.code == 0, "send failed");
             Ok(())
         }
-        ClientCommand::Sync { user_id, conv_id, conn } => {
+        ClientCommand::Sync {
+            user_id,
+            conv_id,
+            conn,
+        } => {
             let mut ws = connect(cfg, &user_id, &conn).await?;
-            let req = pb::BatchGetConvSeqReq { conv_id_list: vec![conv_id.clone()], ..Default::default() };
+            let req = pb::BatchGetConvSeqReq {
+                conv_id_list: vec![conv_id.clone()],
+                ..Default::default()
+            };
             let r = request(&mut ws, ActiveEvent::SyncConvSeq, req.encode_to_vec()).await?;
             let seqs = pb::BatchGetConvSeqResp::decode(r.data)?;
-            let Some(cs) = seqs.conv_seq_map.get(&conv_id) else { return Ok(()) };
-            println!("{}", serde_json::json!({ "convId": conv_id, "minSeq": cs.min_seq, "maxSeq": cs.max_seq, "updateTime": cs.update_time }));
+            let Some(cs) = seqs.conv_seq_map.get(&conv_id) else {
+                return Ok(());
+            };
+            println!(
+                "{}",
+                serde_json::json!({ "convId": conv_id, "minSeq": cs.min_seq, "maxSeq": cs.max_seq, "updateTime": cs.update_time })
+            );
             let max: u64 = cs.max_seq.parse().unwrap_or(0);
             let min: u64 = cs.min_seq.parse::<u64>().unwrap_or(0).max(1);
             let from = max.saturating_sub(49).max(min);
             if max == 0 {
                 return Ok(());
             }
-            let item = pb::batch_get_msg_list_by_conv_id_req::Item { conv_id: conv_id.clone(), seq_list: (from..=max).map(|s| s.to_string()).collect() };
-            let req = pb::BatchGetMsgListByConvIdReq { items: vec![item], ..Default::default() };
+            let item = pb::batch_get_msg_list_by_conv_id_req::Item {
+                conv_id: conv_id.clone(),
+                seq_list: (from..=max).map(|s| s.to_string()).collect(),
+            };
+            let req = pb::BatchGetMsgListByConvIdReq {
+                items: vec![item],
+                ..Default::default()
+            };
             let r = request(&mut ws, ActiveEvent::SyncMsgList, req.encode_to_vec()).await?;
             for m in pb::GetMsgListResp::decode(r.data)?.msg_data_list {
                 println!("{}", msg_json(&m));

@@ -11,8 +11,20 @@ use serde::{Deserialize, Serialize};
 /// Top-level sections, so that `FERRY_<SECTION>__<KEY>` reaches them and unrelated
 /// `FERRY_*` variables (FERRY_CONFIG, test settings) are not mistaken for keys.
 const SECTIONS: &[&str] = &[
-    "data_dir", "pod", "server", "auth", "limits", "session", "log", "kafka", "store", "scylla",
-    "pipeline", "api", "custom", "telemetry",
+    "data_dir",
+    "pod",
+    "server",
+    "auth",
+    "limits",
+    "session",
+    "log",
+    "kafka",
+    "store",
+    "scylla",
+    "pipeline",
+    "api",
+    "custom",
+    "telemetry",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,7 +85,9 @@ pub(crate) struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".to_owned() }
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
     }
 }
 
@@ -174,7 +188,10 @@ pub(crate) struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { kind: LogKind::Embedded, append_timeout_ms: 5000 }
+        Self {
+            kind: LogKind::Embedded,
+            append_timeout_ms: 5000,
+        }
     }
 }
 
@@ -217,7 +234,9 @@ pub(crate) struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { kind: StoreKind::Embedded }
+        Self {
+            kind: StoreKind::Embedded,
+        }
     }
 }
 
@@ -282,7 +301,10 @@ pub(crate) struct CustomConfig {
 
 impl Default for CustomConfig {
     fn default() -> Self {
-        Self { routes: BTreeMap::new(), timeout_ms: 5000 }
+        Self {
+            routes: BTreeMap::new(),
+            timeout_ms: 5000,
+        }
     }
 }
 
@@ -303,7 +325,10 @@ pub(crate) struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Human, log_level: "info".to_owned() }
+        Self {
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+        }
     }
 }
 
@@ -316,7 +341,10 @@ pub(crate) enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
 }
 
 impl Config {
@@ -325,7 +353,10 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(invalid("--config", format!("file {} does not exist", f.display())));
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", f.display()),
+                ));
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -342,9 +373,17 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("server.listen", "expected host:port, e.g. 0.0.0.0:8080"));
+            return Err(invalid(
+                "server.listen",
+                "expected host:port, e.g. 0.0.0.0:8080",
+            ));
         }
-        if self.pod.is_empty() || !self.pod.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if self.pod.is_empty()
+            || !self
+                .pod
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(invalid("pod", "letters, digits, '-', '_' and '.' only"));
         }
         let l = &self.limits;
@@ -362,35 +401,64 @@ impl Config {
             }
         }
         if self.session.idle_timeout_secs == 0 {
-            return Err(invalid("session.idle_timeout_secs", "must be greater than 0"));
+            return Err(invalid(
+                "session.idle_timeout_secs",
+                "must be greater than 0",
+            ));
         }
         let tiers = &self.pipeline.delay_tiers_secs;
         if tiers.is_empty() || tiers[0] == 0 || tiers.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(invalid("pipeline.delay_tiers_secs", "a strictly ascending list of positive seconds"));
+            return Err(invalid(
+                "pipeline.delay_tiers_secs",
+                "a strictly ascending list of positive seconds",
+            ));
         }
         if self.pipeline.notice_repush_secs == 0 {
-            return Err(invalid("pipeline.notice_repush_secs", "must be greater than 0"));
+            return Err(invalid(
+                "pipeline.notice_repush_secs",
+                "must be greater than 0",
+            ));
         }
         if self.log.kind == LogKind::Kafka {
             if self.kafka.brokers.is_empty() {
-                return Err(invalid("kafka.brokers", "required when log.kind = \"kafka\""));
+                return Err(invalid(
+                    "kafka.brokers",
+                    "required when log.kind = \"kafka\"",
+                ));
             }
             if self.kafka.partitions < 1 || self.kafka.replication < 1 {
-                return Err(invalid("kafka.partitions", "partitions and replication must be at least 1"));
+                return Err(invalid(
+                    "kafka.partitions",
+                    "partitions and replication must be at least 1",
+                ));
             }
         }
         if self.store.kind == StoreKind::Scylla && self.scylla.nodes.is_empty() {
-            return Err(invalid("scylla.nodes", "required when store.kind = \"scylla\""));
+            return Err(invalid(
+                "scylla.nodes",
+                "required when store.kind = \"scylla\"",
+            ));
         }
-        if !self.scylla.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !self
+            .scylla
+            .keyspace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(invalid("scylla.keyspace", "letters, digits and '_' only"));
         }
         for (prefix, url) in &self.custom.routes {
             if !prefix.starts_with('/') {
-                return Err(invalid("custom.routes", format!("method prefix {prefix:?} must start with '/'")));
+                return Err(invalid(
+                    "custom.routes",
+                    format!("method prefix {prefix:?} must start with '/'"),
+                ));
             }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid("custom.routes", format!("upstream {url:?} must be an http(s) URL")));
+                return Err(invalid(
+                    "custom.routes",
+                    format!("upstream {url:?} must be an http(s) URL"),
+                ));
             }
         }
         let auth = &self.auth;

@@ -86,7 +86,11 @@ impl ConvId {
     }
 
     pub(crate) fn single(a: UserId, b: UserId) -> Self {
-        if a <= b { Self::Single(a, b) } else { Self::Single(b, a) }
+        if a <= b {
+            Self::Single(a, b)
+        } else {
+            Self::Single(b, a)
+        }
     }
 
     pub(crate) fn group_id(&self) -> Option<&str> {

@@ -17,12 +17,19 @@ pub(crate) fn router(state: AppState, gateway: bool) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if gateway {
-        r = r.route("/ws", get(ws)).route("/", get(ws)).nest("/api/v1", crate::api::router(state.clone()));
+        r = r
+            .route("/ws", get(ws))
+            .route("/", get(ws))
+            .nest("/api/v1", crate::api::router(state.clone()));
     }
     r.with_state(state)
 }
 
-async fn ws(State(app): State<AppState>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -48,14 +55,19 @@ async fn readyz(State(app): State<AppState>) -> Response {
         "shuttingDown": app.shutdown.is_cancelled(),
     });
     let ok = started && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
     match &app.metrics {
         Some(h) => {
-            metrics::gauge!("ferry_connections_total_open").set(app.registry.connection_count() as f64);
+            metrics::gauge!("ferry_connections_total_open")
+                .set(app.registry.connection_count() as f64);
             h.render().into_response()
         }
         None => (StatusCode::NOT_FOUND, "metrics disabled").into_response(),

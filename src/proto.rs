@@ -24,7 +24,11 @@ fn ms_from_str(s: &str) -> i64 {
 }
 
 fn ms_to_str(ms: i64) -> String {
-    if ms == 0 { String::new() } else { ms.to_string() }
+    if ms == 0 {
+        String::new()
+    } else {
+        ms.to_string()
+    }
 }
 
 impl From<pb::MsgData> for Message {
@@ -78,7 +82,11 @@ impl From<&Message> for pb::MsgData {
             at_users: m.at_users.clone(),
             content_type: m.content_type,
             content: m.content.clone(),
-            seq: if m.seq == 0 { String::new() } else { m.seq.to_string() },
+            seq: if m.seq == 0 {
+                String::new()
+            } else {
+                m.seq.to_string()
+            },
             options: Some(pb::msg_data::Options {
                 storage_for_server: o.storage_for_server,
                 storage_for_client: o.storage_for_client,

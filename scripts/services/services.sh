@@ -98,8 +98,8 @@ fetch_cassandra() {
   log "cassandra $CASSANDRA_VERSION: $(ls "$CASSANDRA_HOME/lib" | wc -l) jars in $CASSANDRA_HOME/lib"
 }
 
-go_install() { # <name> <package@version>
-  local name="$1" pkg="$2" stamp="$BIN/.$1.version"
+go_install() { # <name> <package@version> [ldflags]
+  local name="$1" pkg="$2" ldflags="${3:-}" stamp="$BIN/.$1.version"
   if [[ -x "$BIN/$name" && -f "$stamp" && "$(cat "$stamp")" == "$pkg" ]]; then
     log "$name: cached ($pkg)"; return
   fi
@@ -107,7 +107,7 @@ go_install() { # <name> <package@version>
   log "$name: go install $pkg"
   mkdir -p "$BIN"
   GOBIN="$BIN" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-buildvcs=false -modcacherw" \
-    CGO_ENABLED=0 "${NICE[@]}" go install "$pkg"
+    CGO_ENABLED=0 "${NICE[@]}" go install -trimpath -ldflags "-s -w $ldflags" "$pkg"
   echo "$pkg" >"$stamp"
 }
 
@@ -127,10 +127,14 @@ fetch_jaeger() {
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [[ -d "$dir/cmd/jaeger" ]] || die "jaeger: module download failed"
   (cd "$dir" && GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-buildvcs=false -modcacherw" \
-    CGO_ENABLED=0 GOTOOLCHAIN=local "${NICE[@]}" go build -trimpath -o "$BIN/jaeger" ./cmd/jaeger)
+    CGO_ENABLED=0 GOTOOLCHAIN=local "${NICE[@]}" go build -trimpath -o "$BIN/jaeger" \
+    -ldflags "-s -w -X $mod/internal/version.latestVersion=$JAEGER_VERSION" ./cmd/jaeger)
   echo "$pkg" >"$stamp"
 }
-fetch_helm()   { go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; }
+fetch_helm() {
+  go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+}
 
 fetch_cqlsh() {
   # cqlsh (ScyllaDB's packaging of it, talks to Cassandra too) doubles as the

@@ -32,37 +32,73 @@ fn ids(group: &str, user: &str) -> Result<(String, UserId), ApiError> {
 /// messages; the call returns once the sequencer has applied it.
 async fn change(app: &AppState, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
     let (group, user) = (change.group_id.clone(), change.user_id.clone());
-    app.log.append(vec![member_record(&app.topics, change)]).await?;
+    app.log
+        .append(vec![member_record(&app.topics, change)])
+        .await?;
     for _ in 0..100 {
         if app.store.member(&group, &user).await? == want {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(ApiError(StatusCode::ACCEPTED, "accepted; not yet applied (is a sequencer running?)".into()))
+    Err(ApiError(
+        StatusCode::ACCEPTED,
+        "accepted; not yet applied (is a sequencer running?)".into(),
+    ))
 }
 
-pub(crate) async fn add(State(app): State<AppState>, Path((group, user)): Path<(String, String)>, body: Option<Json<AddMember>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn add(
+    State(app): State<AppState>,
+    Path((group, user)): Path<(String, String)>,
+    body: Option<Json<AddMember>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (group, user) = ids(&group, &user)?;
     let min_seq = match body.and_then(|b| b.0.min_seq) {
         Some(s) => s,
-        None => app.store.conv_state(&format!("group:{group}")).await?.map_or(0, |s| s.max_seq + 1),
+        None => app
+            .store
+            .conv_state(&format!("group:{group}"))
+            .await?
+            .map_or(0, |s| s.max_seq + 1),
     };
-    let rec = MemberChange { group_id: group, user_id: user.to_string(), removed: false, min_seq, min_seq_set: true };
+    let rec = MemberChange {
+        group_id: group,
+        user_id: user.to_string(),
+        removed: false,
+        min_seq,
+        min_seq_set: true,
+    };
     change(&app, rec, Some(min_seq)).await?;
     Ok(Json(serde_json::json!({ "minSeq": min_seq })))
 }
 
-pub(crate) async fn remove(State(app): State<AppState>, Path((group, user)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn remove(
+    State(app): State<AppState>,
+    Path((group, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let (group, user) = ids(&group, &user)?;
-    let rec = MemberChange { group_id: group, user_id: user.to_string(), removed: true, ..Default::default() };
+    let rec = MemberChange {
+        group_id: group,
+        user_id: user.to_string(),
+        removed: true,
+        ..Default::default()
+    };
     change(&app, rec, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn list(State(app): State<AppState>, Path(group): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     ConvId::parse(&format!("group:{group}")).map_err(|e| bad(e.to_string()))?;
-    let members: Vec<_> = app.store.members(&group).await?.into_iter().map(|(u, s)| serde_json::json!({ "userId": u, "minSeq": s })).collect();
+    let members: Vec<_> = app
+        .store
+        .members(&group)
+        .await?
+        .into_iter()
+        .map(|(u, s)| serde_json::json!({ "userId": u, "minSeq": s }))
+        .collect();
     Ok(Json(serde_json::json!({ "members": members })))
 }
 
@@ -74,8 +110,14 @@ pub(crate) struct Kick {
 }
 
 /// Closes the user's matching devices with 1001 "kick", on every pod.
-pub(crate) async fn kick(State(app): State<AppState>, Path(user): Path<String>, body: Option<Json<Kick>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = UserId::parse(&user).map_err(|e| bad(e.to_string()))?.to_string();
+pub(crate) async fn kick(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    body: Option<Json<Kick>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = UserId::parse(&user)
+        .map_err(|e| bad(e.to_string()))?
+        .to_string();
     let k = body.map(|b| b.0).unwrap_or_default();
     let d = Disconnect {
         platform: k.platform.unwrap_or_default(),
@@ -85,6 +127,8 @@ pub(crate) async fn kick(State(app): State<AppState>, Path(user): Path<String>, 
         reason: "kick".into(),
     };
     let pods = app.presence.pods(&user).len();
-    app.router.push(std::slice::from_ref(&user), PushPayload::Disconnect(d), &[]).await?;
+    app.router
+        .push(std::slice::from_ref(&user), PushPayload::Disconnect(d), &[])
+        .await?;
     Ok(Json(serde_json::json!({ "pods": pods })))
 }

@@ -41,16 +41,30 @@ fn yes() -> bool {
     true
 }
 
-pub(crate) async fn send(State(app): State<AppState>, Json(req): Json<SendRequest>) -> Result<Json<serde_json::Value>, ApiError> {
-    let sender = req.sender_id.as_deref().map(UserId::parse).transpose().map_err(|e| bad(e.to_string()))?;
+pub(crate) async fn send(
+    State(app): State<AppState>,
+    Json(req): Json<SendRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sender = req
+        .sender_id
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut list = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let content = match (m.content, m.content_base64) {
             (Some(s), None) => s.into_bytes(),
-            (None, Some(b)) => b64.decode(b).map_err(|e| bad(format!("messages[{i}].contentBase64: {e}")))?,
+            (None, Some(b)) => b64
+                .decode(b)
+                .map_err(|e| bad(format!("messages[{i}].contentBase64: {e}")))?,
             (None, None) => Vec::new(),
-            (Some(_), Some(_)) => return Err(bad(format!("messages[{i}]: give content or contentBase64, not both"))),
+            (Some(_), Some(_)) => {
+                return Err(bad(format!(
+                    "messages[{i}]: give content or contentBase64, not both"
+                )));
+            }
         };
         list.push(pb::MsgData {
             client_msg_id: m.client_msg_id.unwrap_or_default(),

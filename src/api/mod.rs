@@ -21,7 +21,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/messages", post(messages::send))
         .route("/notices", post(notices::create))
         .route("/groups/{group}/members", axum::routing::get(groups::list))
-        .route("/groups/{group}/members/{user}", put(groups::add).delete(groups::remove))
+        .route(
+            "/groups/{group}/members/{user}",
+            put(groups::add).delete(groups::remove),
+        )
         .route("/users/{user}/kick", post(groups::kick))
         .route_layer(middleware::from_fn_with_state(state, service_auth))
 }
@@ -35,7 +38,11 @@ async fn service_auth(State(app): State<AppState>, req: Request, next: Next) -> 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), app.service_token.as_bytes()) {
-        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong service token".into()).into_response();
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong service token".into(),
+        )
+        .into_response();
     }
     next.run(req).await
 }

@@ -45,11 +45,19 @@ pub(crate) struct ApiNotice {
 /// Users per request; larger fan-outs are split by the caller.
 const MAX_USERS: usize = 10_000;
 
-pub(crate) async fn create(State(app): State<AppState>, Json(req): Json<CreateNotices>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    Json(req): Json<CreateNotices>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
         return Err(bad(format!("userIds: 1..={MAX_USERS} users")));
     }
-    let users = req.user_ids.iter().map(|u| UserId::parse(u).map(|u| u.to_string())).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
+    let users = req
+        .user_ids
+        .iter()
+        .map(|u| UserId::parse(u).map(|u| u.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
     let n = req.notice;
     ConvId::parse(&n.conv_id).map_err(|e| bad(e.to_string()))?;
     if n.notice_id.is_empty() || n.notice_id.contains('|') || n.notice_id.len() > 128 {
@@ -57,7 +65,9 @@ pub(crate) async fn create(State(app): State<AppState>, Json(req): Json<CreateNo
     }
     let content = match (n.content, n.content_base64) {
         (Some(s), None) => s.into_bytes(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| bad(format!("notice.contentBase64: {e}")))?,
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| bad(format!("notice.contentBase64: {e}")))?,
         (None, None) => Vec::new(),
         _ => return Err(bad("give content or contentBase64, not both")),
     };
@@ -76,10 +86,23 @@ pub(crate) async fn create(State(app): State<AppState>, Json(req): Json<CreateNo
         ext: Default::default(),
     };
     if notice.online_push_once {
-        app.router.push(&users, PushPayload::Notices(std::slice::from_ref(&notice)), &[]).await?;
-        return Ok(Json(serde_json::json!({ "pushed": users.len(), "stored": 0 })));
+        app.router
+            .push(
+                &users,
+                PushPayload::Notices(std::slice::from_ref(&notice)),
+                &[],
+            )
+            .await?;
+        return Ok(Json(
+            serde_json::json!({ "pushed": users.len(), "stored": 0 }),
+        ));
     }
-    let records = users.iter().map(|u| notices::record(&app.topics, u, &notice)).collect();
+    let records = users
+        .iter()
+        .map(|u| notices::record(&app.topics, u, &notice))
+        .collect();
     app.log.append(records).await?;
-    Ok(Json(serde_json::json!({ "pushed": 0, "stored": users.len() })))
+    Ok(Json(
+        serde_json::json!({ "pushed": 0, "stored": users.len() }),
+    ))
 }

@@ -35,19 +35,43 @@ impl AuthFailure {
     pub(crate) fn reason(&self, zh: bool) -> String {
         use AuthFailure::*;
         let (en, cn): (String, String) = match self {
-            MissingParam(p) => (format!("missing query parameter {p}"), format!("缺少参数 {p}")),
-            InvalidParam(p) => (format!("invalid query parameter {p}"), format!("参数 {p} 无效")),
+            MissingParam(p) => (
+                format!("missing query parameter {p}"),
+                format!("缺少参数 {p}"),
+            ),
+            InvalidParam(p) => (
+                format!("invalid query parameter {p}"),
+                format!("参数 {p} 无效"),
+            ),
             Malformed => ("token is not a valid JWT".into(), "token 格式错误".into()),
             BadSignature => ("token signature is invalid".into(), "token 签名无效".into()),
             Expired => ("token expired".into(), "token 已过期".into()),
             NotYetValid => ("token not yet valid".into(), "token 尚未生效".into()),
-            WrongUser => ("token does not belong to userId".into(), "token 与 userId 不匹配".into()),
-            WrongIssuer => ("token issuer not accepted".into(), "token 签发者无效".into()),
-            WrongAudience => ("token audience not accepted".into(), "token 受众无效".into()),
+            WrongUser => (
+                "token does not belong to userId".into(),
+                "token 与 userId 不匹配".into(),
+            ),
+            WrongIssuer => (
+                "token issuer not accepted".into(),
+                "token 签发者无效".into(),
+            ),
+            WrongAudience => (
+                "token audience not accepted".into(),
+                "token 受众无效".into(),
+            ),
             MissingExp => ("token has no exp claim".into(), "token 缺少 exp".into()),
-            WrongPlatform => ("token is for another platform".into(), "token 平台不匹配".into()),
-            WrongDevice => ("token is for another device".into(), "token 设备不匹配".into()),
-            UnknownKey => ("token signing key is unknown".into(), "token 密钥未知".into()),
+            WrongPlatform => (
+                "token is for another platform".into(),
+                "token 平台不匹配".into(),
+            ),
+            WrongDevice => (
+                "token is for another device".into(),
+                "token 设备不匹配".into(),
+            ),
+            UnknownKey => (
+                "token signing key is unknown".into(),
+                "token 密钥未知".into(),
+            ),
         };
         if zh { cn } else { en }
     }
@@ -76,7 +100,10 @@ pub(crate) enum KeyError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|err| KeyError::Read { path: path.display().to_string(), err })
+    std::fs::read(path).map_err(|err| KeyError::Read {
+        path: path.display().to_string(),
+        err,
+    })
 }
 
 fn public_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
@@ -85,7 +112,11 @@ fn public_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
     }
     DecodingKey::from_ec_pem(pem)
         .map(|k| (k, Algorithm::ES256))
-        .map_err(|e| KeyError::Invalid(format!("auth.public_key_file is neither an RSA nor an EC public key: {e}")))
+        .map_err(|e| {
+            KeyError::Invalid(format!(
+                "auth.public_key_file is neither an RSA nor an EC public key: {e}"
+            ))
+        })
 }
 
 impl Authenticator {
@@ -97,7 +128,8 @@ impl Authenticator {
             let mut keys = HashMap::new();
             for jwk in &set.keys {
                 let kid = jwk.common.key_id.clone().unwrap_or_default();
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Invalid(format!("auth.jwks_file key {kid:?}: {e}")))?;
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| KeyError::Invalid(format!("auth.jwks_file key {kid:?}: {e}")))?;
                 let alg = match &jwk.algorithm {
                     jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
                     _ => Algorithm::RS256,
@@ -111,7 +143,10 @@ impl Authenticator {
         } else if let Some(s) = cfg.hs256_secret.as_deref().or(dev_secret) {
             Keys::Secret(DecodingKey::from_secret(s.as_bytes()))
         } else {
-            return Err(KeyError::Invalid("no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file".into()));
+            return Err(KeyError::Invalid(
+                "no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file"
+                    .into(),
+            ));
         };
         Ok(Self {
             keys,
@@ -123,7 +158,13 @@ impl Authenticator {
     }
 
     /// Verifies `token` for this (userId, platform, deviceId).
-    pub(crate) fn verify(&self, token: &str, user: &str, platform: &str, device: &str) -> Result<(), AuthFailure> {
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        user: &str,
+        platform: &str,
+        device: &str,
+    ) -> Result<(), AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         let (key, alg) = match &self.keys {
             Keys::Secret(k) => (k, Algorithm::HS256),
@@ -150,23 +191,30 @@ impl Authenticator {
             v.set_issuer(&[i]);
         }
         use jsonwebtoken::errors::ErrorKind as K;
-        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, key, &v).map_err(|e| match e.kind() {
-            K::ExpiredSignature => AuthFailure::Expired,
-            K::ImmatureSignature => AuthFailure::NotYetValid,
-            K::InvalidIssuer => AuthFailure::WrongIssuer,
-            K::InvalidAudience => AuthFailure::WrongAudience,
-            K::MissingRequiredClaim(c) if c == "exp" => AuthFailure::MissingExp,
-            K::MissingRequiredClaim(c) if c == "iss" => AuthFailure::WrongIssuer,
-            K::MissingRequiredClaim(c) if c == "aud" => AuthFailure::WrongAudience,
-            K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => AuthFailure::BadSignature,
-            _ => AuthFailure::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<HashMap<String, Value>>(token, key, &v).map_err(|e| match e
+                .kind()
+            {
+                K::ExpiredSignature => AuthFailure::Expired,
+                K::ImmatureSignature => AuthFailure::NotYetValid,
+                K::InvalidIssuer => AuthFailure::WrongIssuer,
+                K::InvalidAudience => AuthFailure::WrongAudience,
+                K::MissingRequiredClaim(c) if c == "exp" => AuthFailure::MissingExp,
+                K::MissingRequiredClaim(c) if c == "iss" => AuthFailure::WrongIssuer,
+                K::MissingRequiredClaim(c) if c == "aud" => AuthFailure::WrongAudience,
+                K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => {
+                    AuthFailure::BadSignature
+                }
+                _ => AuthFailure::Malformed,
+            })?;
         let claims = data.claims;
-        let claim_str = |name: &str| claims.get(name).and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+        let claim_str = |name: &str| {
+            claims.get(name).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
         if claim_str(&self.subject_claim).as_deref() != Some(user) {
             return Err(AuthFailure::WrongUser);
         }
@@ -181,10 +229,19 @@ impl Authenticator {
 }
 
 /// Signs a token for `user` (used by `ferry token` and tests).
-pub(crate) fn mint(cfg: &AuthConfig, dev_secret: Option<&str>, user: &str, ttl_secs: u64, extra: &[(&str, &str)]) -> anyhow::Result<String> {
+pub(crate) fn mint(
+    cfg: &AuthConfig,
+    dev_secret: Option<&str>,
+    user: &str,
+    ttl_secs: u64,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let now = crate::domain::now_ms() / 1000;
     let mut claims = serde_json::Map::new();
-    claims.insert(cfg.subject_claim.clone().unwrap_or_else(|| "sub".into()), Value::String(user.to_owned()));
+    claims.insert(
+        cfg.subject_claim.clone().unwrap_or_else(|| "sub".into()),
+        Value::String(user.to_owned()),
+    );
     claims.insert("iat".into(), now.into());
     claims.insert("exp".into(), (now + ttl_secs as i64).into());
     if let Some(i) = &cfg.issuer {
@@ -200,10 +257,16 @@ pub(crate) fn mint(cfg: &AuthConfig, dev_secret: Option<&str>, user: &str, ttl_s
         let pem = std::fs::read(f)?;
         match EncodingKey::from_rsa_pem(&pem) {
             Ok(k) => (Header::new(Algorithm::RS256), k),
-            Err(_) => (Header::new(Algorithm::ES256), EncodingKey::from_ec_pem(&pem)?),
+            Err(_) => (
+                Header::new(Algorithm::ES256),
+                EncodingKey::from_ec_pem(&pem)?,
+            ),
         }
     } else if let Some(s) = cfg.hs256_secret.as_deref().or(dev_secret) {
-        (Header::new(Algorithm::HS256), EncodingKey::from_secret(s.as_bytes()))
+        (
+            Header::new(Algorithm::HS256),
+            EncodingKey::from_secret(s.as_bytes()),
+        )
     } else {
         anyhow::bail!("no signing key: set auth.hs256_secret or auth.signing_key_file");
     };
@@ -227,7 +290,10 @@ mod tests {
     use super::*;
 
     fn cfg() -> AuthConfig {
-        AuthConfig { hs256_secret: Some("0123456789abcdef0123".into()), ..AuthConfig::default() }
+        AuthConfig {
+            hs256_secret: Some("0123456789abcdef0123".into()),
+            ..AuthConfig::default()
+        }
     }
 
     #[test]
@@ -235,19 +301,31 @@ mod tests {
         let a = Authenticator::new(&cfg(), None).unwrap();
         let t = mint(&cfg(), None, "alice", 60, &[]).unwrap();
         assert_eq!(a.verify(&t, "alice", "ios", "d1"), Ok(()));
-        assert_eq!(a.verify(&t, "bob", "ios", "d1"), Err(AuthFailure::WrongUser));
-        assert_eq!(a.verify("x.y.z", "alice", "ios", "d1"), Err(AuthFailure::Malformed));
+        assert_eq!(
+            a.verify(&t, "bob", "ios", "d1"),
+            Err(AuthFailure::WrongUser)
+        );
+        assert_eq!(
+            a.verify("x.y.z", "alice", "ios", "d1"),
+            Err(AuthFailure::Malformed)
+        );
     }
 
     #[test]
     fn device_claims_must_match_when_present() {
         let a = Authenticator::new(&cfg(), None).unwrap();
         let t = mint(&cfg(), None, "alice", 60, &[("platform", "ios")]).unwrap();
-        assert_eq!(a.verify(&t, "alice", "android", "d1"), Err(AuthFailure::WrongPlatform));
+        assert_eq!(
+            a.verify(&t, "alice", "android", "d1"),
+            Err(AuthFailure::WrongPlatform)
+        );
     }
 
     #[test]
     fn the_token_is_redacted() {
-        assert_eq!(redact_query("userId=a&token=secret.jwt&platform=ios"), "userId=a&token=REDACTED&platform=ios");
+        assert_eq!(
+            redact_query("userId=a&token=secret.jwt&platform=ios"),
+            "userId=a&token=REDACTED&platform=ios"
+        );
     }
 }

@@ -10,7 +10,10 @@ use super::wire::Failure;
 use crate::proto::pb;
 
 /// The upstream URL for `method`, by longest matching prefix.
-pub(crate) fn route(routes: &std::collections::BTreeMap<String, String>, method: &str) -> Option<String> {
+pub(crate) fn route(
+    routes: &std::collections::BTreeMap<String, String>,
+    method: &str,
+) -> Option<String> {
     routes
         .iter()
         .filter(|(prefix, _)| method.starts_with(prefix.as_str()))
@@ -48,13 +51,18 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         }
     })?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|_| Failure::Retry(format!("upstream for {} broke off", req.method)))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|_| Failure::Retry(format!("upstream for {} broke off", req.method)))?;
     if status.is_success() {
         return Ok(Reply::data(body));
     }
     let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     if status.is_client_error() {
-        Err(Failure::Request(format!("upstream answered {status}: {detail}")))
+        Err(Failure::Request(format!(
+            "upstream answered {status}: {detail}"
+        )))
     } else {
         Err(Failure::Retry(format!("upstream answered {status}")))
     }
@@ -66,9 +74,20 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins() {
-        let routes = [("/v1".to_owned(), "http://a".to_owned()), ("/v1/relation".to_owned(), "http://b/".to_owned())].into_iter().collect();
-        assert_eq!(route(&routes, "/v1/relation/getFriendList").as_deref(), Some("http://b/v1/relation/getFriendList"));
-        assert_eq!(route(&routes, "/v1/user").as_deref(), Some("http://a/v1/user"));
+        let routes = [
+            ("/v1".to_owned(), "http://a".to_owned()),
+            ("/v1/relation".to_owned(), "http://b/".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            route(&routes, "/v1/relation/getFriendList").as_deref(),
+            Some("http://b/v1/relation/getFriendList")
+        );
+        assert_eq!(
+            route(&routes, "/v1/user").as_deref(),
+            Some("http://a/v1/user")
+        );
         assert_eq!(route(&routes, "/v2/x"), None);
     }
 }

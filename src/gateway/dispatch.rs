@@ -30,7 +30,10 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn data(data: impl Into<Bytes>) -> Self {
-        Self { data: data.into(), push: Vec::new() }
+        Self {
+            data: data.into(),
+            push: Vec::new(),
+        }
     }
 }
 
@@ -47,7 +50,8 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         Ok(ActiveEvent::CustomRequest) => custom::custom_request(ctx, req.data).await,
         Err(_) => Err(Failure::Request(format!("unknown event {}", req.event))),
     };
-    metrics::histogram!("ferry_request_seconds", "event" => name).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ferry_request_seconds", "event" => name)
+        .record(started.elapsed().as_secs_f64());
     match outcome {
         Ok(reply) => {
             let code = "Success";

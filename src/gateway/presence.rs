@@ -13,7 +13,11 @@ fn devices(app: &AppState, user: &str) -> Vec<Device> {
     app.registry
         .conns(user)
         .into_iter()
-        .map(|c| Device { platform: c.platform, device_id: c.device_id, conn_id: c.conn_id })
+        .map(|c| Device {
+            platform: c.platform,
+            device_id: c.device_id,
+            conn_id: c.conn_id,
+        })
         .collect()
 }
 
@@ -37,15 +41,39 @@ pub(crate) async fn connected(app: &AppState, conn: &Conn) {
     // The same device (or, by policy, platform) connected to another pod earlier.
     let remote = Disconnect {
         platform: conn.platform.clone(),
-        device_id: if one_per_platform { String::new() } else { conn.device_id.clone() },
+        device_id: if one_per_platform {
+            String::new()
+        } else {
+            conn.device_id.clone()
+        },
         except_conn_id: conn.conn_id.clone(),
-        close_code: u32::from(if one_per_platform { close::GOING_AWAY } else { close::NORMAL }),
-        reason: if one_per_platform { "kick".into() } else { "duplicate connection".into() },
+        close_code: u32::from(if one_per_platform {
+            close::GOING_AWAY
+        } else {
+            close::NORMAL
+        }),
+        reason: if one_per_platform {
+            "kick".into()
+        } else {
+            "duplicate connection".into()
+        },
     };
-    let others: Vec<String> = app.presence.pods(&conn.user).into_iter().filter(|p| *p != app.pod).collect();
+    let others: Vec<String> = app
+        .presence
+        .pods(&conn.user)
+        .into_iter()
+        .filter(|p| *p != app.pod)
+        .collect();
     if !others.is_empty() {
         let router = app.router.clone();
-        if let Err(e) = router.push(std::slice::from_ref(&conn.user), PushPayload::Disconnect(remote), &[]).await {
+        if let Err(e) = router
+            .push(
+                std::slice::from_ref(&conn.user),
+                PushPayload::Disconnect(remote),
+                &[],
+            )
+            .await
+        {
             tracing::warn!(error = %e, "remote duplicate-device close failed");
         }
     }

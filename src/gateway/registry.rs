@@ -53,7 +53,11 @@ impl Closer {
     }
     pub(crate) async fn closed(&self) -> (u16, String) {
         self.token.cancelled().await;
-        self.why.lock().unwrap().clone().unwrap_or((close::NORMAL, String::new()))
+        self.why
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or((close::NORMAL, String::new()))
     }
 }
 
@@ -94,7 +98,9 @@ impl Registry {
     /// Removes a connection; true if it was still registered.
     pub(crate) fn remove(&self, user: &str, conn_id: &str) -> bool {
         let mut users = self.users.write().unwrap();
-        let Some(list) = users.get_mut(user) else { return false };
+        let Some(list) = users.get_mut(user) else {
+            return false;
+        };
         let before = list.len();
         list.retain(|c| c.conn_id != conn_id);
         let removed = list.len() != before;
@@ -105,7 +111,12 @@ impl Registry {
     }
 
     pub(crate) fn conns(&self, user: &str) -> Vec<Conn> {
-        self.users.read().unwrap().get(user).cloned().unwrap_or_default()
+        self.users
+            .read()
+            .unwrap()
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn users(&self) -> Vec<String> {
@@ -113,7 +124,13 @@ impl Registry {
     }
 
     pub(crate) fn all(&self) -> Vec<Conn> {
-        self.users.read().unwrap().values().flatten().cloned().collect()
+        self.users
+            .read()
+            .unwrap()
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Queues `frame` on every socket of `user`; returns how many took it.

@@ -20,37 +20,53 @@ pub(crate) type Batches = Vec<(ConvId, Vec<Message>)>;
 
 /// Checks every message and groups them; `sender` is the authenticated user, or None
 /// for system messages sent through the server API.
-pub(crate) async fn validate(app: &crate::app::AppState, sender: Option<&crate::domain::UserId>, list: Vec<pb::MsgData>) -> Result<Batches, Failure> {
+pub(crate) async fn validate(
+    app: &crate::app::AppState,
+    sender: Option<&crate::domain::UserId>,
+    list: Vec<pb::MsgData>,
+) -> Result<Batches, Failure> {
     let limits = &app.cfg.limits;
     if list.is_empty() {
         return Err(Failure::Request("msgDataList is empty".into()));
     }
     if list.len() > limits.max_msgs_per_send {
-        return Err(Failure::Request(format!("at most {} messages per SendMsgList", limits.max_msgs_per_send)));
+        return Err(Failure::Request(format!(
+            "at most {} messages per SendMsgList",
+            limits.max_msgs_per_send
+        )));
     }
     let mut batches: Batches = Vec::new();
     for (i, m) in list.into_iter().enumerate() {
-        let conv = ConvId::parse(&m.conv_id).map_err(|e| Failure::Request(format!("msgDataList[{i}]: {e}")))?;
+        let conv = ConvId::parse(&m.conv_id)
+            .map_err(|e| Failure::Request(format!("msgDataList[{i}]: {e}")))?;
         let mut msg = Message::from(m);
         match sender {
             Some(user) => {
                 if msg.sender_id.is_empty() {
                     msg.sender_id = user.to_string();
                 } else if msg.sender_id != user.as_str() {
-                    return Err(Failure::Request(format!("msgDataList[{i}]: senderId must be the authenticated user")));
+                    return Err(Failure::Request(format!(
+                        "msgDataList[{i}]: senderId must be the authenticated user"
+                    )));
                 }
                 if !access::can_write(app.store.as_ref(), user, &conv).await? {
-                    return Err(Failure::Request(format!("msgDataList[{i}]: you may not send to {conv}")));
+                    return Err(Failure::Request(format!(
+                        "msgDataList[{i}]: you may not send to {conv}"
+                    )));
                 }
             }
             None => {
                 if matches!(conv, ConvId::Notice(_)) {
-                    return Err(Failure::Request(format!("msgDataList[{i}]: notice conversations carry notices, not messages")));
+                    return Err(Failure::Request(format!(
+                        "msgDataList[{i}]: notice conversations carry notices, not messages"
+                    )));
                 }
             }
         }
         if msg.client_msg_id.len() > 128 {
-            return Err(Failure::Request(format!("msgDataList[{i}]: clientMsgId longer than 128 bytes")));
+            return Err(Failure::Request(format!(
+                "msgDataList[{i}]: clientMsgId longer than 128 bytes"
+            )));
         }
         // What the sequencer owns is never taken from the client.
         msg.seq = 0;
@@ -70,13 +86,20 @@ pub(crate) fn due_at(deliver_after: Option<i32>, now: i64) -> Result<i64, Failur
     match deliver_after {
         None | Some(0) => Ok(0),
         Some(d) if d < 0 => Err(Failure::Request("deliverAfter must not be negative".into())),
-        Some(d) if d > MAX_DELAY_SECS => Err(Failure::Request(format!("deliverAfter must be at most {MAX_DELAY_SECS} seconds"))),
+        Some(d) if d > MAX_DELAY_SECS => Err(Failure::Request(format!(
+            "deliverAfter must be at most {MAX_DELAY_SECS} seconds"
+        ))),
         Some(d) => Ok(now + i64::from(d) * 1000),
     }
 }
 
 /// Appends the batches (to inbound, or to the delay tiers when due later).
-pub(crate) async fn append(app: &crate::app::AppState, sender: &str, batches: Batches, due: i64) -> Result<(), Failure> {
+pub(crate) async fn append(
+    app: &crate::app::AppState,
+    sender: &str,
+    batches: Batches,
+    due: i64,
+) -> Result<(), Failure> {
     let now = now_ms();
     let records: Vec<Outgoing> = batches
         .into_iter()
@@ -117,7 +140,12 @@ mod tests {
         assert_eq!(due_at(Some(0), 1000).unwrap(), 0);
         assert_eq!(due_at(Some(2), 1000).unwrap(), 3000);
         assert_eq!(due_at(Some(864_000), 0).unwrap(), 864_000_000);
-        assert!(due_at(Some(864_001), 0).unwrap_err().to_string().contains("864000"));
+        assert!(
+            due_at(Some(864_001), 0)
+                .unwrap_err()
+                .to_string()
+                .contains("864000")
+        );
         assert!(due_at(Some(-1), 0).is_err());
     }
 }

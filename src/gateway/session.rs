@@ -37,7 +37,13 @@ pub(crate) struct ConnectParams {
 
 impl ConnectParams {
     pub(crate) fn parse(query: &str) -> Self {
-        let mut p = ConnectParams { token: None, user_id: None, platform: None, device_id: None, meta: Vec::new() };
+        let mut p = ConnectParams {
+            token: None,
+            user_id: None,
+            platform: None,
+            device_id: None,
+            meta: Vec::new(),
+        };
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.into_owned();
             match k.as_ref() {
@@ -45,7 +51,9 @@ impl ConnectParams {
                 "userId" => p.user_id = Some(v),
                 "platform" => p.platform = Some(v),
                 "deviceId" => p.device_id = Some(v),
-                "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => p.meta.push((k.into_owned(), v)),
+                "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => {
+                    p.meta.push((k.into_owned(), v))
+                }
                 _ => {}
             }
         }
@@ -53,7 +61,9 @@ impl ConnectParams {
     }
 
     pub(crate) fn language_zh(&self) -> bool {
-        self.meta.iter().any(|(k, v)| k == "language" && v.to_ascii_lowercase().starts_with("zh"))
+        self.meta
+            .iter()
+            .any(|(k, v)| k == "language" && v.to_ascii_lowercase().starts_with("zh"))
     }
 }
 
@@ -78,12 +88,23 @@ fn authenticate(app: &AppState, p: &ConnectParams) -> Result<Identity, AuthFailu
     let device = required(&p.device_id, "deviceId")?;
     let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
     app.auth.verify(token, user, platform, device)?;
-    Ok(Identity { user: user_id, platform: platform.to_owned(), device_id: device.to_owned() })
+    Ok(Identity {
+        user: user_id,
+        platform: platform.to_owned(),
+        device_id: device.to_owned(),
+    })
 }
 
 async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
-    let frame = CloseFrame { code, reason: reason.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(WsMessage::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        socket.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
 }
 
 pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSocket) {
@@ -92,12 +113,22 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         Err(f) => {
             metrics::counter!("ferry_auth_failures_total").increment(1);
             tracing::info!(reason = f.reason(false), "connection refused");
-            close_now(&mut socket, close::AUTH_FAILED, f.reason(params.language_zh())).await;
+            close_now(
+                &mut socket,
+                close::AUTH_FAILED,
+                f.reason(params.language_zh()),
+            )
+            .await;
             return;
         }
     };
     if app.registry.connection_count() >= app.cfg.limits.max_connections {
-        close_now(&mut socket, close::TRY_AGAIN_LATER, "connection limit reached".into()).await;
+        close_now(
+            &mut socket,
+            close::TRY_AGAIN_LATER,
+            "connection limit reached".into(),
+        )
+        .await;
         return;
     }
     let conn_id = uuid::Uuid::new_v4().simple().to_string();
@@ -113,7 +144,11 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
     super::presence::connected(&app, &conn).await;
-    if socket.send(WsMessage::Text("connected".into())).await.is_err() {
+    if socket
+        .send(WsMessage::Text("connected".into()))
+        .await
+        .is_err()
+    {
         super::presence::disconnected(&app, &conn).await;
         return;
     }
@@ -121,8 +156,21 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
 
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, rx, conn.closer.clone(), app.shutdown.clone()));
-    let ctx = Arc::new(ConnCtx { app: app.clone(), user: id.user, platform: id.platform.clone(), device_id: id.device_id, conn_id: conn_id.clone(), tx, meta: params.meta });
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        conn.closer.clone(),
+        app.shutdown.clone(),
+    ));
+    let ctx = Arc::new(ConnCtx {
+        app: app.clone(),
+        user: id.user,
+        platform: id.platform.clone(),
+        device_id: id.device_id,
+        conn_id: conn_id.clone(),
+        tx,
+        meta: params.meta,
+    });
     read_loop(&app, &ctx, &conn.closer, stream).await;
 
     conn.closer.close(close::NORMAL, "");
@@ -153,14 +201,29 @@ async fn write_loop(
             },
         }
     };
-    let frame = CloseFrame { code, reason: reason.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(WsMessage::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
     closer.close(code, "");
 }
 
-async fn read_loop(app: &AppState, ctx: &Arc<ConnCtx>, closer: &Closer, mut stream: futures_util::stream::SplitStream<WebSocket>) {
+async fn read_loop(
+    app: &AppState,
+    ctx: &Arc<ConnCtx>,
+    closer: &Closer,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) {
     let idle = Duration::from_secs(app.cfg.session.idle_timeout_secs);
-    let mut bucket = TokenBucket::new(app.cfg.limits.requests_per_second, app.cfg.limits.request_burst);
+    let mut bucket = TokenBucket::new(
+        app.cfg.limits.requests_per_second,
+        app.cfg.limits.request_burst,
+    );
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
     let (send_tx, send_rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
     let send_worker = tokio::spawn(send_worker(ctx.clone(), send_rx));
@@ -176,7 +239,8 @@ async fn read_loop(app: &AppState, ctx: &Arc<ConnCtx>, closer: &Closer, mut stre
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let too_big = e.to_string().to_ascii_lowercase().contains("too long") || e.to_string().contains("Space limit");
+                let too_big = e.to_string().to_ascii_lowercase().contains("too long")
+                    || e.to_string().contains("Space limit");
                 if too_big {
                     closer.close(close::TOO_BIG, "frame too large");
                 }
@@ -194,22 +258,53 @@ async fn read_loop(app: &AppState, ctx: &Arc<ConnCtx>, closer: &Closer, mut stre
         let req = match RequestBody::decode(data) {
             Ok(r) => r,
             Err(e) => {
-                reply(ctx, wire::failure(0, "", &Failure::Request(format!("malformed RequestBody: {e}"))));
+                reply(
+                    ctx,
+                    wire::failure(
+                        0,
+                        "",
+                        &Failure::Request(format!("malformed RequestBody: {e}")),
+                    ),
+                );
                 continue;
             }
         };
         if !bucket.take(Instant::now()) {
-            reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("rate limit exceeded, slow down".into())));
+            reply(
+                ctx,
+                wire::failure(
+                    req.event,
+                    &req.req_id,
+                    &Failure::Retry("rate limit exceeded, slow down".into()),
+                ),
+            );
             continue;
         }
         if req.event == ActiveEvent::SendMsgList as i32 {
-            if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) = send_tx.try_send(req) {
-                reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("too many SendMsgList requests in flight".into())));
+            if let Err(
+                mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req),
+            ) = send_tx.try_send(req)
+            {
+                reply(
+                    ctx,
+                    wire::failure(
+                        req.event,
+                        &req.req_id,
+                        &Failure::Retry("too many SendMsgList requests in flight".into()),
+                    ),
+                );
             }
             continue;
         }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            reply(ctx, wire::failure(req.event, &req.req_id, &Failure::Retry("too many requests in flight".into())));
+            reply(
+                ctx,
+                wire::failure(
+                    req.event,
+                    &req.req_id,
+                    &Failure::Retry("too many requests in flight".into()),
+                ),
+            );
             continue;
         };
         let ctx = ctx.clone();

@@ -14,12 +14,19 @@ pub(crate) async fn sync_conv_seq(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     let req: pb::BatchGetConvSeqReq = decode(data, "BatchGetConvSeqReq")?;
     let max = ctx.app.cfg.limits.max_convs_per_seq_sync;
     if req.conv_id_list.len() > max {
-        return Err(Failure::Request(format!("at most {max} convIds per SyncConvSeq")));
+        return Err(Failure::Request(format!(
+            "at most {max} convIds per SyncConvSeq"
+        )));
     }
     let store = ctx.app.store.as_ref();
     let mut resp = pb::BatchGetConvSeqResp::default();
     for raw in req.conv_id_list {
-        let mut entry = pb::batch_get_conv_seq_resp::ConvSeq { conv_id: raw.clone(), min_seq: "0".into(), max_seq: "0".into(), update_time: "0".into() };
+        let mut entry = pb::batch_get_conv_seq_resp::ConvSeq {
+            conv_id: raw.clone(),
+            min_seq: "0".into(),
+            max_seq: "0".into(),
+            update_time: "0".into(),
+        };
         if let Ok(conv) = ConvId::parse(&raw)
             && let Some(min) = access::read_from(store, &ctx.user, &conv).await?
             && let Some(state) = store.conv_state(&conv.to_string()).await?
@@ -38,14 +45,23 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     let max = ctx.app.cfg.limits.max_seqs_per_sync;
     let total: usize = req.items.iter().map(|i| i.seq_list.len()).sum();
     if total > max {
-        return Err(Failure::Request(format!("at most {max} seqs per SyncMsgList")));
+        return Err(Failure::Request(format!(
+            "at most {max} seqs per SyncMsgList"
+        )));
     }
     let store = ctx.app.store.as_ref();
     let mut out = Vec::with_capacity(total);
     for item in req.items {
         let conv = ConvId::parse(&item.conv_id).map_err(|e| Failure::Request(e.to_string()))?;
-        let seqs = item.seq_list.iter().map(|s| Seq::parse(s).map(|s| s.0)).collect::<Result<Vec<_>, _>>().map_err(|e| Failure::Request(e.to_string()))?;
-        let Some(min) = access::read_from(store, &ctx.user, &conv).await? else { continue };
+        let seqs = item
+            .seq_list
+            .iter()
+            .map(|s| Seq::parse(s).map(|s| s.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::Request(e.to_string()))?;
+        let Some(min) = access::read_from(store, &ctx.user, &conv).await? else {
+            continue;
+        };
         let visible: Vec<u64> = seqs.into_iter().filter(|s| *s >= min).collect();
         let conv_s = conv.to_string();
         let found = store.messages(&conv_s, &visible).await?;
@@ -56,13 +72,22 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
             }
         }
     }
-    Ok(with_push(req.push, out, |msgs| pb::GetMsgListResp { msg_data_list: msgs.iter().map(pb::MsgData::from).collect(), ..Default::default() }.encode_to_vec()))
+    Ok(with_push(req.push, out, |msgs| {
+        pb::GetMsgListResp {
+            msg_data_list: msgs.iter().map(pb::MsgData::from).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }))
 }
 
 /// push=true: answer empty and push the messages to the caller instead.
 fn with_push(push: bool, msgs: Vec<Message>, encode: impl Fn(&[Message]) -> Vec<u8>) -> Reply {
     if push {
-        Reply { data: encode(&[]).into(), push: msgs }
+        Reply {
+            data: encode(&[]).into(),
+            push: msgs,
+        }
     } else {
         Reply::data(encode(&msgs))
     }
@@ -81,7 +106,9 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
         }
     } else if let Some(id) = req.client_msg_id.as_deref().filter(|s| !s.is_empty()) {
         for m in store.find_client_msg_id(id).await? {
-            let Ok(conv) = ConvId::parse(&m.conv_id) else { continue };
+            let Ok(conv) = ConvId::parse(&m.conv_id) else {
+                continue;
+            };
             if let Some(min) = access::read_from(store, &ctx.user, &conv).await?
                 && m.seq >= min
             {
@@ -93,7 +120,13 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
         return Err(Failure::Request("give serverMsgId or clientMsgId".into()));
     }
     let msgs: Vec<Message> = found.into_iter().collect();
-    Ok(with_push(req.push, msgs, |m| pb::GetMsgByIdResp { msg_data: m.first().map(pb::MsgData::from), ..Default::default() }.encode_to_vec()))
+    Ok(with_push(req.push, msgs, |m| {
+        pb::GetMsgByIdResp {
+            msg_data: m.first().map(pb::MsgData::from),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }))
 }
 
 pub(crate) async fn ack_notice(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
@@ -102,9 +135,20 @@ pub(crate) async fn ack_notice(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Fail
         return Err(Failure::Request("noticeId is required".into()));
     }
     if req.conv_id.contains('|') || req.notice_id.contains('|') {
-        return Err(Failure::Request("convId and noticeId may not contain '|'".into()));
+        return Err(Failure::Request(
+            "convId and noticeId may not contain '|'".into(),
+        ));
     }
     let app = &ctx.app;
-    app.log.append(vec![notices::ack(&app.topics, ctx.user.as_str(), &req.conv_id, &req.notice_id)]).await?;
-    Ok(Reply::data(pb::AckNoticeDataResp::default().encode_to_vec()))
+    app.log
+        .append(vec![notices::ack(
+            &app.topics,
+            ctx.user.as_str(),
+            &req.conv_id,
+            &req.notice_id,
+        )])
+        .await?;
+    Ok(Reply::data(
+        pb::AckNoticeDataResp::default().encode_to_vec(),
+    ))
 }

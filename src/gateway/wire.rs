@@ -45,12 +45,22 @@ impl From<crate::msglog::LogError> for Failure {
 }
 
 fn push(event: PushEvent, data: Vec<u8>) -> Bytes {
-    pb::PushBody { event: event as i32, data: data.into() }.encode_to_vec().into()
+    pb::PushBody {
+        event: event as i32,
+        data: data.into(),
+    }
+    .encode_to_vec()
+    .into()
 }
 
 /// A successful response carrying `data` (already the event's encoded payload).
 pub(crate) fn success(event: ActiveEvent, req_id: &str, data: Bytes) -> Bytes {
-    let body = pb::ResponseBody { event: event as i32, req_id: req_id.to_owned(), code: Code::Success as i32, data };
+    let body = pb::ResponseBody {
+        event: event as i32,
+        req_id: req_id.to_owned(),
+        code: Code::Success as i32,
+        data,
+    };
     push(PushEvent::PushResponseBody, body.encode_to_vec())
 }
 
@@ -59,9 +69,18 @@ pub(crate) fn success(event: ActiveEvent, req_id: &str, data: Bytes) -> Bytes {
 pub(crate) fn failure(event: i32, req_id: &str, f: &Failure) -> Bytes {
     let code = f.code();
     let data = pb::CustomResponseError {
-        common_resp: Some(pb::CommonResp { code: code as i32, msg: Some(f.to_string()), data: Bytes::new() }),
+        common_resp: Some(pb::CommonResp {
+            code: code as i32,
+            msg: Some(f.to_string()),
+            data: Bytes::new(),
+        }),
     };
-    let body = pb::ResponseBody { event, req_id: req_id.to_owned(), code: code as i32, data: data.encode_to_vec().into() };
+    let body = pb::ResponseBody {
+        event,
+        req_id: req_id.to_owned(),
+        code: code as i32,
+        data: data.encode_to_vec().into(),
+    };
     metrics::counter!("ferry_request_errors_total", "code" => code.as_str_name()).increment(1);
     push(PushEvent::PushResponseBody, body.encode_to_vec())
 }
@@ -71,7 +90,10 @@ pub(crate) fn messages(msgs: &[Message]) -> Bytes {
 }
 
 pub(crate) fn notices(notices: &[Notice]) -> Bytes {
-    push(PushEvent::PushNoticeDataList, notice_list(notices).encode_to_vec())
+    push(
+        PushEvent::PushNoticeDataList,
+        notice_list(notices).encode_to_vec(),
+    )
 }
 
 /// A push of already-encoded lists (from a push record).
@@ -81,5 +103,7 @@ pub(crate) fn raw_push(event: PushEvent, data: Vec<u8>) -> Bytes {
 
 /// Human name of an event for logs and metrics.
 pub(crate) fn event_name(event: i32) -> &'static str {
-    ActiveEvent::try_from(event).map(|e| e.as_str_name()).unwrap_or("Unknown")
+    ActiveEvent::try_from(event)
+        .map(|e| e.as_str_name())
+        .unwrap_or("Unknown")
 }

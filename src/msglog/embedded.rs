@@ -35,7 +35,11 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 
 enum WriteOp {
     Append(Vec<Outgoing>, oneshot::Sender<Result<(), LogError>>),
-    Commit { group: String, topic: String, next: u64 },
+    Commit {
+        group: String,
+        topic: String,
+        next: u64,
+    },
     Ensure(TopicSpec, oneshot::Sender<Result<(), LogError>>),
     Flush(oneshot::Sender<Result<(), LogError>>),
 }
@@ -100,22 +104,40 @@ impl EmbeddedLog {
         self.inner.ephemeral.lock().unwrap().contains_key(topic)
     }
 
-    async fn send(&self, op: impl FnOnce(oneshot::Sender<Result<(), LogError>>) -> WriteOp) -> Result<(), LogError> {
+    async fn send(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), LogError>>) -> WriteOp,
+    ) -> Result<(), LogError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.writer.send(op(tx)).map_err(|_| LogError::Closed)?;
+        self.inner
+            .writer
+            .send(op(tx))
+            .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    fn subscription(&self, group: Option<String>, topics: &[String], from_start: bool) -> Result<EmbeddedSub, LogError> {
+    fn subscription(
+        &self,
+        group: Option<String>,
+        topics: &[String],
+        from_start: bool,
+    ) -> Result<EmbeddedSub, LogError> {
         let mut cursors = HashMap::new();
         let rtx = self.inner.db.begin_read().map_err(unavailable)?;
         let offsets = rtx.open_table(OFFSETS).map_err(unavailable)?;
         for t in topics {
             let start = if let Some(eph) = self.inner.ephemeral.lock().unwrap().get(t) {
-                if from_start { eph.records.front().map_or(eph.next, |r| r.offset as u64) } else { eph.next }
+                if from_start {
+                    eph.records.front().map_or(eph.next, |r| r.offset as u64)
+                } else {
+                    eph.next
+                }
             } else {
                 match &group {
-                    Some(g) => offsets.get((g.as_str(), t.as_str())).map_err(unavailable)?.map_or(0, |v| v.value()),
+                    Some(g) => offsets
+                        .get((g.as_str(), t.as_str()))
+                        .map_err(unavailable)?
+                        .map_or(0, |v| v.value()),
                     None => 0,
                 }
             };
@@ -151,7 +173,12 @@ fn writer_loop(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Wr
                 WriteOp::Append(_, r) | WriteOp::Ensure(_, r) | WriteOp::Flush(r) => r,
                 WriteOp::Commit { .. } => continue,
             };
-            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| LogError::Unavailable(e.to_string())));
+            let _ = reply.send(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| LogError::Unavailable(e.to_string())),
+            );
         }
         inner.version.send_modify(|v| *v += 1);
     }
@@ -162,7 +189,14 @@ fn encode(o: &Outgoing, ts: i64) -> Vec<u8> {
         key: o.key.clone(),
         value: o.value.clone(),
         timestamp_ms: ts,
-        headers: o.headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect(),
+        headers: o
+            .headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -197,7 +231,9 @@ fn apply(db: &Database, ops: &[WriteOp]) -> Result<(), redb::Error> {
                         let off = next.get(o.topic.as_str())?.map_or(0, |v| v.value());
                         next.insert(o.topic.as_str(), off + 1)?;
                         if compacted {
-                            let old = keys.insert((o.topic.as_str(), o.key.as_ref()), off)?.map(|v| v.value());
+                            let old = keys
+                                .insert((o.topic.as_str(), o.key.as_ref()), off)?
+                                .map(|v| v.value());
                             if let Some(old) = old {
                                 records.remove((o.topic.as_str(), old))?;
                             }
@@ -205,11 +241,19 @@ fn apply(db: &Database, ops: &[WriteOp]) -> Result<(), redb::Error> {
                         records.insert((o.topic.as_str(), off), encode(o, ts).as_slice())?;
                     }
                 }
-                WriteOp::Commit { group, topic, next: n } => {
+                WriteOp::Commit {
+                    group,
+                    topic,
+                    next: n,
+                } => {
                     offsets.insert((group.as_str(), topic.as_str()), *n)?;
                 }
                 WriteOp::Ensure(spec, _) => {
-                    let code = if spec.retention == Retention::Compacted { 1 } else { 0 };
+                    let code = if spec.retention == Retention::Compacted {
+                        1
+                    } else {
+                        0
+                    };
                     topics.insert(spec.name.as_str(), code)?;
                 }
                 WriteOp::Flush(_) => {}
@@ -226,7 +270,9 @@ impl MsgLog for EmbeddedLog {
         if records.is_empty() {
             return Ok(());
         }
-        let (eph, durable): (Vec<_>, Vec<_>) = records.into_iter().partition(|o| self.is_ephemeral(&o.topic));
+        let (eph, durable): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|o| self.is_ephemeral(&o.topic));
         {
             let known = self.inner.durable_topics.lock().unwrap();
             if let Some(o) = durable.iter().find(|o| !known.contains(&o.topic)) {
@@ -261,21 +307,42 @@ impl MsgLog for EmbeddedLog {
         self.send(|tx| WriteOp::Append(durable, tx)).await
     }
 
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, LogError> {
-        Ok(Box::new(self.subscription(Some(group.to_owned()), topics, false)?))
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, LogError> {
+        Ok(Box::new(self.subscription(
+            Some(group.to_owned()),
+            topics,
+            false,
+        )?))
     }
 
     async fn read_from_start(&self, topic: &str) -> Result<Box<dyn Subscription>, LogError> {
-        Ok(Box::new(self.subscription(None, &[topic.to_owned()], true)?))
+        Ok(Box::new(self.subscription(
+            None,
+            &[topic.to_owned()],
+            true,
+        )?))
     }
 
     async fn ensure_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
         if spec.retention == Retention::Ephemeral {
-            self.inner.ephemeral.lock().unwrap().entry(spec.name.clone()).or_default();
+            self.inner
+                .ephemeral
+                .lock()
+                .unwrap()
+                .entry(spec.name.clone())
+                .or_default();
             return Ok(());
         }
         self.send(|tx| WriteOp::Ensure(spec.clone(), tx)).await?;
-        self.inner.durable_topics.lock().unwrap().insert(spec.name.clone());
+        self.inner
+            .durable_topics
+            .lock()
+            .unwrap()
+            .insert(spec.name.clone());
         Ok(())
     }
 
@@ -314,7 +381,13 @@ impl EmbeddedSub {
             }
             if let Some(eph) = inner.ephemeral.lock().unwrap().get(&topic) {
                 let skip_to = cursor.max(eph.records.front().map_or(0, |r| r.offset as u64));
-                self.buf.extend(eph.records.iter().filter(|r| r.offset as u64 >= skip_to).take(FILL_BATCH).cloned());
+                self.buf.extend(
+                    eph.records
+                        .iter()
+                        .filter(|r| r.offset as u64 >= skip_to)
+                        .take(FILL_BATCH)
+                        .cloned(),
+                );
                 continue;
             }
             let range = records
@@ -325,7 +398,11 @@ impl EmbeddedSub {
                 let (_, off) = k.value();
                 match decode(&topic, off, v.value()) {
                     Some(r) => self.buf.push_back(r),
-                    None => tracing::error!(topic, offset = off, "undecodable embedded log record skipped"),
+                    None => tracing::error!(
+                        topic,
+                        offset = off,
+                        "undecodable embedded log record skipped"
+                    ),
                 }
             }
         }
@@ -352,20 +429,31 @@ impl Subscription for EmbeddedSub {
     }
 
     fn commit(&mut self, record: &LogRecord) -> Result<(), LogError> {
-        let Some(group) = &self.group else { return Ok(()) };
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
         if self.log.is_ephemeral(&record.topic) {
             return Ok(());
         }
         self.log
             .inner
             .writer
-            .send(WriteOp::Commit { group: group.clone(), topic: record.topic.clone(), next: record.offset as u64 + 1 })
+            .send(WriteOp::Commit {
+                group: group.clone(),
+                topic: record.topic.clone(),
+                next: record.offset as u64 + 1,
+            })
             .map_err(|_| LogError::Closed)
     }
 
     fn pause(&mut self, topic: &str, _partition: i32) -> Result<(), LogError> {
         self.paused.insert(topic.to_owned());
-        if let Some(first) = self.buf.iter().find(|r| r.topic == topic).map(|r| r.offset as u64) {
+        if let Some(first) = self
+            .buf
+            .iter()
+            .find(|r| r.topic == topic)
+            .map(|r| r.offset as u64)
+        {
             self.cursors.insert(topic.to_owned(), first);
         }
         self.buf.retain(|r| r.topic != topic);

@@ -2,7 +2,10 @@
 //! committed offsets, compacted topics. Two backends side by side: `kafka` for
 //! production, `embedded` for one machine with no external services.
 
+#[cfg(test)]
+mod contract_tests;
 pub(crate) mod embedded;
+pub(crate) mod kafka;
 pub(crate) mod topics;
 
 use async_trait::async_trait;
@@ -25,7 +28,10 @@ pub(crate) struct LogRecord {
 
 impl LogRecord {
     pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -39,11 +45,25 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn new(topic: impl Into<String>, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), key: key.into(), value: Some(value.into()), headers: Vec::new() }
+    pub(crate) fn new(
+        topic: impl Into<String>,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            value: Some(value.into()),
+            headers: Vec::new(),
+        }
     }
     pub(crate) fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), key: key.into(), value: None, headers: Vec::new() }
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            value: None,
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -82,7 +102,11 @@ pub(crate) trait MsgLog: Send + Sync + 'static {
 
     /// Joins consumer group `group` on `topics`, resuming at its committed offsets
     /// (at the beginning when it has none).
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, LogError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, LogError>;
 
     /// Reads `topic` from its beginning and then follows it, outside any group:
     /// how compacted views (notices, presence) are rebuilt on start.

@@ -8,7 +8,9 @@ pub(crate) struct Topics {
 
 impl Topics {
     pub(crate) fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
     /// Messages and membership changes to sequence, keyed by convId.
     pub(crate) fn inbound(&self) -> String {

@@ -36,7 +36,11 @@ pub(crate) fn route(tiers: &[u64], now_ms: i64, due_ms: i64) -> Hop {
         return Hop::Inbound;
     }
     let left_secs = (left / 1000) as u64;
-    let tier = tiers.iter().rev().find(|t| **t <= left_secs).unwrap_or(&tiers[0]);
+    let tier = tiers
+        .iter()
+        .rev()
+        .find(|t| **t <= left_secs)
+        .unwrap_or(&tiers[0]);
     Hop::Tier(*tier)
 }
 
@@ -50,11 +54,16 @@ pub(crate) fn next_hop(topics: &Topics, tiers: &[u64], batch: MessageBatch, now:
     let key = batch.conv_id.clone();
     match route(tiers, now, batch.due_at_ms) {
         Hop::Inbound => {
-            let rec = InboundRecord { kind: Some(inbound_record::Kind::Messages(batch)) };
+            let rec = InboundRecord {
+                kind: Some(inbound_record::Kind::Messages(batch)),
+            };
             Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
         }
         Hop::Tier(t) => {
-            let rec = DelayedRecord { batch: Some(batch), entered_tier_at_ms: now };
+            let rec = DelayedRecord {
+                batch: Some(batch),
+                entered_tier_at_ms: now,
+            };
             Outgoing::new(topics.delay(t), key, rec.encode_to_vec())
         }
     }
@@ -75,8 +84,15 @@ struct Held {
 impl DelayRole {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let tier_topics: Vec<String> = self.tiers.iter().map(|t| self.topics.delay(*t)).collect();
-        let tier_of: HashMap<String, u64> = self.tiers.iter().map(|t| (self.topics.delay(*t), *t)).collect();
-        let mut sub = self.log.subscribe(&self.topics.group("delay"), &tier_topics).await?;
+        let tier_of: HashMap<String, u64> = self
+            .tiers
+            .iter()
+            .map(|t| (self.topics.delay(*t), *t))
+            .collect();
+        let mut sub = self
+            .log
+            .subscribe(&self.topics.group("delay"), &tier_topics)
+            .await?;
         // The head of each paused partition, waiting for its time.
         let mut held: HashMap<(String, i32), Held> = HashMap::new();
         loop {
@@ -121,7 +137,12 @@ impl DelayRole {
 
     /// Appends the next hop, then commits: a crash in between repeats the hop, and
     /// the sequencer's idempotence makes the repeat harmless.
-    async fn forward(&self, sub: &mut dyn crate::msglog::Subscription, rec: &LogRecord, batch: MessageBatch) -> anyhow::Result<()> {
+    async fn forward(
+        &self,
+        sub: &mut dyn crate::msglog::Subscription,
+        rec: &LogRecord,
+        batch: MessageBatch,
+    ) -> anyhow::Result<()> {
         let late = now_ms() - batch.due_at_ms;
         let mut out = next_hop(&self.topics, &self.tiers, batch, now_ms());
         out.headers = rec.headers.clone();

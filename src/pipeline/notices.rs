@@ -23,8 +23,15 @@ pub(crate) fn key(user: &str, conv: &str, notice_id: &str) -> String {
 
 /// The record that makes `notice` pending for `user`.
 pub(crate) fn record(topics: &Topics, user: &str, notice: &Notice) -> Outgoing {
-    let rec = NoticeRecord { user_id: user.to_owned(), notice: Some(pb::NoticeData::from(notice)) };
-    Outgoing::new(topics.notices(), key(user, &notice.conv_id, &notice.notice_id), rec.encode_to_vec())
+    let rec = NoticeRecord {
+        user_id: user.to_owned(),
+        notice: Some(pb::NoticeData::from(notice)),
+    };
+    Outgoing::new(
+        topics.notices(),
+        key(user, &notice.conv_id, &notice.notice_id),
+        rec.encode_to_vec(),
+    )
 }
 
 /// The tombstone that acks it.
@@ -44,11 +51,21 @@ impl NoticeBook {
     }
 
     pub(crate) fn pending(&self, user: &str) -> Vec<Notice> {
-        self.pending.read().unwrap().get(user).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.pending
+            .read()
+            .unwrap()
+            .get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn total(&self) -> usize {
-        self.pending.read().unwrap().values().map(BTreeMap::len).sum()
+        self.pending
+            .read()
+            .unwrap()
+            .values()
+            .map(BTreeMap::len)
+            .sum()
     }
 
     /// Applies one record; returns the notice that became pending, and for whom.
@@ -69,7 +86,10 @@ impl NoticeBook {
             }
             Some(v) => {
                 let n = Notice::from(NoticeRecord::decode(v).ok()?.notice?);
-                pending.entry(user.to_owned()).or_default().insert((conv.to_owned(), id.to_owned()), n.clone());
+                pending
+                    .entry(user.to_owned())
+                    .or_default()
+                    .insert((conv.to_owned(), id.to_owned()), n.clone());
                 Some((user.to_owned(), n))
             }
         }

@@ -26,7 +26,10 @@ pub(crate) fn key(user: &str, pod: &str) -> String {
 
 impl PresenceView {
     pub(crate) fn new(ttl_secs: u64) -> Arc<Self> {
-        Arc::new(Self { users: RwLock::default(), ttl_ms: ttl_secs as i64 * 1000 })
+        Arc::new(Self {
+            users: RwLock::default(),
+            ttl_ms: ttl_secs as i64 * 1000,
+        })
     }
 
     /// Pods that currently hold a socket of `user`.
@@ -36,17 +39,27 @@ impl PresenceView {
             .read()
             .unwrap()
             .get(user)
-            .map(|pods| pods.iter().filter(|(_, t)| **t >= horizon).map(|(p, _)| p.clone()).collect())
+            .map(|pods| {
+                pods.iter()
+                    .filter(|(_, t)| **t >= horizon)
+                    .map(|(p, _)| p.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     pub(crate) fn apply(&self, rec: &LogRecord) {
         let key = String::from_utf8_lossy(&rec.key);
-        let Some((user, pod)) = key.split_once('|') else { return };
+        let Some((user, pod)) = key.split_once('|') else {
+            return;
+        };
         let mut users = self.users.write().unwrap();
         match rec.value.as_deref().map(PresenceRecord::decode) {
             Some(Ok(p)) if !p.devices.is_empty() => {
-                users.entry(user.to_owned()).or_default().insert(pod.to_owned(), p.refreshed_at_ms);
+                users
+                    .entry(user.to_owned())
+                    .or_default()
+                    .insert(pod.to_owned(), p.refreshed_at_ms);
             }
             Some(Err(_)) => tracing::warn!(%key, "undecodable presence record ignored"),
             _ => {
@@ -61,7 +74,12 @@ impl PresenceView {
     }
 
     /// Follows the presence topic until cancelled.
-    pub(crate) async fn follow(self: Arc<Self>, log: Arc<dyn MsgLog>, topics: Topics, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn follow(
+        self: Arc<Self>,
+        log: Arc<dyn MsgLog>,
+        topics: Topics,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut sub = log.read_from_start(&topics.presence()).await?;
         loop {
             tokio::select! {
@@ -78,6 +96,11 @@ pub(crate) fn record(topics: &Topics, pod: &str, user: &str, devices: Vec<Device
     if devices.is_empty() {
         return Outgoing::tombstone(topics.presence(), k);
     }
-    let rec = PresenceRecord { user_id: user.to_owned(), pod: pod.to_owned(), devices, refreshed_at_ms: now_ms() };
+    let rec = PresenceRecord {
+        user_id: user.to_owned(),
+        pod: pod.to_owned(),
+        devices,
+        refreshed_at_ms: now_ms(),
+    };
     Outgoing::new(topics.presence(), k, rec.encode_to_vec())
 }

@@ -22,7 +22,13 @@ pub(crate) struct Pusher {
 impl Pusher {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let topic = self.topics.push(&self.pod);
-        let mut sub = self.log.subscribe(&self.topics.group(&format!("pusher.{}", self.pod)), &[topic]).await?;
+        let mut sub = self
+            .log
+            .subscribe(
+                &self.topics.group(&format!("pusher.{}", self.pod)),
+                &[topic],
+            )
+            .await?;
         loop {
             let rec = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -41,7 +47,9 @@ impl Pusher {
     fn deliver(&self, p: PushRecord) {
         let frame = match p.payload {
             Some(Payload::Msgs(m)) => wire::raw_push(PushEvent::PushMsgDataList, m.encode_to_vec()),
-            Some(Payload::Notices(n)) => wire::raw_push(PushEvent::PushNoticeDataList, n.encode_to_vec()),
+            Some(Payload::Notices(n)) => {
+                wire::raw_push(PushEvent::PushNoticeDataList, n.encode_to_vec())
+            }
             Some(Payload::Disconnect(d)) => {
                 for user in &p.user_ids {
                     for c in self.registry.conns(user) {

@@ -8,7 +8,7 @@ use prost::Message as _;
 
 use super::presence::PresenceView;
 use crate::domain::{Message, Notice};
-use crate::msglog::{MsgLog, Outgoing, Topics, LogError};
+use crate::msglog::{LogError, MsgLog, Outgoing, Topics};
 use crate::proto::records::{Disconnect, PushRecord, push_record::Payload};
 use crate::proto::{msg_list, notice_list};
 
@@ -30,7 +30,12 @@ pub(crate) enum PushPayload<'a> {
 
 impl PushRouter {
     /// Groups `users` by the pods that hold them and appends one push record per pod.
-    pub(crate) async fn push(&self, users: &[String], payload: PushPayload<'_>, headers: &[(String, bytes::Bytes)]) -> Result<(), LogError> {
+    pub(crate) async fn push(
+        &self,
+        users: &[String],
+        payload: PushPayload<'_>,
+        headers: &[(String, bytes::Bytes)],
+    ) -> Result<(), LogError> {
         let mut by_pod: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for u in users {
             let mut pods = self.presence.pods(u);
@@ -55,7 +60,10 @@ impl PushRouter {
         let records = by_pod
             .into_iter()
             .map(|(pod, user_ids)| {
-                let rec = PushRecord { user_ids, payload: Some(payload.clone()) };
+                let rec = PushRecord {
+                    user_ids,
+                    payload: Some(payload.clone()),
+                };
                 let mut o = Outgoing::new(self.topics.push(&pod), pod.clone(), rec.encode_to_vec());
                 o.headers = headers.to_vec();
                 o

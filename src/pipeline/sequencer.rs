@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::router::{PushPayload, PushRouter};
 use crate::access;
-use crate::domain::{ConvId, Message, server_msg_id, Seq};
+use crate::domain::{ConvId, Message, Seq, server_msg_id};
 use crate::msglog::{LogRecord, MsgLog, Outgoing, Subscription, Topics};
 use crate::proto::pb;
 use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
@@ -80,7 +80,10 @@ enum Pass {
 
 impl Sequencer {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut sub = self.log.subscribe(&self.topics.group("sequencer"), &[self.topics.inbound()]).await?;
+        let mut sub = self
+            .log
+            .subscribe(&self.topics.group("sequencer"), &[self.topics.inbound()])
+            .await?;
         loop {
             let rec = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -112,8 +115,12 @@ impl Sequencer {
     async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
         let decoded = rec.value.as_deref().map(InboundRecord::decode);
         match decoded {
-            Some(Ok(InboundRecord { kind: Some(inbound_record::Kind::Messages(b)) })) => self.sequence(rec, b).await,
-            Some(Ok(InboundRecord { kind: Some(inbound_record::Kind::Member(m)) })) => self.member(m).await,
+            Some(Ok(InboundRecord {
+                kind: Some(inbound_record::Kind::Messages(b)),
+            })) => self.sequence(rec, b).await,
+            Some(Ok(InboundRecord {
+                kind: Some(inbound_record::Kind::Member(m)),
+            })) => self.member(m).await,
             _ => {
                 self.dead_letter(rec, "undecodable inbound record").await;
                 Ok(())
@@ -123,11 +130,26 @@ impl Sequencer {
 
     async fn dead_letter(&self, rec: &LogRecord, why: &str) {
         metrics::counter!("ferry_dead_letters_total").increment(1);
-        tracing::error!(offset = rec.offset, partition = rec.partition, why, "record sent to the dead-letter topic");
-        let mut o = Outgoing::new(self.topics.dead_letter(), rec.key.clone(), rec.value.clone().unwrap_or_default());
+        tracing::error!(
+            offset = rec.offset,
+            partition = rec.partition,
+            why,
+            "record sent to the dead-letter topic"
+        );
+        let mut o = Outgoing::new(
+            self.topics.dead_letter(),
+            rec.key.clone(),
+            rec.value.clone().unwrap_or_default(),
+        );
         o.headers = rec.headers.clone();
-        o.headers.push(("ferry-error".into(), why.as_bytes().to_vec().into()));
-        o.headers.push(("ferry-origin".into(), format!("{}/{}/{}", rec.topic, rec.partition, rec.offset).into_bytes().into()));
+        o.headers
+            .push(("ferry-error".into(), why.as_bytes().to_vec().into()));
+        o.headers.push((
+            "ferry-origin".into(),
+            format!("{}/{}/{}", rec.topic, rec.partition, rec.offset)
+                .into_bytes()
+                .into(),
+        ));
         if let Err(e) = self.log.append(vec![o]).await {
             tracing::error!(error = %e, "dead-letter append failed; record dropped");
         }
@@ -137,7 +159,9 @@ impl Sequencer {
         if m.removed {
             self.store.remove_member(&m.group_id, &m.user_id).await
         } else {
-            self.store.set_member(&m.group_id, &m.user_id, m.min_seq).await
+            self.store
+                .set_member(&m.group_id, &m.user_id, m.min_seq)
+                .await
         }
     }
 
@@ -152,16 +176,26 @@ impl Sequencer {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable(format!("seq row of {conv} kept moving")))
+        Err(StoreError::Unavailable(format!(
+            "seq row of {conv} kept moving"
+        )))
     }
 
-    async fn pass(&self, rec: &LogRecord, conv: &ConvId, sender: &str, msgs: &[Message]) -> Result<Pass, StoreError> {
+    async fn pass(
+        &self,
+        rec: &LogRecord,
+        conv: &ConvId,
+        sender: &str,
+        msgs: &[Message],
+    ) -> Result<Pass, StoreError> {
         let conv_s = conv.to_string();
         let state = self.store.conv_state(&conv_s).await?;
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
         let ours = match &state {
             Some(s) if here(s) && s.claim.offset > rec.offset => return Ok(Pass::Done),
-            Some(s) if here(s) && s.claim.offset == rec.offset => Some((s.claim.first_seq, s.max_seq)),
+            Some(s) if here(s) && s.claim.offset == rec.offset => {
+                Some((s.claim.first_seq, s.max_seq))
+            }
             _ => None,
         };
         // Classify in order; a clientMsgId repeated inside the batch sees its earlier twin.
@@ -171,7 +205,11 @@ impl Sequencer {
             let existing = match seen.get(m.client_msg_id.as_str()) {
                 Some(e) => Some(e.clone()),
                 None if m.client_msg_id.is_empty() => None,
-                None => self.store.by_client_msg_id(&conv_s, sender, &m.client_msg_id).await?,
+                None => {
+                    self.store
+                        .by_client_msg_id(&conv_s, sender, &m.client_msg_id)
+                        .await?
+                }
             };
             let fate = classify(m, existing, ours);
             if !m.client_msg_id.is_empty() && matches!(fate, Fate::New | Fate::Edit(_)) {
@@ -179,7 +217,10 @@ impl Sequencer {
             }
             fates.push(fate);
         }
-        let takes = fates.iter().filter(|f| matches!(f, Fate::New | Fate::Edit(_))).count() as u64;
+        let takes = fates
+            .iter()
+            .filter(|f| matches!(f, Fate::New | Fate::Edit(_)))
+            .count() as u64;
         let base = match (&state, ours) {
             (_, Some((first, _))) => first,
             (Some(s), None) => s.max_seq + 1,
@@ -189,9 +230,17 @@ impl Sequencer {
             let next = ConvState {
                 max_seq: base + takes - 1,
                 update_time_ms: rec.timestamp_ms,
-                claim: Claim { partition: rec.partition, offset: rec.offset, first_seq: base },
+                claim: Claim {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    first_seq: base,
+                },
             };
-            if !self.store.claim(&conv_s, state.as_ref().map(|s| s.max_seq), &next).await? {
+            if !self
+                .store
+                .claim(&conv_s, state.as_ref().map(|s| s.max_seq), &next)
+                .await?
+            {
                 return Ok(Pass::Lost);
             }
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
@@ -199,7 +248,8 @@ impl Sequencer {
         // Stamp, then write originals before the new messages: a redelivery finds the
         // new messages only once the originals are rewritten.
         let mut seq = base;
-        let (mut stored, mut originals, mut push, mut echo) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut stored, mut originals, mut push, mut echo) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (m, fate) in msgs.iter().zip(fates) {
             let mut m = m.clone();
             m.conv_id = conv_s.clone();
@@ -243,21 +293,38 @@ impl Sequencer {
     }
 
     /// Best effort: a push that cannot be routed is dropped (clients resync).
-    async fn deliver(&self, rec: &LogRecord, conv: &ConvId, sender: &str, push: &[Message], echo: &[Message]) {
+    async fn deliver(
+        &self,
+        rec: &LogRecord,
+        conv: &ConvId,
+        sender: &str,
+        push: &[Message],
+        echo: &[Message],
+    ) {
         let headers = rec.headers.clone();
         if !push.is_empty() {
             match access::recipients(self.store.as_ref(), conv).await {
                 Ok(users) => {
-                    if let Err(e) = self.router.push(&users, PushPayload::Messages(push), &headers).await {
-                        metrics::counter!("ferry_pushes_dropped_total").increment(push.len() as u64);
+                    if let Err(e) = self
+                        .router
+                        .push(&users, PushPayload::Messages(push), &headers)
+                        .await
+                    {
+                        metrics::counter!("ferry_pushes_dropped_total")
+                            .increment(push.len() as u64);
                         tracing::warn!(error = %e, conv = %conv, "push dropped");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, conv = %conv, "recipients unavailable; push dropped"),
+                Err(e) => {
+                    tracing::warn!(error = %e, conv = %conv, "recipients unavailable; push dropped")
+                }
             }
         }
         if !echo.is_empty() && !sender.is_empty() {
-            let _ = self.router.push(&[sender.to_owned()], PushPayload::Messages(echo), &headers).await;
+            let _ = self
+                .router
+                .push(&[sender.to_owned()], PushPayload::Messages(echo), &headers)
+                .await;
         }
     }
 }
@@ -265,7 +332,9 @@ impl Sequencer {
 /// The inbound record for a batch of one conversation's messages.
 pub(crate) fn batch_record(topics: &Topics, batch: MessageBatch) -> Outgoing {
     let key = batch.conv_id.clone();
-    let rec = InboundRecord { kind: Some(inbound_record::Kind::Messages(batch)) };
+    let rec = InboundRecord {
+        kind: Some(inbound_record::Kind::Messages(batch)),
+    };
     Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
 }
 
@@ -273,12 +342,20 @@ pub(crate) fn batch_record(topics: &Topics, batch: MessageBatch) -> Outgoing {
 /// ordered with the group's messages.
 pub(crate) fn member_record(topics: &Topics, change: MemberChange) -> Outgoing {
     let key = format!("group:{}", change.group_id);
-    let rec = InboundRecord { kind: Some(inbound_record::Kind::Member(change)) };
+    let rec = InboundRecord {
+        kind: Some(inbound_record::Kind::Member(change)),
+    };
     Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
 }
 
 /// Builds a batch from domain messages (used by the gateway and the server API).
-pub(crate) fn batch(conv: &ConvId, sender: &str, msgs: &[Message], accepted_at_ms: i64, due_at_ms: i64) -> MessageBatch {
+pub(crate) fn batch(
+    conv: &ConvId,
+    sender: &str,
+    msgs: &[Message],
+    accepted_at_ms: i64,
+    due_at_ms: i64,
+) -> MessageBatch {
     MessageBatch {
         conv_id: conv.to_string(),
         sender_id: sender.to_owned(),
@@ -307,10 +384,19 @@ mod tests {
     fn classification() {
         let m = msg("c1", "hello", 0);
         assert_eq!(classify(&m, None, None), Fate::New);
-        assert_eq!(classify(&m, Some(msg("c1", "hello", 4)), None), Fate::Retry(Box::new(msg("c1", "hello", 4))));
-        assert_eq!(classify(&m, Some(msg("c1", "bye", 4)), None), Fate::Edit(Box::new(msg("c1", "bye", 4))));
+        assert_eq!(
+            classify(&m, Some(msg("c1", "hello", 4)), None),
+            Fate::Retry(Box::new(msg("c1", "hello", 4)))
+        );
+        assert_eq!(
+            classify(&m, Some(msg("c1", "bye", 4)), None),
+            Fate::Edit(Box::new(msg("c1", "bye", 4)))
+        );
         // Found inside the range this record claimed before: its own earlier write.
-        assert_eq!(classify(&m, Some(msg("c1", "hello", 7)), Some((6, 8))), Fate::New);
+        assert_eq!(
+            classify(&m, Some(msg("c1", "hello", 7)), Some((6, 8))),
+            Fate::New
+        );
         let mut t = m.clone();
         t.options.storage_for_server = false;
         assert_eq!(classify(&t, None, None), Fate::Transient);

@@ -24,7 +24,9 @@ pub(crate) struct EmbeddedStore {
 }
 
 fn decode_msg(bytes: &[u8]) -> Result<Message, StoreError> {
-    pb::MsgData::decode(bytes).map(Message::from).map_err(|e| StoreError::Corrupt(e.to_string()))
+    pb::MsgData::decode(bytes)
+        .map(Message::from)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
@@ -32,7 +34,11 @@ fn decode_conv(bytes: &[u8]) -> Result<ConvState, StoreError> {
     Ok(ConvState {
         max_seq: r.max_seq,
         update_time_ms: r.update_time_ms,
-        claim: Claim { partition: r.claim_partition, offset: r.claim_offset, first_seq: r.claim_first_seq },
+        claim: Claim {
+            partition: r.claim_partition,
+            offset: r.claim_offset,
+            first_seq: r.claim_first_seq,
+        },
     })
 }
 
@@ -76,7 +82,10 @@ impl EmbeddedStore {
         .map_err(unavailable)?
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let tx = self.db.begin_read().map_err(unavailable)?;
         f(&tx)
     }
@@ -87,20 +96,33 @@ impl Store for EmbeddedStore {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
         self.read(|tx| {
             let t = tx.open_table(CONVS).map_err(unavailable)?;
-            t.get(conv).map_err(unavailable)?.map(|v| decode_conv(v.value())).transpose()
+            t.get(conv)
+                .map_err(unavailable)?
+                .map(|v| decode_conv(v.value()))
+                .transpose()
         })
     }
 
-    async fn claim(&self, conv: &str, expected_max: Option<u64>, next: &ConvState) -> Result<bool, StoreError> {
+    async fn claim(
+        &self,
+        conv: &str,
+        expected_max: Option<u64>,
+        next: &ConvState,
+    ) -> Result<bool, StoreError> {
         let conv = conv.to_owned();
         let row = encode_conv(next);
         self.write(move |tx| {
             let mut t = tx.open_table(CONVS).map_err(unavailable)?;
-            let current = t.get(conv.as_str()).map_err(unavailable)?.map(|v| decode_conv(v.value())).transpose()?;
+            let current = t
+                .get(conv.as_str())
+                .map_err(unavailable)?
+                .map(|v| decode_conv(v.value()))
+                .transpose()?;
             if current.map(|c| c.max_seq) != expected_max {
                 return Ok(false);
             }
-            t.insert(conv.as_str(), row.as_slice()).map_err(unavailable)?;
+            t.insert(conv.as_str(), row.as_slice())
+                .map_err(unavailable)?;
             Ok(true)
         })
         .await
@@ -110,16 +132,26 @@ impl Store for EmbeddedStore {
         let rows: Vec<(String, u64, String, String, Vec<u8>)> = msgs
             .iter()
             .map(|m| {
-                (m.conv_id.clone(), m.seq, m.client_msg_id.clone(), m.sender_id.clone(), pb::MsgData::from(m).encode_to_vec())
+                (
+                    m.conv_id.clone(),
+                    m.seq,
+                    m.client_msg_id.clone(),
+                    m.sender_id.clone(),
+                    pb::MsgData::from(m).encode_to_vec(),
+                )
             })
             .collect();
         self.write(move |tx| {
             let mut msgs = tx.open_table(MSGS).map_err(unavailable)?;
             let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
             for (conv, seq, client_id, sender, bytes) in &rows {
-                msgs.insert((conv.as_str(), *seq), bytes.as_slice()).map_err(unavailable)?;
+                msgs.insert((conv.as_str(), *seq), bytes.as_slice())
+                    .map_err(unavailable)?;
                 let key = (client_id.as_str(), conv.as_str(), sender.as_str());
-                let newer = cmid.get(key).map_err(unavailable)?.is_none_or(|v| v.value() <= *seq);
+                let newer = cmid
+                    .get(key)
+                    .map_err(unavailable)?
+                    .is_none_or(|v| v.value() <= *seq);
                 if !client_id.is_empty() && newer {
                     cmid.insert(key, *seq).map_err(unavailable)?;
                 }
@@ -142,10 +174,17 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn by_client_msg_id(&self, conv: &str, sender: &str, client_msg_id: &str) -> Result<Option<Message>, StoreError> {
+    async fn by_client_msg_id(
+        &self,
+        conv: &str,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
         let seq = self.read(|tx| {
             let t = tx.open_table(CMID).map_err(unavailable)?;
-            Ok(t.get((client_msg_id, conv, sender)).map_err(unavailable)?.map(|v| v.value()))
+            Ok(t.get((client_msg_id, conv, sender))
+                .map_err(unavailable)?
+                .map(|v| v.value()))
         })?;
         match seq {
             Some(s) => Ok(self.messages(conv, &[s]).await?.pop()),
@@ -177,7 +216,10 @@ impl Store for EmbeddedStore {
     async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
         let (g, u) = (group.to_owned(), user.to_owned());
         self.write(move |tx| {
-            tx.open_table(MEMBERS).map_err(unavailable)?.insert((g.as_str(), u.as_str()), min_seq).map_err(unavailable)?;
+            tx.open_table(MEMBERS)
+                .map_err(unavailable)?
+                .insert((g.as_str(), u.as_str()), min_seq)
+                .map_err(unavailable)?;
             Ok(())
         })
         .await
@@ -186,7 +228,10 @@ impl Store for EmbeddedStore {
     async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
         let (g, u) = (group.to_owned(), user.to_owned());
         self.write(move |tx| {
-            tx.open_table(MEMBERS).map_err(unavailable)?.remove((g.as_str(), u.as_str())).map_err(unavailable)?;
+            tx.open_table(MEMBERS)
+                .map_err(unavailable)?
+                .remove((g.as_str(), u.as_str()))
+                .map_err(unavailable)?;
             Ok(())
         })
         .await
@@ -195,7 +240,9 @@ impl Store for EmbeddedStore {
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
         self.read(|tx| {
             let t = tx.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(t.get((group, user)).map_err(unavailable)?.map(|v| v.value()))
+            Ok(t.get((group, user))
+                .map_err(unavailable)?
+                .map(|v| v.value()))
         })
     }
 

@@ -2,7 +2,10 @@
 //! group members. Two backends side by side: `scylla` for production (ScyllaDB or
 //! Apache Cassandra), `embedded` for one machine.
 
+#[cfg(test)]
+mod contract_tests;
 pub(crate) mod embedded;
+pub(crate) mod scylla;
 
 use async_trait::async_trait;
 
@@ -43,7 +46,12 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Compare-and-set on the seq row: writes `next` only if the row's max_seq is still
     /// `expected_max` (None: the row must not exist). False when another writer got there.
-    async fn claim(&self, conv: &str, expected_max: Option<u64>, next: &ConvState) -> Result<bool, StoreError>;
+    async fn claim(
+        &self,
+        conv: &str,
+        expected_max: Option<u64>,
+        next: &ConvState,
+    ) -> Result<bool, StoreError>;
 
     /// Upserts messages by (convId, seq) and indexes their clientMsgId.
     async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError>;
@@ -52,7 +60,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError>;
 
     /// The latest message `sender` sent in `conv` under `client_msg_id`.
-    async fn by_client_msg_id(&self, conv: &str, sender: &str, client_msg_id: &str) -> Result<Option<Message>, StoreError>;
+    async fn by_client_msg_id(
+        &self,
+        conv: &str,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>, StoreError>;
 
     /// Every stored message with this clientMsgId (any conversation, any sender).
     async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError>;

@@ -14,11 +14,20 @@ async fn delayed_messages_arrive_on_time(b: Backend) {
     let mut b1 = f.connect(&bo).await;
     a1.send_text(&conv, "now").await.ok();
     let sent = Instant::now();
-    a1.send_msgs(vec![msg(&a, &conv, "in 3 s")], Some(3)).await.ok();
+    a1.send_msgs(vec![msg(&a, &conv, "in 3 s")], Some(3))
+        .await
+        .ok();
     a1.send_text(&conv, "also now").await.ok();
     let first = b1.collect_messages(2, 10 * SEC).await;
-    assert_eq!(first.iter().map(text).collect::<Vec<_>>(), ["now", "also now"]);
-    assert_eq!(b1.conv_seq(&conv).await.max_seq, "2", "not sequenced before due");
+    assert_eq!(
+        first.iter().map(text).collect::<Vec<_>>(),
+        ["now", "also now"]
+    );
+    assert_eq!(
+        b1.conv_seq(&conv).await.max_seq,
+        "2",
+        "not sequenced before due"
+    );
     let late = b1.messages(10 * SEC).await;
     let waited = sent.elapsed().as_secs_f64();
     assert_eq!(text(&late[0]), "in 3 s");

@@ -14,13 +14,17 @@ async fn everything_survives_a_restart(b: Backend) {
     for i in 0..5 {
         a1.send_text(&conv, &format!("m{i}")).await.ok();
     }
-    a1.send_text(&format!("group:{g}"), "group hello").await.ok();
+    a1.send_text(&format!("group:{g}"), "group hello")
+        .await
+        .ok();
     a1.collect_messages(6, 10 * SEC).await;
     let (s, _) = f
         .api(reqwest::Method::POST, "/notices", Some(serde_json::json!({"userIds": [bo], "notice": {"convId": "notice:Sys", "noticeId": "keep-1", "title": "kept"}})))
         .await;
     assert_eq!(s, 200);
-    a1.send_msgs(vec![msg(&a, &conv, "delayed across restart")], Some(4)).await.ok();
+    a1.send_msgs(vec![msg(&a, &conv, "delayed across restart")], Some(4))
+        .await
+        .ok();
     drop(a1);
     assert!(f.stop().success(), "clean exit on SIGTERM");
 
@@ -32,9 +36,16 @@ async fn everything_survives_a_restart(b: Backend) {
     assert_eq!(text(&late[0]), "delayed across restart");
     assert_eq!(late[0].seq, "6");
     let all = b1.sync(&conv, &[1, 2, 3, 4, 5, 6]).await;
-    assert_eq!(all.iter().map(text).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3", "m4", "delayed across restart"]);
+    assert_eq!(
+        all.iter().map(text).collect::<Vec<_>>(),
+        ["m0", "m1", "m2", "m3", "m4", "delayed across restart"]
+    );
     let mut a2 = f.connect(&a).await;
-    assert_eq!(a2.conv_seq(&format!("group:{g}")).await.max_seq, "1", "membership and group seqs survived");
+    assert_eq!(
+        a2.conv_seq(&format!("group:{g}")).await.max_seq,
+        "1",
+        "membership and group seqs survived"
+    );
     // Seqs continue after the restart with no gap and no duplicate.
     a2.send_text(&conv, "after").await.ok();
     assert_eq!(b1.messages(10 * SEC).await[0].seq, "7");

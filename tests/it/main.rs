@@ -35,6 +35,7 @@ macro_rules! embedded_only {
 
 pub(crate) use {embedded_only, on_both};
 
+mod api;
 mod auth;
 mod custom;
 mod delay;
@@ -43,4 +44,3 @@ mod messaging;
 mod notices;
 mod sessions;
 mod sync;
-mod api;

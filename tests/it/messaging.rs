@@ -46,15 +46,35 @@ async fn invalid_sends_get_request_error_and_lose_nothing(b: Backend) {
         (vec![], None, "empty"),
         (vec![msg(&a, "dm:x-y", "x")], None, "convId"),
         (vec![msg(&bo, &conv, "x")], None, "senderId"),
-        (vec![msg(&a, "single:someone-else", "x")], None, "may not send"),
-        (vec![msg(&a, "group:nobody_here", "x")], None, "may not send"),
-        (vec![msg(&a, &conv, "x")], Some(864_001), "deliverAfter must be at most 864000 seconds"),
+        (
+            vec![msg(&a, "single:someone-else", "x")],
+            None,
+            "may not send",
+        ),
+        (
+            vec![msg(&a, "group:nobody_here", "x")],
+            None,
+            "may not send",
+        ),
+        (
+            vec![msg(&a, &conv, "x")],
+            Some(864_001),
+            "deliverAfter must be at most 864000 seconds",
+        ),
         (vec![msg(&a, &conv, "x")], Some(-5), "deliverAfter"),
-        ((0..101).map(|_| msg(&a, &conv, "x")).collect(), None, "at most 100"),
+        (
+            (0..101).map(|_| msg(&a, &conv, "x")).collect(),
+            None,
+            "at most 100",
+        ),
     ];
     for (msgs, delay, needle) in cases {
         let r = a1.send_msgs(msgs, delay).await;
-        assert_eq!(r.code, pb::response_body::Code::RequestError as i32, "{needle}");
+        assert_eq!(
+            r.code,
+            pb::response_body::Code::RequestError as i32,
+            "{needle}"
+        );
         let m = r.msg.unwrap_or_default();
         assert!(m.contains(needle), "{m:?} should mention {needle:?}");
     }
@@ -62,10 +82,21 @@ async fn invalid_sends_get_request_error_and_lose_nothing(b: Backend) {
     a1.send_raw(vec![0xff, 0xff, 0xff]).await;
     let r = a1.response("").await;
     assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
-    let bad_payload = pb::RequestBody { event: 0, req_id: "bad".into(), data: vec![0xff, 0x01].into() };
+    let bad_payload = pb::RequestBody {
+        event: 0,
+        req_id: "bad".into(),
+        data: vec![0xff, 0x01].into(),
+    };
     a1.send_raw(bad_payload.encode_to_vec()).await;
-    assert_eq!(a1.response("bad").await.code, pb::response_body::Code::RequestError as i32);
-    let unknown = pb::RequestBody { event: 42, req_id: "unk".into(), data: Default::default() };
+    assert_eq!(
+        a1.response("bad").await.code,
+        pb::response_body::Code::RequestError as i32
+    );
+    let unknown = pb::RequestBody {
+        event: 42,
+        req_id: "unk".into(),
+        data: Default::default(),
+    };
     a1.send_raw(unknown.encode_to_vec()).await;
     let r = a1.response("unk").await;
     assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
@@ -74,7 +105,14 @@ async fn invalid_sends_get_request_error_and_lose_nothing(b: Backend) {
     m.sender_id.clear();
     a1.send_msgs(vec![m], None).await.ok();
     let got = b1.messages(10 * SEC).await;
-    assert_eq!((got[0].seq.as_str(), got[0].sender_id.as_str(), text(&got[0]).as_str()), ("1", a.as_str(), "after errors"));
+    assert_eq!(
+        (
+            got[0].seq.as_str(),
+            got[0].sender_id.as_str(),
+            text(&got[0]).as_str()
+        ),
+        ("1", a.as_str(), "after errors")
+    );
 }
 on_both!(invalid_sends_get_request_error_and_lose_nothing);
 
@@ -101,7 +139,11 @@ async fn retries_are_deduplicated_and_edits_rewrite_the_original(b: Backend) {
     assert_eq!((got[0].seq.as_str(), got[0].content_type), ("2", 3));
     let stored = b1.sync(&conv, &[1, 2]).await;
     assert_eq!(stored.len(), 2);
-    assert_eq!((stored[0].content_type, text(&stored[0]).as_str()), (3, "revoked"), "original rewritten");
+    assert_eq!(
+        (stored[0].content_type, text(&stored[0]).as_str()),
+        (3, "revoked"),
+        "original rewritten"
+    );
     assert_eq!(stored[0].seq, "1");
     assert_eq!(b1.conv_seq(&conv).await.max_seq, "2");
 }
@@ -116,7 +158,10 @@ async fn transient_messages_are_pushed_but_not_stored(b: Backend) {
     let mut b1 = f.connect(&bo).await;
     let mut typing = msg(&a, &conv, "typing…");
     typing.content_type = 1;
-    typing.options = Some(pb::msg_data::Options { storage_for_server: false, ..Default::default() });
+    typing.options = Some(pb::msg_data::Options {
+        storage_for_server: false,
+        ..Default::default()
+    });
     a1.send_msgs(vec![typing], None).await.ok();
     let got = b1.messages(10 * SEC).await;
     assert_eq!((got[0].content_type, got[0].seq.as_str()), (1, ""));
@@ -150,19 +195,41 @@ async fn groups_deliver_to_members_and_respect_min_seq(b: Backend) {
     let r = l1.send_text(&conv, "let me in").await;
     assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
     let cs = l1.conv_seq(&conv).await;
-    assert_eq!((cs.min_seq.as_str(), cs.max_seq.as_str(), cs.update_time.as_str()), ("0", "0", "0"));
+    assert_eq!(
+        (
+            cs.min_seq.as_str(),
+            cs.max_seq.as_str(),
+            cs.update_time.as_str()
+        ),
+        ("0", "0", "0")
+    );
     assert!(l1.sync(&conv, &[1, 2, 3]).await.is_empty());
     // Joins now: starts at seq 4.
-    let (s, body) = f.api(reqwest::Method::PUT, &format!("/groups/{g}/members/{late}"), None).await;
+    let (s, body) = f
+        .api(
+            reqwest::Method::PUT,
+            &format!("/groups/{g}/members/{late}"),
+            None,
+        )
+        .await;
     assert_eq!((s, body["minSeq"].as_u64()), (200, Some(4)));
     a1.send_text(&conv, "after").await.ok();
     assert_eq!(l1.messages(10 * SEC).await[0].seq, "4");
     let cs = l1.conv_seq(&conv).await;
     assert_eq!((cs.min_seq.as_str(), cs.max_seq.as_str()), ("4", "4"));
     let seen = l1.sync(&conv, &[1, 2, 3, 4]).await;
-    assert_eq!(seen.iter().map(|m| m.seq.as_str()).collect::<Vec<_>>(), ["4"]);
+    assert_eq!(
+        seen.iter().map(|m| m.seq.as_str()).collect::<Vec<_>>(),
+        ["4"]
+    );
     // Removed: no more pushes.
-    let (s, _) = f.api(reqwest::Method::DELETE, &format!("/groups/{g}/members/{late}"), None).await;
+    let (s, _) = f
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/groups/{g}/members/{late}"),
+            None,
+        )
+        .await;
     assert_eq!(s, 204);
     a1.send_text(&conv, "bye").await.ok();
     b1.collect_messages(2, 10 * SEC).await;
@@ -179,7 +246,16 @@ async fn one_client_cannot_hurt_another(b: Backend) {
     let mut calm = f.connect(&bo).await;
     // Flood past the rate limit: some answers are RetryError, none is lost silently.
     for i in 0..20 {
-        let body = pb::RequestBody { event: 1, req_id: format!("f{i}"), data: pb::BatchGetConvSeqReq { conv_id_list: vec![conv.clone()], ..Default::default() }.encode_to_vec().into() };
+        let body = pb::RequestBody {
+            event: 1,
+            req_id: format!("f{i}"),
+            data: pb::BatchGetConvSeqReq {
+                conv_id_list: vec![conv.clone()],
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+        };
         noisy.send_raw(body.encode_to_vec()).await;
     }
     let mut retry = 0;

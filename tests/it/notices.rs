@@ -24,7 +24,10 @@ async fn notices_repush_until_acked(b: Backend) {
     let mut u1 = f.connect(&u).await;
     create(&f, &[&u, &v], "n-1", "first", false).await;
     let got = u1.notices(10 * SEC).await.expect("pushed on arrival");
-    assert_eq!((got[0].notice_id.as_str(), got[0].title.as_str()), ("n-1", "first"));
+    assert_eq!(
+        (got[0].notice_id.as_str(), got[0].title.as_str()),
+        ("n-1", "first")
+    );
     // Pushed again at the interval while not acked.
     assert!(u1.notices(5 * SEC).await.is_some(), "re-pushed");
     // The same (convId, noticeId) replaces the earlier one.
@@ -35,20 +38,49 @@ async fn notices_repush_until_acked(b: Backend) {
         if n.len() == 1 && n[0].title == "second" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "replacement never pushed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replacement never pushed"
+        );
     }
     // Pushed on connect to a user who was offline.
     let mut v1 = f.connect(&v).await;
-    assert_eq!(v1.notices(10 * SEC).await.expect("pushed on connect")[0].notice_id, "n-1");
+    assert_eq!(
+        v1.notices(10 * SEC).await.expect("pushed on connect")[0].notice_id,
+        "n-1"
+    );
     // Ack: no more pushes; acking an unknown notice also succeeds.
-    let ack = |id: &str| pb::AckNoticeDataReq { notice_id: id.into(), conv_id: "notice:FriendNotice".into(), ..Default::default() }.encode_to_vec();
-    u1.request(pb::ActiveEvent::AckNotice, ack("n-1")).await.ok();
-    u1.request(pb::ActiveEvent::AckNotice, ack("never-existed")).await.ok();
+    let ack = |id: &str| {
+        pb::AckNoticeDataReq {
+            notice_id: id.into(),
+            conv_id: "notice:FriendNotice".into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    u1.request(pb::ActiveEvent::AckNotice, ack("n-1"))
+        .await
+        .ok();
+    u1.request(pb::ActiveEvent::AckNotice, ack("never-existed"))
+        .await
+        .ok();
     // Drain what was already queued, then silence.
     tokio::time::sleep(2 * SEC).await;
-    while u1.notices(std::time::Duration::from_millis(100)).await.is_some() {}
-    assert!(u1.notices(3 * SEC).await.is_none(), "acked notice pushed again");
-    let r = u1.request(pb::ActiveEvent::AckNotice, pb::AckNoticeDataReq::default().encode_to_vec()).await;
+    while u1
+        .notices(std::time::Duration::from_millis(100))
+        .await
+        .is_some()
+    {}
+    assert!(
+        u1.notices(3 * SEC).await.is_none(),
+        "acked notice pushed again"
+    );
+    let r = u1
+        .request(
+            pb::ActiveEvent::AckNotice,
+            pb::AckNoticeDataReq::default().encode_to_vec(),
+        )
+        .await;
     assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
 }
 on_both!(notices_repush_until_acked);
@@ -62,6 +94,9 @@ async fn online_push_once_keeps_nothing(b: Backend) {
     assert_eq!(u1.notices(10 * SEC).await.unwrap()[0].notice_id, "once-1");
     assert!(u1.notices(3 * SEC).await.is_none(), "pushed only once");
     let mut v1 = f.connect(&v).await;
-    assert!(v1.notices(3 * SEC).await.is_none(), "offline users get nothing later");
+    assert!(
+        v1.notices(3 * SEC).await.is_none(),
+        "offline users get nothing later"
+    );
 }
 on_both!(online_push_once_keeps_nothing);

@@ -16,7 +16,10 @@ async fn same_device_replaces_and_policy_kicks(b: Backend) {
     let mut first = f.connect_device(&u, "ios", "phone").await;
     let mut other = f.connect_device(&u, "ios", "tablet").await;
     let _second = f.connect_device(&u, "ios", "phone").await;
-    assert_eq!(first.closed(10 * SEC).await, (1000, "duplicate connection".into()));
+    assert_eq!(
+        first.closed(10 * SEC).await,
+        (1000, "duplicate connection".into())
+    );
     // A different device on the same platform is fine by default.
     other.no_messages(Duration::from_millis(500)).await;
     drop(f);
@@ -38,11 +41,19 @@ async fn kick_closes_the_users_devices(b: Backend) {
     let mut u1 = f.connect_device(&u, "ios", "phone").await;
     let mut u2 = f.connect_device(&u, "web", "laptop").await;
     let mut v1 = f.connect(&v).await;
-    let (s, _) = f.api(reqwest::Method::POST, &format!("/users/{u}/kick"), Some(serde_json::json!({"platform": "web"}))).await;
+    let (s, _) = f
+        .api(
+            reqwest::Method::POST,
+            &format!("/users/{u}/kick"),
+            Some(serde_json::json!({"platform": "web"})),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(u2.closed(10 * SEC).await, (1001, "kick".into()));
     u1.no_messages(Duration::from_millis(300)).await;
-    let (s, _) = f.api(reqwest::Method::POST, &format!("/users/{u}/kick"), None).await;
+    let (s, _) = f
+        .api(reqwest::Method::POST, &format!("/users/{u}/kick"), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(u1.closed(10 * SEC).await, (1001, "kick".into()));
     v1.no_messages(Duration::from_millis(300)).await;
@@ -56,7 +67,11 @@ async fn pings_keep_alive_and_silence_times_out() {
     let mut pinger = f.connect("alice").await;
     let mut silent = f.connect("bob").await;
     for _ in 0..4 {
-        pinger.ws.send(WsMessage::Ping(b"hb".to_vec().into())).await.unwrap();
+        pinger
+            .ws
+            .send(WsMessage::Ping(b"hb".to_vec().into()))
+            .await
+            .unwrap();
         let pong = pinger.wait(Duration::from_secs(1), |_| false).await;
         assert!(pong.is_none());
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -74,7 +89,11 @@ async fn oversized_frames_close_with_1009() {
     let mut other = f.connect("bob").await;
     big.send_raw(vec![0u8; 4096]).await;
     assert_eq!(big.closed(5 * SEC).await.0, 1009);
-    assert_eq!(other.conv_seq("single:alice-bob").await.max_seq, "0", "others unaffected");
+    assert_eq!(
+        other.conv_seq("single:alice-bob").await.max_seq,
+        "0",
+        "others unaffected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,5 +104,8 @@ async fn sigterm_closes_sockets_with_1012() {
     let pid = f.child.id();
     let stopper = std::thread::spawn(move || f.stop());
     assert_eq!(a.closed(10 * SEC).await.0, 1012);
-    assert!(stopper.join().unwrap().success(), "ferry {pid} exited uncleanly");
+    assert!(
+        stopper.join().unwrap().success(),
+        "ferry {pid} exited uncleanly"
+    );
 }

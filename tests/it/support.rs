@@ -30,7 +30,11 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 /// A name unique to this test run, for topics, keyspaces and users.
 pub fn unique(prefix: &str) -> String {
     let n = UNIQUE.fetch_add(1, Ordering::SeqCst);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
     format!("{prefix}{}x{t}x{n}", std::process::id())
 }
 
@@ -63,7 +67,11 @@ impl Cluster {
         };
         if backend == Backend::Kafka {
             let out = c.ferry(&["migrate"], "pod-migrate").output().unwrap();
-            assert!(out.status.success(), "ferry migrate failed (is Cassandra running? see README):\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "ferry migrate failed (is Cassandra running? see README):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         c
     }
@@ -95,7 +103,8 @@ impl Cluster {
     pub fn ferry(&self, args: &[&str], pod: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.arg("--config").arg(self.config(pod)).args(args);
-        cmd.env_remove("FERRY_CONFIG").env("RUST_LOG", "info,ferry=debug");
+        cmd.env_remove("FERRY_CONFIG")
+            .env("RUST_LOG", "info,ferry=debug");
         cmd
     }
 
@@ -119,7 +128,11 @@ impl Cluster {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("ferry listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(addr);
                 }
             }
@@ -128,7 +141,10 @@ impl Cluster {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("ferry did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "ferry did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
         Ferry { child, addr, log }
@@ -148,10 +164,15 @@ fn merge_toml(text: &str) -> String {
             current = h.split('.').map(str::to_owned).collect();
             continue;
         }
-        let kv: toml::Table = toml::from_str(l).unwrap_or_else(|e| panic!("bad toml line {l:?}: {e}"));
+        let kv: toml::Table =
+            toml::from_str(l).unwrap_or_else(|e| panic!("bad toml line {l:?}: {e}"));
         let mut t = &mut root;
         for part in &current {
-            t = t.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().unwrap();
+            t = t
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
         }
         for (k, v) in kv {
             t.insert(k, v);
@@ -178,7 +199,10 @@ impl Ferry {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..300 {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
@@ -199,19 +223,37 @@ impl Ferry {
     }
 
     /// Calls the server API.
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-        let mut req = reqwest::Client::new().request(method, self.http(&format!("/api/v1{path}"))).bearer_auth(SERVICE_TOKEN);
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, self.http(&format!("/api/v1{path}")))
+            .bearer_auth(SERVICE_TOKEN);
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn add_member(&self, group: &str, user: &str) {
-        let (s, b) = self.api(reqwest::Method::PUT, &format!("/groups/{group}/members/{user}"), None).await;
+        let (s, b) = self
+            .api(
+                reqwest::Method::PUT,
+                &format!("/groups/{group}/members/{user}"),
+                None,
+            )
+            .await;
         assert_eq!(s, 200, "add member: {b}");
     }
 }
@@ -228,7 +270,10 @@ pub fn token(user: &str) -> String {
 }
 
 pub fn token_with(user: &str, ttl: i64, extra: &[(&str, &str)]) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl });
     for (k, v) in extra {
         claims[*k] = serde_json::Value::String((*v).to_owned());
@@ -237,7 +282,8 @@ pub fn token_with(user: &str, ttl: i64, extra: &[(&str, &str)]) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A protocol client.
 pub struct Client {
@@ -255,25 +301,43 @@ pub enum Connect {
 }
 
 pub async fn connect_url(url: &str) -> Connect {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("first frame") {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket upgrade");
+    match tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("first frame")
+    {
         Some(Ok(WsMessage::Text(t))) => {
             assert_eq!(t.as_str(), "connected");
-            Connect::Connected(Client { ws, user: String::new(), backlog: Vec::new(), next_req: 0 })
+            Connect::Connected(Client {
+                ws,
+                user: String::new(),
+                backlog: Vec::new(),
+                next_req: 0,
+            })
         }
-        Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => Connect::Closed(code.into(), reason.to_string()),
+        Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => {
+            Connect::Closed(code.into(), reason.to_string())
+        }
         other => panic!("unexpected first frame {other:?}"),
     }
 }
 
 pub fn query(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -286,7 +350,13 @@ impl Ferry {
 
     pub async fn connect_device(&self, user: &str, platform: &str, device: &str) -> Client {
         let tok = token(user);
-        let q = query(&[("token", &tok), ("userId", user), ("platform", platform), ("deviceId", device), ("language", "en")]);
+        let q = query(&[
+            ("token", &tok),
+            ("userId", user),
+            ("platform", platform),
+            ("deviceId", device),
+            ("language", "en"),
+        ]);
         match connect_url(&format!("{}?{q}", self.ws_url())).await {
             Connect::Connected(mut c) => {
                 c.user = user.to_owned();
@@ -307,7 +377,11 @@ pub struct Resp {
 
 impl Resp {
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected Success, got {} ({:?})", self.code, self.msg);
+        assert_eq!(
+            self.code, 0,
+            "expected Success, got {} ({:?})",
+            self.code, self.msg
+        );
         self
     }
     pub fn decode<T: prost::Message + Default>(&self) -> T {
@@ -324,7 +398,11 @@ impl Client {
     pub async fn request(&mut self, event: pb::ActiveEvent, data: Vec<u8>) -> Resp {
         self.next_req += 1;
         let req_id = format!("r{}", self.next_req);
-        let body = pb::RequestBody { event: event as i32, req_id: req_id.clone(), data: data.into() };
+        let body = pb::RequestBody {
+            event: event as i32,
+            req_id: req_id.clone(),
+            data: data.into(),
+        };
         self.send_raw(body.encode_to_vec()).await;
         self.response(&req_id).await
     }
@@ -332,17 +410,29 @@ impl Client {
     pub async fn response(&mut self, req_id: &str) -> Resp {
         let r = self
             .wait(Duration::from_secs(15), |p| {
-                p.event == pb::PushEvent::PushResponseBody as i32 && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
+                p.event == pb::PushEvent::PushResponseBody as i32
+                    && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
             })
             .await
             .unwrap_or_else(|| panic!("no response to {req_id}"));
         let body = pb::ResponseBody::decode(r.data).unwrap();
-        let msg = pb::CustomResponseError::decode(body.data.clone()).ok().and_then(|e| e.common_resp).and_then(|c| c.msg);
-        Resp { code: body.code, data: body.data, msg }
+        let msg = pb::CustomResponseError::decode(body.data.clone())
+            .ok()
+            .and_then(|e| e.common_resp)
+            .and_then(|c| c.msg);
+        Resp {
+            code: body.code,
+            data: body.data,
+            msg,
+        }
     }
 
     /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
-    pub async fn wait(&mut self, within: Duration, pred: impl Fn(&pb::PushBody) -> bool) -> Option<pb::PushBody> {
+    pub async fn wait(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&pb::PushBody) -> bool,
+    ) -> Option<pb::PushBody> {
         if let Some(i) = self.backlog.iter().position(&pred) {
             return Some(self.backlog.remove(i));
         }
@@ -369,7 +459,9 @@ impl Client {
 
     /// The next pushed messages (PushMsgDataList), or panics after `within`.
     pub async fn messages(&mut self, within: Duration) -> Vec<pb::MsgData> {
-        let p = self.wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await;
+        let p = self
+            .wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
+            .await;
         let p = p.unwrap_or_else(|| panic!("{}: no message push within {within:?}", self.user));
         pb::MsgDataList::decode(p.data).unwrap().msg_data_list
     }
@@ -380,22 +472,40 @@ impl Client {
         let mut out = Vec::new();
         while out.len() < n {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.wait(left, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await {
+            match self
+                .wait(left, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
+                .await
+            {
                 Some(p) => out.extend(pb::MsgDataList::decode(p.data).unwrap().msg_data_list),
-                None => panic!("{}: got {} of {n} messages within {within:?}", self.user, out.len()),
+                None => panic!(
+                    "{}: got {} of {n} messages within {within:?}",
+                    self.user,
+                    out.len()
+                ),
             }
         }
         out
     }
 
     pub async fn no_messages(&mut self, within: Duration) {
-        if let Some(p) = self.wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32).await {
-            panic!("{}: unexpected push {:?}", self.user, pb::MsgDataList::decode(p.data).unwrap());
+        if let Some(p) = self
+            .wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
+            .await
+        {
+            panic!(
+                "{}: unexpected push {:?}",
+                self.user,
+                pb::MsgDataList::decode(p.data).unwrap()
+            );
         }
     }
 
     pub async fn notices(&mut self, within: Duration) -> Option<Vec<pb::NoticeData>> {
-        let p = self.wait(within, |p| p.event == pb::PushEvent::PushNoticeDataList as i32).await?;
+        let p = self
+            .wait(within, |p| {
+                p.event == pb::PushEvent::PushNoticeDataList as i32
+            })
+            .await?;
         Some(pb::NoticeDataList::decode(p.data).unwrap().notice_data_list)
     }
 
@@ -405,34 +515,60 @@ impl Client {
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => panic!("{}: socket not closed within {within:?}", self.user),
-                Ok(Some(Ok(WsMessage::Close(Some(f))))) => return (f.code.into(), f.reason.to_string()),
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => {
+                    return (f.code.into(), f.reason.to_string());
+                }
                 Ok(Some(Ok(WsMessage::Close(None)))) | Ok(None) => return (1005, String::new()),
-                Ok(Some(Err(e))) => panic!("{}: socket error instead of a close frame: {e}", self.user),
+                Ok(Some(Err(e))) => {
+                    panic!("{}: socket error instead of a close frame: {e}", self.user)
+                }
                 Ok(Some(Ok(_))) => {}
             }
         }
     }
 
     pub async fn send_text(&mut self, conv: &str, text: &str) -> Resp {
-        self.send_msgs(vec![msg(&self.user.clone(), conv, text)], None).await
+        self.send_msgs(vec![msg(&self.user.clone(), conv, text)], None)
+            .await
     }
 
     pub async fn send_msgs(&mut self, msgs: Vec<pb::MsgData>, deliver_after: Option<i32>) -> Resp {
-        let req = pb::SendMsgListReq { msg_data_list: msgs, deliver_after, ..Default::default() };
-        self.request(pb::ActiveEvent::SendMsgList, req.encode_to_vec()).await
+        let req = pb::SendMsgListReq {
+            msg_data_list: msgs,
+            deliver_after,
+            ..Default::default()
+        };
+        self.request(pb::ActiveEvent::SendMsgList, req.encode_to_vec())
+            .await
     }
 
     pub async fn conv_seq(&mut self, conv: &str) -> pb::batch_get_conv_seq_resp::ConvSeq {
-        let req = pb::BatchGetConvSeqReq { conv_id_list: vec![conv.to_owned()], ..Default::default() };
-        let r = self.request(pb::ActiveEvent::SyncConvSeq, req.encode_to_vec()).await;
+        let req = pb::BatchGetConvSeqReq {
+            conv_id_list: vec![conv.to_owned()],
+            ..Default::default()
+        };
+        let r = self
+            .request(pb::ActiveEvent::SyncConvSeq, req.encode_to_vec())
+            .await;
         r.ok();
-        r.decode::<pb::BatchGetConvSeqResp>().conv_seq_map.remove(conv).expect("an entry per convId")
+        r.decode::<pb::BatchGetConvSeqResp>()
+            .conv_seq_map
+            .remove(conv)
+            .expect("an entry per convId")
     }
 
     pub async fn sync(&mut self, conv: &str, seqs: &[u64]) -> Vec<pb::MsgData> {
-        let item = pb::batch_get_msg_list_by_conv_id_req::Item { conv_id: conv.to_owned(), seq_list: seqs.iter().map(u64::to_string).collect() };
-        let req = pb::BatchGetMsgListByConvIdReq { items: vec![item], ..Default::default() };
-        let r = self.request(pb::ActiveEvent::SyncMsgList, req.encode_to_vec()).await;
+        let item = pb::batch_get_msg_list_by_conv_id_req::Item {
+            conv_id: conv.to_owned(),
+            seq_list: seqs.iter().map(u64::to_string).collect(),
+        };
+        let req = pb::BatchGetMsgListByConvIdReq {
+            items: vec![item],
+            ..Default::default()
+        };
+        let r = self
+            .request(pb::ActiveEvent::SyncMsgList, req.encode_to_vec())
+            .await;
         r.ok();
         r.decode::<pb::GetMsgListResp>().msg_data_list
     }
@@ -447,7 +583,11 @@ pub fn msg(sender: &str, conv: &str, text: &str) -> pb::MsgData {
         conv_id: conv.to_owned(),
         content_type: 11,
         content: text.as_bytes().to_vec().into(),
-        options: Some(pb::msg_data::Options { storage_for_server: true, storage_for_client: true, ..Default::default() }),
+        options: Some(pb::msg_data::Options {
+            storage_for_server: true,
+            storage_for_client: true,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -459,13 +599,19 @@ pub fn text(m: &pb::MsgData) -> String {
 pub const SEC: Duration = Duration::from_secs(1);
 
 /// Polls `f` until it returns Some, for at most `within`.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut f: impl FnMut() -> F) -> T {
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,651 @@
+//! Kafka log: an idempotent `acks=all` producer, one consumer per subscription, an
+//! admin client for topics. All clients share `KafkaSettings::properties` (TLS, SASL,
+//! tuning), applied after ferry's tunables and before the settings ferry's
+//! guarantees depend on, so a property can retune but never break them.
+//!
+//! Offsets: ferry stores an offset only when the caller says the record's effects are
+//! durable (`Subscription::commit`, `enable.auto.offset.store=false`); the auto
+//! committer and the revocation hook only ever write those stored offsets. So a
+//! crash or a rebalance redelivers what was not yet processed and never skips it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicSpec};
+use crate::domain::now_ms;
+
+/// How long `ensure_topic` / `delete_topic` wait for the metadata to agree.
+const TOPIC_SETTLE: Duration = Duration::from_secs(30);
+/// Timeout of the metadata request behind `ping`.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retention of `Retention::Full` topics: 7 days.
+const FULL_RETENTION_MS: &str = "604800000";
+/// Retention of `Retention::Ephemeral` (push) topics: 1 hour.
+const EPHEMERAL_RETENTION_MS: &str = "3600000";
+/// Extra wait on top of `append_timeout` before giving up on a delivery report that
+/// librdkafka should already have produced (`message.timeout.ms` = `append_timeout`).
+const DELIVERY_GRACE: Duration = Duration::from_secs(1);
+
+/// Where and how to reach Kafka. Topic names arrive already prefixed.
+#[derive(Clone, Debug)]
+pub(crate) struct KafkaSettings {
+    /// `bootstrap.servers`, comma separated.
+    pub(crate) brokers: String,
+    /// The prefix callers apply to topic and group names; kept for diagnostics.
+    pub(crate) topic_prefix: String,
+    /// Partitions of `Full` and `Compacted` topics (`Ephemeral` ones get 1).
+    pub(crate) partitions: i32,
+    pub(crate) replication: i32,
+    /// Extra librdkafka properties applied to every client (TLS, SASL, tuning).
+    pub(crate) properties: BTreeMap<String, String>,
+    /// How long `append` may take before it answers `LogError::Timeout`.
+    pub(crate) append_timeout: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    e.rdkafka_error_code()
+}
+
+#[derive(Clone)]
+pub(crate) struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Live group subscriptions, for `assigned_partitions`.
+    groups: Mutex<Vec<Weak<SubContext>>>,
+}
+
+impl KafkaLog {
+    /// Builds the producer and admin clients. Nothing is contacted yet: librdkafka
+    /// connects lazily, so this only fails on bad configuration; `ping` tells whether
+    /// the brokers answer.
+    pub(crate) fn connect(cfg: &KafkaSettings) -> Result<Self, LogError> {
+        let timeout_ms = cfg.append_timeout.as_millis().max(10).to_string();
+        let producer: FutureProducer = cfg
+            .client_config(
+                &[("linger.ms", "2"), ("compression.type", "zstd")],
+                &[
+                    ("enable.idempotence", "true"),
+                    ("acks", "all"),
+                    // Delivery reports arrive by the deadline: `append` can answer
+                    // Timeout knowing librdkafka gave up on the records as well.
+                    ("message.timeout.ms", &timeout_ms),
+                ],
+            )
+            .create()
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            cfg.client_config(&[], &[]).create().map_err(unavailable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings: cfg.clone(),
+                producer,
+                admin,
+                groups: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Partitions currently assigned to this process's group consumers (readiness).
+    pub(crate) fn assigned_partitions(&self) -> usize {
+        let mut groups = self.inner.groups.lock().unwrap();
+        groups.retain(|g| g.strong_count() > 0);
+        groups
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|g| g.assigned.lock().unwrap().len())
+            .sum()
+    }
+
+    /// Like `subscribe`, with the concrete type: it also reports assignment changes.
+    pub(crate) fn subscribe_group(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<KafkaSubscription, LogError> {
+        let context = SubContext::new(true);
+        let consumer: StreamConsumer<SubContext> = self
+            .inner
+            .settings
+            .client_config(
+                &[
+                    // Cooperative: a rebalance revokes only the partitions that move,
+                    // the rest keep flowing (no stop-the-world for the sequencer), and
+                    // the revocation hook below runs for exactly the moved ones.
+                    ("partition.assignment.strategy", "cooperative-sticky"),
+                    ("auto.commit.interval.ms", "1000"),
+                ],
+                &[
+                    ("group.id", group),
+                    ("enable.auto.commit", "true"),
+                    ("enable.auto.offset.store", "false"),
+                    ("auto.offset.reset", "earliest"),
+                ],
+            )
+            .create_with_context(context)
+            .map_err(unavailable)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)?;
+        let consumer = Arc::new(consumer);
+        self.inner
+            .groups
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(consumer.context()));
+        Ok(KafkaSubscription { consumer })
+    }
+
+    /// Metadata of one topic: its partition count once the brokers know it.
+    async fn partitions_of(&self, topic: &str) -> Result<Option<usize>, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // All topics, not just this one: a single-topic metadata request may
+            // auto-create the topic on brokers that allow it.
+            let md = inner
+                .admin
+                .inner()
+                .fetch_metadata(None, PING_TIMEOUT)
+                .map_err(unavailable)?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .filter(|n| *n > 0))
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Polls the metadata until `done` holds for the topic, or gives up.
+    async fn settle(
+        &self,
+        topic: &str,
+        done: impl Fn(Option<usize>) -> bool,
+    ) -> Result<(), LogError> {
+        let deadline = Instant::now() + TOPIC_SETTLE;
+        loop {
+            if done(self.partitions_of(topic).await?) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LogError::Unavailable(format!(
+                    "topic {topic} metadata did not settle"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// `tunables`, then the user's properties, then `required`.
+    fn client_config(&self, tunables: &[(&str, &str)], required: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in tunables {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        for (k, v) in required {
+            c.set(*k, *v);
+        }
+        c
+    }
+}
+
+#[async_trait]
+impl MsgLog for KafkaLog {
+    async fn append(&self, records: Vec<Outgoing>) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.inner.settings.append_timeout;
+        // Enqueued one by one, in order: the idempotent producer keeps per-partition
+        // order, so records with the same topic and key keep theirs.
+        let mut deliveries = Vec::with_capacity(records.len());
+        for o in &records {
+            let mut headers = OwnedHeaders::new_with_capacity(o.headers.len());
+            for (name, value) in &o.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_ref()),
+                });
+            }
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&o.topic)
+                .key(o.key.as_ref())
+                .headers(headers);
+            if let Some(v) = &o.value {
+                rec = rec.payload(v.as_ref());
+            }
+            loop {
+                match self.inner.producer.send_result(rec) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((e, back)) if code(&e) == Some(RDKafkaErrorCode::QueueFull) => {
+                        // Records already enqueued will still be delivered: a caller
+                        // that retries after Timeout may append them twice, which the
+                        // pipeline's clientMsgId idempotence absorbs.
+                        if Instant::now() >= deadline {
+                            return Err(LogError::Timeout);
+                        }
+                        rec = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(unavailable(e)),
+                }
+            }
+        }
+        let results = tokio::time::timeout_at(
+            deadline + DELIVERY_GRACE,
+            futures_util::future::join_all(deliveries),
+        )
+        .await
+        .map_err(|_| LogError::Timeout)?;
+        for r in results {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) if code(&e) == Some(RDKafkaErrorCode::MessageTimedOut) => {
+                    return Err(LogError::Timeout);
+                }
+                Ok(Err((e, _))) => return Err(unavailable(e)),
+                // The producer dropped the delivery report: it is shutting down.
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, LogError> {
+        Ok(Box::new(self.subscribe_group(group, topics)?))
+    }
+
+    async fn read_from_start(&self, topic: &str) -> Result<Box<dyn Subscription>, LogError> {
+        let partitions = self
+            .partitions_of(topic)
+            .await?
+            .ok_or_else(|| LogError::Unavailable(format!("unknown topic {topic}")))?;
+        // A group id nobody else uses; with `assign` (not `subscribe`) and no commits
+        // it never becomes a group on the broker.
+        let group = format!(
+            "{}read-{}",
+            self.inner.settings.topic_prefix,
+            uuid::Uuid::new_v4()
+        );
+        let consumer: StreamConsumer<SubContext> = self
+            .inner
+            .settings
+            .client_config(
+                &[],
+                &[
+                    ("group.id", &group),
+                    ("enable.auto.commit", "false"),
+                    ("enable.auto.offset.store", "false"),
+                ],
+            )
+            .create_with_context(SubContext::new(false))
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(unavailable)?;
+        }
+        consumer.assign(&tpl).map_err(unavailable)?;
+        consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap()
+            .extend((0..partitions as i32).map(|p| (topic.to_owned(), p)));
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+        }))
+    }
+
+    async fn ensure_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
+        let s = &self.inner.settings;
+        let (partitions, config): (i32, &[(&str, &str)]) = match spec.retention {
+            Retention::Full => (s.partitions, &[("retention.ms", FULL_RETENTION_MS)]),
+            Retention::Compacted => (s.partitions, &[("cleanup.policy", "compact")]),
+            Retention::Ephemeral => (1, &[("retention.ms", EPHEMERAL_RETENTION_MS)]),
+        };
+        let mut topic = NewTopic::new(
+            &spec.name,
+            partitions,
+            TopicReplication::Fixed(s.replication),
+        );
+        for (k, v) in config {
+            topic = topic.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(TOPIC_SETTLE));
+        let results = self
+            .inner
+            .admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, e)) => {
+                    return Err(LogError::Unavailable(format!("create topic {name}: {e}")));
+                }
+            }
+        }
+        self.settle(&spec.name, |p| p.is_some()).await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        let opts = AdminOptions::new().operation_timeout(Some(TOPIC_SETTLE));
+        let results = self
+            .inner
+            .admin
+            .delete_topics(&[name], &opts)
+            .await
+            .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, e)) => {
+                    return Err(LogError::Unavailable(format!("delete topic {name}: {e}")));
+                }
+            }
+        }
+        self.settle(name, |p| p.is_none()).await
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A metadata request for no topics: cheap, and answered only by a live broker.
+            inner
+                .admin
+                .inner()
+                .fetch_cluster_id(PING_TIMEOUT)
+                .map(|_| ())
+                .ok_or(LogError::Unavailable(format!(
+                    "no Kafka broker answered within {PING_TIMEOUT:?}"
+                )))
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+/// State shared between a subscription and librdkafka's rebalance callbacks, which
+/// run inside `recv` (on the task calling `next`).
+pub(crate) struct SubContext {
+    /// Group consumers commit on revocation; `read_from_start` readers never commit.
+    commits: bool,
+    /// Partitions the caller paused. Kept across rebalances: a paused partition that
+    /// is revoked and assigned back is paused again, as the caller still expects.
+    paused: Mutex<HashSet<(String, i32)>>,
+    assigned: Mutex<HashSet<(String, i32)>>,
+    /// Bumped after every assignment change.
+    changes: watch::Sender<u64>,
+}
+
+impl SubContext {
+    fn new(commits: bool) -> Self {
+        Self {
+            commits,
+            paused: Mutex::new(HashSet::new()),
+            assigned: Mutex::new(HashSet::new()),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = (String, i32)> + '_ {
+    tpl.elements()
+        .into_iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+}
+
+impl ClientContext for SubContext {}
+
+impl ConsumerContext for SubContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        // Commit before the partitions go: the new owner starts from the committed
+        // offset, and librdkafka hands the partitions over only after this callback
+        // returns. This is safe because only offsets the caller stored through
+        // `commit` (i.e. after its writes were durable) are ever committed: records
+        // fetched but not yet processed are not stored, so the new owner redelivers
+        // them; a record we are still processing will fail to store (partition no
+        // longer ours) and is redone by the new owner, never skipped.
+        // A lost assignment (session timed out) is already someone else's: committing
+        // would fail or, worse, race the new owner.
+        if !self.commits || consumer.assignment_lost() {
+            return;
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, partitions = tpl.count(), "commit on revocation failed")
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut repause = TopicPartitionList::new();
+                {
+                    let paused = self.paused.lock().unwrap();
+                    let mut assigned = self.assigned.lock().unwrap();
+                    for tp in partitions(tpl) {
+                        if paused.contains(&tp) {
+                            repause.add_partition(&tp.0, tp.1);
+                        }
+                        assigned.insert(tp);
+                    }
+                }
+                if repause.count() > 0
+                    && let Err(e) = consumer.pause(&repause)
+                {
+                    tracing::warn!(error = %e, "re-pausing reassigned partitions failed");
+                }
+                tracing::info!(partitions = tpl.count(), "kafka partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut assigned = self.assigned.lock().unwrap();
+                for tp in partitions(tpl) {
+                    assigned.remove(&tp);
+                }
+                tracing::info!(partitions = tpl.count(), "kafka partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
+        }
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+/// One consumer. `next` polls it directly, so there is no buffer of ours between
+/// librdkafka and the caller: pausing a partition discards what librdkafka had
+/// prefetched for it and resuming fetches again from the last record returned.
+///
+/// Liveness: librdkafka counts a consumer as alive while it is polled at least every
+/// `max.poll.interval.ms` (5 min by default). A pending `next` is woken to poll at
+/// half that interval even when nothing arrives (all partitions paused included),
+/// so a caller that keeps a `next` pending (e.g. in a `select!` with its timers)
+/// stays in the group for as long as it likes; one that stops calling `next` for
+/// longer is presumed wedged and its partitions go to another member.
+pub(crate) struct KafkaSubscription {
+    consumer: Arc<StreamConsumer<SubContext>>,
+}
+
+impl KafkaSubscription {
+    pub(crate) fn assigned_partitions(&self) -> usize {
+        self.consumer.context().assigned.lock().unwrap().len()
+    }
+
+    /// A receiver that changes after every assignment or revocation.
+    pub(crate) fn assignment_changes(&self) -> watch::Receiver<u64> {
+        self.consumer.context().changes.subscribe()
+    }
+
+    fn one(topic: &str, partition: i32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        tpl
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self) -> Result<LogRecord, LogError> {
+        loop {
+            // Cancel-safe: `recv` takes a record out of librdkafka's queue only in
+            // the poll that returns it, and the conversion below does not await.
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    let headers = m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Ok(LogRecord {
+                        topic: m.topic().to_owned(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
+                        value: m.payload().map(Bytes::copy_from_slice),
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+                        headers,
+                    });
+                }
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(unavailable(e)),
+                // Broker and transport errors are reported here too; librdkafka
+                // retries them itself.
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, record: &LogRecord) -> Result<(), LogError> {
+        if !self.consumer.context().commits {
+            return Ok(());
+        }
+        // librdkafka stores `offset + 1`, the next record to read; the auto committer
+        // (every `auto.commit.interval.ms`) and `flush_commits` write it out.
+        match self
+            .consumer
+            .store_offset(&record.topic, record.partition, record.offset)
+        {
+            Ok(()) => Ok(()),
+            // Revoked since delivery: the new owner redoes this record.
+            Err(e)
+                if matches!(
+                    code(&e),
+                    Some(RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition)
+                ) =>
+            {
+                tracing::debug!(topic = %record.topic, partition = record.partition, "commit of a revoked partition skipped");
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), LogError> {
+        let ctx = self.consumer.context();
+        ctx.paused
+            .lock()
+            .unwrap()
+            .insert((topic.to_owned(), partition));
+        if ctx
+            .assigned
+            .lock()
+            .unwrap()
+            .contains(&(topic.to_owned(), partition))
+        {
+            self.consumer
+                .pause(&Self::one(topic, partition))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), LogError> {
+        let ctx = self.consumer.context();
+        ctx.paused
+            .lock()
+            .unwrap()
+            .remove(&(topic.to_owned(), partition));
+        if ctx
+            .assigned
+            .lock()
+            .unwrap()
+            .contains(&(topic.to_owned(), partition))
+        {
+            self.consumer
+                .resume(&Self::one(topic, partition))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn flush_commits(&mut self) -> Result<(), LogError> {
+        if !self.consumer.context().commits {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => Ok(()),
+                Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}

@@ -1,0 +1,277 @@
+//! `Store` scenarios, written once against the trait and run on a real CQL node
+//! (FERRY_TEST_CQL, default 127.0.0.1:9042; ScyllaDB or Apache Cassandra) and on the
+//! embedded store. Each Scylla test migrates a fresh keyspace and drops it after.
+
+use crate::domain::{Message, MsgOptions};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::scylla::{self, ScyllaSettings, ScyllaStore};
+use crate::store::{Claim, ConvState, Store};
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+pub(crate) fn scylla_settings() -> ScyllaSettings {
+    ScyllaSettings {
+        nodes: vec![std::env::var("FERRY_TEST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".into())],
+        keyspace: format!("ferry_test_{}", suffix()),
+        replication: 1,
+        username: None,
+        password: None,
+    }
+}
+
+fn msg(conv: &str, seq: u64, client_msg_id: &str, sender: &str, content: &str) -> Message {
+    Message {
+        client_msg_id: client_msg_id.into(),
+        server_msg_id: format!("{conv}-{seq}"),
+        client_time_ms: 1_700_000_000_000,
+        server_time_ms: 1_700_000_000_000 + seq as i64,
+        sender_id: sender.into(),
+        conv_id: conv.into(),
+        at_users: vec!["x".into()],
+        content_type: 101,
+        content: content.to_owned().into(),
+        seq,
+        options: MsgOptions::stored(),
+        ..Message::default()
+    }
+}
+
+fn state(max_seq: u64, offset: i64, first_seq: u64) -> ConvState {
+    ConvState {
+        max_seq,
+        update_time_ms: 1_700_000_000_000 + max_seq as i64,
+        claim: Claim {
+            partition: 2,
+            offset,
+            first_seq,
+        },
+    }
+}
+
+/// The seq row is a compare-and-set: created once, then advanced only from the
+/// max_seq the writer read.
+pub(crate) async fn claim_is_compare_and_set(store: &dyn Store) {
+    let conv = format!("single:a{}-b", suffix());
+    assert_eq!(store.conv_state(&conv).await.unwrap(), None);
+    let s1 = state(3, 10, 1);
+    assert!(store.claim(&conv, None, &s1).await.unwrap(), "first insert");
+    assert!(
+        !store.claim(&conv, None, &state(9, 11, 1)).await.unwrap(),
+        "second insert must fail"
+    );
+    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s1.clone()));
+    assert!(
+        !store.claim(&conv, Some(2), &state(9, 11, 3)).await.unwrap(),
+        "stale expected must fail"
+    );
+    assert!(
+        !store.claim(&conv, Some(4), &state(9, 11, 5)).await.unwrap(),
+        "future expected must fail"
+    );
+    let s2 = state(5, 11, 4);
+    assert!(
+        store.claim(&conv, Some(3), &s2).await.unwrap(),
+        "correct expected succeeds"
+    );
+    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s2));
+    let other = format!("group:g{}", suffix());
+    assert!(
+        !store.claim(&other, Some(0), &s1).await.unwrap(),
+        "update of a missing row must fail"
+    );
+    assert_eq!(store.conv_state(&other).await.unwrap(), None);
+}
+
+/// Messages round-trip across buckets, answered in the order asked, missing left out.
+pub(crate) async fn messages_across_buckets(store: &dyn Store) {
+    let conv = format!("group:g{}", suffix());
+    let msgs: Vec<Message> = [5, 999, 1000, 1001, 2500]
+        .iter()
+        .map(|s| msg(&conv, *s, &format!("c{s}"), "u1", "hi"))
+        .collect();
+    store.put_messages(&msgs).await.unwrap();
+    // Rewriting is an upsert.
+    let edited = msg(&conv, 1000, "c1000", "u1", "edited");
+    store
+        .put_messages(std::slice::from_ref(&edited))
+        .await
+        .unwrap();
+
+    let got = store
+        .messages(&conv, &[1001, 5, 7, 999, 1000, 2500])
+        .await
+        .unwrap();
+    let want = vec![
+        msgs[3].clone(),
+        msgs[0].clone(),
+        msgs[1].clone(),
+        edited,
+        msgs[4].clone(),
+    ];
+    assert_eq!(got, want);
+    assert!(store.messages(&conv, &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .messages("group:nobody", &[1, 2])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The clientMsgId index answers the highest seq, whatever order the writes came in.
+pub(crate) async fn client_msg_id_index(store: &dyn Store) {
+    let (conv, conv2) = (
+        format!("single:a{}-b", suffix()),
+        format!("group:g{}", suffix()),
+    );
+    let cmid = format!("cmid-{}", suffix());
+    store
+        .put_messages(&[msg(&conv, 7, &cmid, "a", "second")])
+        .await
+        .unwrap();
+    // An older seq written later (a replay) must not win.
+    store
+        .put_messages(&[msg(&conv, 3, &cmid, "a", "first")])
+        .await
+        .unwrap();
+    store
+        .put_messages(&[
+            msg(&conv2, 1, &cmid, "c", "elsewhere"),
+            msg(&conv2, 2, "", "c", "no id"),
+        ])
+        .await
+        .unwrap();
+
+    let latest = store
+        .by_client_msg_id(&conv, "a", &cmid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((latest.seq, &latest.content[..]), (7, &b"second"[..]));
+    assert_eq!(
+        store.by_client_msg_id(&conv, "b", &cmid).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.by_client_msg_id(&conv, "a", "nope").await.unwrap(),
+        None
+    );
+    assert_eq!(store.by_client_msg_id(&conv2, "c", "").await.unwrap(), None);
+
+    let mut found: Vec<(String, u64)> = store
+        .find_client_msg_id(&cmid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.conv_id, m.seq))
+        .collect();
+    found.sort();
+    let mut want = vec![(conv.clone(), 7), (conv2.clone(), 1)];
+    want.sort();
+    assert_eq!(found, want);
+    assert!(store.find_client_msg_id("").await.unwrap().is_empty());
+}
+
+pub(crate) async fn group_members(store: &dyn Store) {
+    let g = format!("g{}", suffix());
+    assert!(store.members(&g).await.unwrap().is_empty());
+    store.set_member(&g, "alice", 0).await.unwrap();
+    store.set_member(&g, "bob", 5).await.unwrap();
+    store.set_member(&g, "bob", 7).await.unwrap();
+    assert_eq!(store.member(&g, "bob").await.unwrap(), Some(7));
+    assert_eq!(store.member(&g, "carol").await.unwrap(), None);
+    let mut all = store.members(&g).await.unwrap();
+    all.sort();
+    assert_eq!(all, vec![("alice".to_owned(), 0), ("bob".to_owned(), 7)]);
+    store.remove_member(&g, "alice").await.unwrap();
+    assert_eq!(store.member(&g, "alice").await.unwrap(), None);
+    assert_eq!(
+        store.members(&g).await.unwrap(),
+        vec![("bob".to_owned(), 7)]
+    );
+    store.ping().await.unwrap();
+}
+
+// ---- Scylla / Cassandra ----
+
+/// Migrates a fresh keyspace, runs `f` on a connected store, drops the keyspace.
+async fn with_scylla<F: AsyncFnOnce(&ScyllaStore)>(f: F) {
+    let settings = scylla_settings();
+    scylla::migrate(&settings).await.unwrap();
+    let store = ScyllaStore::connect(&settings).await.unwrap();
+    f(&store).await;
+    scylla::drop_keyspace(&settings).await.unwrap();
+}
+
+#[tokio::test]
+async fn scylla_migrate_twice_is_a_no_op() {
+    let settings = scylla_settings();
+    let first = scylla::migrate(&settings).await.unwrap();
+    let ks = &settings.keyspace;
+    let mut want: Vec<String> = [
+        "",
+        ".client_msg_ids",
+        ".conversations",
+        ".group_members",
+        ".messages",
+    ]
+    .iter()
+    .map(|t| format!("{ks}{t}"))
+    .collect();
+    want.sort();
+    assert_eq!(first.created, want);
+    let second = scylla::migrate(&settings).await.unwrap();
+    assert!(second.created.is_empty(), "{second:?}");
+    assert_eq!(second.statements, first.statements);
+    ScyllaStore::connect(&settings)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    scylla::drop_keyspace(&settings).await.unwrap();
+}
+
+#[tokio::test]
+async fn scylla_rejects_bad_keyspace_names() {
+    let settings = ScyllaSettings {
+        keyspace: "x; DROP KEYSPACE system".into(),
+        ..scylla_settings()
+    };
+    assert!(scylla::migrate(&settings).await.is_err());
+}
+
+#[tokio::test]
+async fn scylla_claim_is_compare_and_set() {
+    with_scylla(async |s| claim_is_compare_and_set(s).await).await;
+}
+
+#[tokio::test]
+async fn scylla_messages_across_buckets() {
+    with_scylla(async |s| messages_across_buckets(s).await).await;
+}
+
+#[tokio::test]
+async fn scylla_client_msg_id_index() {
+    with_scylla(async |s| client_msg_id_index(s).await).await;
+}
+
+#[tokio::test]
+async fn scylla_group_members() {
+    with_scylla(async |s| group_members(s).await).await;
+}
+
+// ---- the embedded twin, for parity ----
+
+#[tokio::test]
+async fn embedded_store_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    claim_is_compare_and_set(&store).await;
+    messages_across_buckets(&store).await;
+    client_msg_id_index(&store).await;
+    group_members(&store).await;
+}

@@ -1,0 +1,585 @@
+//! ScyllaDB (or Apache Cassandra) store. The schema is `schemas/ferry.cql`; every
+//! statement is prepared once at connect, so the driver routes each request to a
+//! replica of its partition (token-aware, the default load balancing policy).
+//! Reads and writes run at LOCAL_QUORUM; the seq row's compare-and-set is a
+//! lightweight transaction at SERIAL.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use prost::Message as _;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlValue, Row};
+
+use super::{Claim, ConvState, Store, StoreError, unavailable};
+use crate::domain::Message;
+use crate::proto::pb;
+
+/// Seqs per message partition: the messages of conversation `c` with seq `s` live in
+/// partition `(c, s / BUCKET_SIZE)`. 1000 messages of at most a few KB keep every
+/// partition in the low megabytes, and a page of history is one or two partitions.
+/// Changing it re-homes every stored message: it is part of the schema.
+pub(crate) const BUCKET_SIZE: u64 = 1000;
+
+/// Requests in flight per `put_messages` or `messages` call.
+const CONCURRENCY: usize = 64;
+
+/// The schema, with `{keyspace}` and `{replication}` placeholders.
+const SCHEMA: &str = include_str!("../../schemas/ferry.cql");
+
+/// Where the cluster is and which keyspace holds ferry's tables.
+#[derive(Clone, Debug)]
+pub(crate) struct ScyllaSettings {
+    /// Contact points, `host:port`.
+    pub(crate) nodes: Vec<String>,
+    pub(crate) keyspace: String,
+    /// Replicas per datacenter (used by `migrate` only).
+    pub(crate) replication: u32,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+/// What `migrate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MigrateReport {
+    pub(crate) keyspace: String,
+    /// Statements run (all idempotent).
+    pub(crate) statements: usize,
+    /// The keyspace (if new) and the tables that did not exist before; empty when the
+    /// schema was already in place.
+    pub(crate) created: Vec<String>,
+}
+
+fn bucket(seq: u64) -> u64 {
+    seq / BUCKET_SIZE
+}
+
+/// u64 domain values are stored as CQL bigint.
+fn big(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("{v} does not fit a CQL bigint")))
+}
+
+fn unsigned(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn decode_msg(body: &[u8]) -> Result<Message, StoreError> {
+    pb::MsgData::decode(body)
+        .map(Message::from)
+        .map_err(corrupt)
+}
+
+/// Keyspace names are pasted into CQL text, so only plain identifiers are accepted.
+fn check_keyspace(ks: &str) -> Result<(), StoreError> {
+    let ok = ks.len() <= 48
+        && ks.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "invalid keyspace name {ks:?}"
+        )))
+    }
+}
+
+async fn session(s: &ScyllaSettings) -> Result<Session, StoreError> {
+    check_keyspace(&s.keyspace)?;
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::LocalQuorum)
+        .serial_consistency(Some(SerialConsistency::Serial))
+        .build();
+    let mut b = SessionBuilder::new()
+        .known_nodes(&s.nodes)
+        .default_execution_profile_handle(profile.into_handle());
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        b = b.user(u, p);
+    }
+    b.build().await.map_err(unavailable)
+}
+
+/// Runs `futs` with at most `CONCURRENCY` in flight; the first error wins.
+async fn bounded<T>(futs: Vec<BoxFuture<'_, Result<T, StoreError>>>) -> Result<Vec<T>, StoreError> {
+    stream::iter(futs)
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// The schema's statements for one keyspace: placeholders filled in, comments dropped.
+fn schema_statements(keyspace: &str, replication: u32) -> Vec<String> {
+    let replication =
+        format!("{{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication}}}");
+    let text: String = SCHEMA
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{keyspace}", keyspace)
+        .replace("{replication}", &replication);
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The keyspace (as `keyspace`) and its tables, as the schema tables list them now.
+async fn existing(session: &Session, ks: &str) -> Result<BTreeSet<String>, StoreError> {
+    let mut out = BTreeSet::new();
+    let r = session
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (ks,),
+        )
+        .await
+        .map_err(unavailable)?;
+    if r.into_rows_result().map_err(corrupt)?.rows_num() > 0 {
+        out.insert(ks.to_owned());
+    }
+    let r = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+            (ks,),
+        )
+        .await
+        .map_err(unavailable)?;
+    for row in r
+        .into_rows_result()
+        .map_err(corrupt)?
+        .rows::<(String,)>()
+        .map_err(corrupt)?
+    {
+        out.insert(format!("{ks}.{}", row.map_err(corrupt)?.0));
+    }
+    Ok(out)
+}
+
+/// Applies `schemas/ferry.cql` idempotently and waits until every node agrees on
+/// the schema. Running it again changes nothing and reports nothing created.
+pub(crate) async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, StoreError> {
+    let session = session(settings).await?;
+    let ks = &settings.keyspace;
+    let before = existing(&session, ks).await?;
+    let statements = schema_statements(ks, settings.replication);
+    for st in &statements {
+        session
+            .query_unpaged(st.as_str(), ())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{e}: {st}")))?;
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(unavailable)?;
+    let after = existing(&session, ks).await?;
+    Ok(MigrateReport {
+        keyspace: ks.clone(),
+        statements: statements.len(),
+        created: after.difference(&before).cloned().collect(),
+    })
+}
+
+/// Drops the keyspace: for tests, which each migrate a fresh one.
+#[cfg(test)]
+pub(crate) async fn drop_keyspace(settings: &ScyllaSettings) -> Result<(), StoreError> {
+    let session = session(settings).await?;
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", settings.keyspace), ())
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+struct Statements {
+    conv_get: PreparedStatement,
+    conv_insert: PreparedStatement,
+    conv_update: PreparedStatement,
+    msg_put: PreparedStatement,
+    msg_get: PreparedStatement,
+    cmid_put: PreparedStatement,
+    cmid_get: PreparedStatement,
+    cmid_find: PreparedStatement,
+    member_put: PreparedStatement,
+    member_del: PreparedStatement,
+    member_get: PreparedStatement,
+    members_get: PreparedStatement,
+    ping: PreparedStatement,
+}
+
+impl Statements {
+    async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+        // Idempotent statements may be retried and speculatively executed by the
+        // driver; the LWTs are not: a retried CAS could see its own first attempt.
+        let prep = async |cql: String, idempotent: bool| -> Result<PreparedStatement, StoreError> {
+            let mut p = session
+                .prepare(cql.as_str())
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
+            p.set_is_idempotent(idempotent);
+            Ok(p)
+        };
+        let conv_cols = "max_seq, update_time_ms, claim_partition, claim_offset, claim_first_seq";
+        Ok(Self {
+            conv_get: prep(format!("SELECT {conv_cols} FROM {ks}.conversations WHERE conv_id = ?"), true).await?,
+            conv_insert: prep(
+                format!("INSERT INTO {ks}.conversations (conv_id, {conv_cols}) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
+                false,
+            )
+            .await?,
+            conv_update: prep(
+                format!(
+                    "UPDATE {ks}.conversations SET max_seq = ?, update_time_ms = ?, claim_partition = ?, \
+                     claim_offset = ?, claim_first_seq = ? WHERE conv_id = ? IF max_seq = ?"
+                ),
+                false,
+            )
+            .await?,
+            msg_put: prep(
+                format!(
+                    "INSERT INTO {ks}.messages (conv_id, bucket, seq, client_msg_id, sender_id, server_time_ms, body) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
+                true,
+            )
+            .await?,
+            msg_get: prep(format!("SELECT seq, body FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq IN ?"), true)
+                .await?,
+            cmid_put: prep(
+                format!(
+                    "INSERT INTO {ks}.client_msg_ids (client_msg_id, conv_id, sender_id, seq) VALUES (?, ?, ?, ?) \
+                     USING TIMESTAMP ?"
+                ),
+                true,
+            )
+            .await?,
+            cmid_get: prep(
+                format!("SELECT seq FROM {ks}.client_msg_ids WHERE client_msg_id = ? AND conv_id = ? AND sender_id = ?"),
+                true,
+            )
+            .await?,
+            cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ?"), true).await?,
+            member_put: prep(format!("INSERT INTO {ks}.group_members (group_id, user_id, min_seq) VALUES (?, ?, ?)"), true)
+                .await?,
+            member_del: prep(format!("DELETE FROM {ks}.group_members WHERE group_id = ? AND user_id = ?"), true).await?,
+            member_get: prep(format!("SELECT min_seq FROM {ks}.group_members WHERE group_id = ? AND user_id = ?"), true)
+                .await?,
+            members_get: prep(format!("SELECT user_id, min_seq FROM {ks}.group_members WHERE group_id = ?"), true).await?,
+            ping: prep("SELECT release_version FROM system.local WHERE key = 'local'".to_owned(), true).await?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct ScyllaStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    st: Statements,
+}
+
+type ConvRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i32>,
+    Option<i64>,
+    Option<i64>,
+);
+
+impl ScyllaStore {
+    /// Connects and prepares every statement; the schema must already be migrated.
+    pub(crate) async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+        let session = session(settings).await?;
+        let st = Statements::prepare(&session, &settings.keyspace).await?;
+        Ok(Self {
+            inner: Arc::new(Inner { session, st }),
+        })
+    }
+
+    async fn one_seq_message(&self, conv: &str, seq: i64) -> Result<Option<Message>, StoreError> {
+        Ok(self.messages(conv, &[unsigned(seq)?]).await?.pop())
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
+        // LOCAL_QUORUM, not SERIAL: a read racing an unfinished CAS may be stale, but
+        // the caller's next `claim` then fails (completing that CAS) and it re-reads.
+        let r = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.st.conv_get, (conv,))
+            .await
+            .map_err(unavailable)?;
+        let Some((max, time, part, off, first)) = r
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<ConvRow>()
+            .map_err(corrupt)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ConvState {
+            max_seq: unsigned(max.unwrap_or(0))?,
+            update_time_ms: time.unwrap_or(0),
+            claim: Claim {
+                partition: part.unwrap_or(0),
+                offset: off.unwrap_or(0),
+                first_seq: unsigned(first.unwrap_or(0))?,
+            },
+        }))
+    }
+
+    /// An error here (e.g. a CAS write timeout) leaves the outcome unknown: the
+    /// caller re-reads the row, whose claim says whether its write landed.
+    async fn claim(
+        &self,
+        conv: &str,
+        expected_max: Option<u64>,
+        next: &ConvState,
+    ) -> Result<bool, StoreError> {
+        let (max, time, c) = (big(next.max_seq)?, next.update_time_ms, &next.claim);
+        let first = big(c.first_seq)?;
+        let st = &self.inner.st;
+        let r = match expected_max {
+            None => {
+                self.inner
+                    .session
+                    .execute_unpaged(
+                        &st.conv_insert,
+                        (conv, max, time, c.partition, c.offset, first),
+                    )
+                    .await
+            }
+            Some(expected) => {
+                self.inner
+                    .session
+                    .execute_unpaged(
+                        &st.conv_update,
+                        (
+                            max,
+                            time,
+                            c.partition,
+                            c.offset,
+                            first,
+                            conv,
+                            big(expected)?,
+                        ),
+                    )
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        // The first column is `[applied]`; when not applied, the current values follow
+        // (which columns exactly differs between Cassandra and ScyllaDB), hence `Row`.
+        let row = r
+            .into_rows_result()
+            .map_err(corrupt)?
+            .first_row::<Row>()
+            .map_err(corrupt)?;
+        match row.columns.first() {
+            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+            other => Err(StoreError::Corrupt(format!(
+                "LWT answered {other:?} instead of [applied]"
+            ))),
+        }
+    }
+
+    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
+        let (session, st) = (&self.inner.session, &self.inner.st);
+        // Rows first, then the index, so the index never points at a missing row.
+        let mut rows: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            rows.push(Box::pin(async move {
+                let body = pb::MsgData::from(m).encode_to_vec();
+                let values = (
+                    &m.conv_id,
+                    big(bucket(m.seq))?,
+                    big(m.seq)?,
+                    &m.client_msg_id,
+                    &m.sender_id,
+                    m.server_time_ms,
+                    body,
+                );
+                session
+                    .execute_unpaged(&st.msg_put, values)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }));
+        }
+        bounded(rows).await?;
+        // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
+        // the index ends up at the highest seq whatever order the writes (or a replay)
+        // arrive in, with no read-before-write. Equal seqs rewrite the same value.
+        let mut index: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(msgs.len());
+        for m in msgs.iter().filter(|m| !m.client_msg_id.is_empty()) {
+            index.push(Box::pin(async move {
+                let seq = big(m.seq)?;
+                let values = (&m.client_msg_id, &m.conv_id, &m.sender_id, seq, seq);
+                session
+                    .execute_unpaged(&st.cmid_put, values)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }));
+        }
+        bounded(index).await?;
+        Ok(())
+    }
+
+    async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
+        let mut buckets: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
+        for s in seqs {
+            buckets.entry(bucket(*s)).or_default().insert(big(*s)?);
+        }
+        let (session, st) = (&self.inner.session, &self.inner.st);
+        let mut queries: Vec<BoxFuture<'_, Result<Vec<(i64, Vec<u8>)>, StoreError>>> = Vec::new();
+        for (b, in_bucket) in buckets {
+            queries.push(Box::pin(async move {
+                let list: Vec<i64> = in_bucket.into_iter().collect();
+                let r = session
+                    .execute_unpaged(&st.msg_get, (conv, big(b)?, list))
+                    .await
+                    .map_err(unavailable)?;
+                let rows = r.into_rows_result().map_err(corrupt)?;
+                rows.rows::<(i64, Vec<u8>)>()
+                    .map_err(corrupt)?
+                    .map(|row| row.map_err(corrupt))
+                    .collect()
+            }));
+        }
+        let found = bounded(queries).await?;
+        let mut by_seq = HashMap::new();
+        for (seq, body) in found.into_iter().flatten() {
+            by_seq.insert(unsigned(seq)?, decode_msg(&body)?);
+        }
+        Ok(seqs.iter().filter_map(|s| by_seq.get(s).cloned()).collect())
+    }
+
+    async fn by_client_msg_id(
+        &self,
+        conv: &str,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        if client_msg_id.is_empty() {
+            return Ok(None);
+        }
+        let r = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.st.cmid_get, (client_msg_id, conv, sender))
+            .await
+            .map_err(unavailable)?;
+        match r
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(i64,)>()
+            .map_err(corrupt)?
+        {
+            Some((seq,)) => self.one_seq_message(conv, seq).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
+        // Empty ids are never indexed, and CQL rejects an empty partition key.
+        if client_msg_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.st.cmid_find, (client_msg_id,))
+            .await
+            .map_err(unavailable)?;
+        let hits: Vec<(String, i64)> = r
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows()
+            .map_err(corrupt)?
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (conv, seq) in hits {
+            out.extend(self.one_seq_message(&conv, seq).await?);
+        }
+        Ok(out)
+    }
+
+    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
+        self.inner
+            .session
+            .execute_unpaged(&self.inner.st.member_put, (group, user, big(min_seq)?))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
+        self.inner
+            .session
+            .execute_unpaged(&self.inner.st.member_del, (group, user))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        let r = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.st.member_get, (group, user))
+            .await
+            .map_err(unavailable)?;
+        r.into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(corrupt)?
+            .map(|(m,)| unsigned(m.unwrap_or(0)))
+            .transpose()
+    }
+
+    async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        // Paged: a large group spans many pages.
+        let pager = self
+            .inner
+            .session
+            .execute_iter(self.inner.st.members_get.clone(), (group,))
+            .await
+            .map_err(unavailable)?;
+        let rows: Vec<(String, Option<i64>)> = pager
+            .rows_stream()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(u, m)| Ok((u, unsigned(m.unwrap_or(0))?)))
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner
+            .session
+            .execute_unpaged(&self.inner.st.ping, ())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
