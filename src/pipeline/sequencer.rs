@@ -71,6 +71,101 @@ pub(crate) fn classify(msg: &Message, existing: Option<Message>, ours: Option<(u
     }
 }
 
+impl Fate {
+    pub(crate) fn takes_seq(&self) -> bool {
+        matches!(self, Fate::New | Fate::Edit(_))
+    }
+}
+
+/// Decides the fate of every message of a batch, in order. `existing[i]` is what the
+/// store holds under message i's (convId, senderId, clientMsgId); a clientMsgId
+/// repeated inside the batch sees its earlier twin instead.
+pub(crate) fn plan(
+    msgs: &[Message],
+    existing: Vec<Option<Message>>,
+    ours: Option<(u64, u64)>,
+) -> Vec<Fate> {
+    let mut seen: HashMap<&str, Message> = HashMap::new();
+    let mut fates = Vec::with_capacity(msgs.len());
+    for (m, stored) in msgs.iter().zip(existing) {
+        let existing = match seen.get(m.client_msg_id.as_str()) {
+            Some(e) => Some(e.clone()),
+            None => stored,
+        };
+        let fate = classify(m, existing, ours);
+        if !m.client_msg_id.is_empty() && fate.takes_seq() {
+            seen.insert(&m.client_msg_id, m.clone());
+        }
+        fates.push(fate);
+    }
+    fates
+}
+
+/// What a batch turns into once seqs are assigned from `base`.
+pub(crate) struct Stamped {
+    /// New messages with their seqs, to store and push.
+    pub(crate) stored: Vec<Message>,
+    /// Originals rewritten by edits and revokes (keeping their seqs).
+    pub(crate) originals: Vec<Message>,
+    /// Everything recipients get: stored messages and transient ones.
+    pub(crate) push: Vec<Message>,
+    /// Stored originals of retries, echoed to the sender only.
+    pub(crate) echo: Vec<Message>,
+}
+
+/// Stamps seqs, serverMsgId and serverTime (`ts`, the inbound record's timestamp, so
+/// that every replay of the record stamps the same). A pure function of its inputs.
+pub(crate) fn stamp(
+    conv: &ConvId,
+    sender: &str,
+    ts: i64,
+    msgs: &[Message],
+    fates: Vec<Fate>,
+    base: u64,
+) -> Stamped {
+    let conv_s = conv.to_string();
+    let mut seq = base;
+    let mut out = Stamped {
+        stored: Vec::new(),
+        originals: Vec::new(),
+        push: Vec::new(),
+        echo: Vec::new(),
+    };
+    for (m, fate) in msgs.iter().zip(fates) {
+        let mut m = m.clone();
+        m.conv_id = conv_s.clone();
+        m.sender_id = sender.to_owned();
+        m.server_time_ms = ts;
+        match fate {
+            Fate::Transient => {
+                m.seq = 0;
+                m.server_msg_id.clear();
+                out.push.push(m);
+            }
+            Fate::Retry(e) => out.echo.push(*e),
+            Fate::New | Fate::Edit(_) => {
+                m.seq = seq;
+                m.server_msg_id = server_msg_id(conv, Seq(seq));
+                if m.client_msg_id.is_empty() {
+                    m.client_msg_id = m.server_msg_id.clone();
+                }
+                if let Fate::Edit(orig) = fate {
+                    let mut o = *orig;
+                    o.content_type = m.content_type;
+                    o.content = m.content.clone();
+                    o.ext = m.ext.clone();
+                    o.at_users = m.at_users.clone();
+                    out.originals.push(o);
+                }
+                seq += 1;
+                out.stored.push(m.clone());
+                out.push.push(m);
+            }
+        }
+    }
+    out
+}
+
 /// Outcome of one pass over a batch.
 enum Pass {
     Done,
@@ -198,29 +293,15 @@ impl Sequencer {
             }
             _ => None,
         };
-        // Classify in order; a clientMsgId repeated inside the batch sees its earlier twin.
-        let mut seen: HashMap<&str, Message> = HashMap::new();
-        let mut fates = Vec::with_capacity(msgs.len());
+        let mut existing = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let existing = match seen.get(m.client_msg_id.as_str()) {
-                Some(e) => Some(e.clone()),
-                None if m.client_msg_id.is_empty() => None,
-                None => {
-                    self.store
-                        .by_client_msg_id(&conv_s, sender, &m.client_msg_id)
-                        .await?
-                }
-            };
-            let fate = classify(m, existing, ours);
-            if !m.client_msg_id.is_empty() && matches!(fate, Fate::New | Fate::Edit(_)) {
-                seen.insert(&m.client_msg_id, m.clone());
-            }
-            fates.push(fate);
+            existing.push(match m.client_msg_id.as_str() {
+                "" => None,
+                id => self.store.by_client_msg_id(&conv_s, sender, id).await?,
+            });
         }
-        let takes = fates
-            .iter()
-            .filter(|f| matches!(f, Fate::New | Fate::Edit(_)))
-            .count() as u64;
+        let fates = plan(msgs, existing, ours);
+        let takes = fates.iter().filter(|f| f.takes_seq()).count() as u64;
         let base = match (&state, ours) {
             (_, Some((first, _))) => first,
             (Some(s), None) => s.max_seq + 1,
@@ -245,43 +326,14 @@ impl Sequencer {
             }
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
         }
-        // Stamp, then write originals before the new messages: a redelivery finds the
-        // new messages only once the originals are rewritten.
-        let mut seq = base;
-        let (mut stored, mut originals, mut push, mut echo) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (m, fate) in msgs.iter().zip(fates) {
-            let mut m = m.clone();
-            m.conv_id = conv_s.clone();
-            m.sender_id = sender.to_owned();
-            m.server_time_ms = rec.timestamp_ms;
-            match fate {
-                Fate::Transient => {
-                    m.seq = 0;
-                    m.server_msg_id.clear();
-                    push.push(m);
-                }
-                Fate::Retry(e) => echo.push(*e),
-                Fate::New | Fate::Edit(_) => {
-                    m.seq = seq;
-                    m.server_msg_id = server_msg_id(conv, Seq(seq));
-                    if m.client_msg_id.is_empty() {
-                        m.client_msg_id = m.server_msg_id.clone();
-                    }
-                    if let Fate::Edit(orig) = fate {
-                        let mut o = *orig;
-                        o.content_type = m.content_type;
-                        o.content = m.content.clone();
-                        o.ext = m.ext.clone();
-                        o.at_users = m.at_users.clone();
-                        originals.push(o);
-                    }
-                    seq += 1;
-                    stored.push(m.clone());
-                    push.push(m);
-                }
-            }
-        }
+        let Stamped {
+            stored,
+            originals,
+            push,
+            echo,
+        } = stamp(conv, sender, rec.timestamp_ms, msgs, fates, base);
+        // Originals are rewritten before the new messages: a redelivery finds the new
+        // messages only once the originals are done.
         if !originals.is_empty() {
             self.store.put_messages(&originals).await?;
         }
