@@ -138,7 +138,7 @@ pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
     let mut specs = vec![
         TopicSpec {
             name: topics.inbound(),
-            retention: Retention::Full,
+            retention: Retention::Forever,
         },
         TopicSpec {
             name: topics.notices(),

@@ -158,7 +158,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
-    crate::telemetry::init_logs(&cfg.telemetry);
+    crate::telemetry::init(&cfg.telemetry, &cfg.pod)?;
     let metrics = crate::telemetry::init_metrics();
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
@@ -180,7 +180,9 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         tracing::info!("shutdown requested: closing sockets, flushing, committing");
         shutdown.cancel();
     });
-    running.done.await??;
+    let result = running.done.await;
+    crate::telemetry::shutdown();
+    result??;
     tracing::info!("ferry stopped");
     Ok(())
 }

@@ -321,6 +321,13 @@ pub(crate) struct TelemetryConfig {
     pub(crate) log_format: LogFormat,
     /// tracing-subscriber filter, e.g. `info,ferry=debug`.
     pub(crate) log_level: String,
+    /// OTLP gRPC endpoint for traces (e.g. http://jaeger:4317); none: tracing off.
+    pub(crate) otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled, 0.0..=1.0; traces continued from a sampled
+    /// parent are always kept.
+    pub(crate) sample_ratio: f64,
+    /// service.name of the spans.
+    pub(crate) service_name: String,
 }
 
 impl Default for TelemetryConfig {
@@ -328,6 +335,9 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "ferry".to_owned(),
         }
     }
 }
@@ -460,6 +470,9 @@ impl Config {
                     format!("upstream {url:?} must be an http(s) URL"),
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }
         let auth = &self.auth;
         if auth.hs256_secret.as_deref().is_some_and(|s| s.len() < 16) {

@@ -10,13 +10,13 @@ const MAX_ID_LEN: usize = 128;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum DomainError {
     #[error("invalid id {0:?}: 1..=128 characters of letters, digits, '_', '.', '@', ':' or '='")]
-    InvalidId(String),
+    Id(String),
     #[error("invalid convId {0:?}: expected single:<a>-<b>, group:<groupId> or notice:<name>")]
-    InvalidConvId(String),
+    ConvId(String),
     #[error("invalid seq {0:?}: expected a positive decimal integer")]
-    InvalidSeq(String),
+    Seq(String),
     #[error("invalid serverMsgId {0:?}: expected <convId>-<seq>")]
-    InvalidServerMsgId(String),
+    ServerMsgId(String),
 }
 
 fn valid_id_char(c: char) -> bool {
@@ -25,7 +25,7 @@ fn valid_id_char(c: char) -> bool {
 
 fn check_id(s: &str) -> Result<(), DomainError> {
     if s.is_empty() || s.len() > MAX_ID_LEN || !s.chars().all(valid_id_char) {
-        return Err(DomainError::InvalidId(s.to_owned()));
+        return Err(DomainError::Id(s.to_owned()));
     }
     Ok(())
 }
@@ -61,7 +61,7 @@ pub(crate) enum ConvId {
 impl ConvId {
     /// Parses a convId; `single:b-a` is normalised to `single:a-b`.
     pub(crate) fn parse(s: &str) -> Result<Self, DomainError> {
-        let bad = || DomainError::InvalidConvId(s.to_owned());
+        let bad = || DomainError::ConvId(s.to_owned());
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         match kind {
             "single" => {
@@ -119,7 +119,7 @@ impl Seq {
     pub(crate) fn parse(s: &str) -> Result<Self, DomainError> {
         match s.parse::<u64>() {
             Ok(n) if n > 0 => Ok(Self(n)),
-            _ => Err(DomainError::InvalidSeq(s.to_owned())),
+            _ => Err(DomainError::Seq(s.to_owned())),
         }
     }
 }
@@ -137,7 +137,7 @@ pub(crate) fn server_msg_id(conv: &ConvId, seq: Seq) -> String {
 
 /// Splits a serverMsgId at its last `-` into conversation and seq.
 pub(crate) fn parse_server_msg_id(s: &str) -> Result<(ConvId, Seq), DomainError> {
-    let bad = || DomainError::InvalidServerMsgId(s.to_owned());
+    let bad = || DomainError::ServerMsgId(s.to_owned());
     let (conv, seq) = s.rsplit_once('-').ok_or_else(bad)?;
     Ok((
         ConvId::parse(conv).map_err(|_| bad())?,

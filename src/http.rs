@@ -33,6 +33,8 @@ async fn ws(
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    // The query carries the token: only its redacted form is ever recorded.
+    tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
     let limit = app.cfg.limits.max_frame_bytes;
     // Small per-socket buffers: idle sockets must stay cheap (see BENCHMARKS.md).
@@ -48,13 +50,15 @@ async fn readyz(State(app): State<AppState>) -> Response {
     let started = app.started.load(std::sync::atomic::Ordering::SeqCst);
     let log = app.log.ping().await;
     let store = app.store.ping().await;
+    let joined = app.log.groups_joined();
     let body = serde_json::json!({
         "started": started,
+        "consumersJoined": joined,
         "log": log.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "shuttingDown": app.shutdown.is_cancelled(),
     });
-    let ok = started && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
+    let ok = started && joined && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
     let status = if ok {
         StatusCode::OK
     } else {

@@ -1,30 +1,98 @@
-//! Logs (human or JSON) and the Prometheus recorder.
+//! Logs (human or JSON), traces (OpenTelemetry over OTLP, off unless configured) and
+//! the Prometheus recorder. Trace context crosses Kafka in W3C `traceparent` headers
+//! so one trace follows a message from the WebSocket request to every push.
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
+/// Kept to flush spans on exit.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
 /// Logs go to stderr; stdout is for what a command prints (addresses, tokens).
-pub(crate) fn init_logs(cfg: &TelemetryConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Human => builder.try_init(),
+/// Must run inside the tokio runtime when OTLP is on (the exporter uses it).
+pub(crate) fn init(cfg: &TelemetryConfig, pod: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match cfg.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Human => fmt.boxed(),
     };
+    let otel = match &cfg.otlp_endpoint {
+        Some(endpoint) => {
+            opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(cfg.service_name.clone())
+                .with_attribute(opentelemetry::KeyValue::new("service.instance.id", pod.to_owned()))
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+                .with_resource(resource)
+                .build();
+            let tracer = provider.tracer("ferry");
+            let _ = PROVIDER.set(provider);
+            // Spans only for ferry's own work: the drivers' internals stay out of traces.
+            Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new("ferry=info")))
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry().with(filter.and_then(fmt)).with(otel).try_init();
+    Ok(())
+}
+
+/// Flushes buffered spans (on exit).
+pub(crate) fn shutdown() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.shutdown();
+    }
 }
 
 pub(crate) fn init_metrics() -> Option<PrometheusHandle> {
-    let buckets = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    ];
-    PrometheusBuilder::new()
-        .set_buckets(&buckets)
-        .ok()?
-        .install_recorder()
-        .ok()
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    PrometheusBuilder::new().set_buckets(&buckets).ok()?.install_recorder().ok()
+}
+
+struct HeaderInjector<'a>(&'a mut Vec<(String, Bytes)>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_owned(), Bytes::from(value)));
+    }
+}
+
+struct HeaderExtractor<'a>(&'a [(String, Bytes)]);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Writes the current span's context into record headers.
+pub(crate) fn inject(headers: &mut Vec<(String, Bytes)>) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+}
+
+/// Makes `span` a child of the context carried in record headers.
+pub(crate) fn follow(span: &tracing::Span, headers: &[(String, Bytes)]) {
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let _ = span.set_parent(cx);
 }

@@ -6,6 +6,7 @@
 #   services.sh fetch      [kafka|cassandra|jaeger|helm|cqlsh|all]
 #   services.sh start      [kafka|cassandra|jaeger|all]
 #   services.sh stop       [kafka|cassandra|jaeger|all]
+#   services.sh restart    [kafka|cassandra|jaeger|all]
 #   services.sh status
 #   services.sh env
 #   services.sh reset-data [kafka|cassandra|jaeger|all]
@@ -298,7 +299,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
-num.recovery.threads.per.data.dir=1
+num.recovery.threads.per.data.dir=2
 log.retention.hours=24
 log.segment.bytes=67108864
 log.retention.check.interval.ms=300000
@@ -338,7 +339,6 @@ kafka_check() {
 start_kafka() {
   local dir="$RUN/kafka" pid
   if pid="$(running_pid kafka)"; then log "kafka: already running (pid $pid)"; return; fi
-  fetch_kafka
   port_busy_check kafka "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
   kafka_write_config
   kafka_tool_log4j >/dev/null
@@ -476,8 +476,6 @@ cassandra_check() {
 start_cassandra() {
   local dir="$RUN/cassandra" pid jamm
   if pid="$(running_pid cassandra)"; then log "cassandra: already running (pid $pid)"; return; fi
-  fetch_cassandra
-  fetch_cqlsh
   port_busy_check cassandra "$CQL_PORT" "$CASSANDRA_STORAGE_PORT"
   cassandra_write_config
   jamm="$(ls "$CASSANDRA_HOME"/lib/jamm-*.jar 2>/dev/null | head -n1)"
@@ -564,7 +562,6 @@ jaeger_check() {
 start_jaeger() {
   local dir="$RUN/jaeger" pid
   if pid="$(running_pid jaeger)"; then log "jaeger: already running (pid $pid)"; return; fi
-  fetch_jaeger
   port_busy_check jaeger "$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$JAEGER_QUERY_PORT" \
     "$JAEGER_QUERY_GRPC_PORT" "$JAEGER_HEALTH_PORT"
   jaeger_write_config
@@ -622,29 +619,70 @@ services_of() { # expands "all" for the start/stop/reset family
   esac
 }
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The only caller of start_<service>.
+# Fetches one after the other (no parallel Maven/Go builds), then starts the
+# services side by side and waits for all of them; non-zero if any failed.
+# FERRY_SERVICES_SEQUENTIAL=1 starts them one after the other.
+start_many() {
+  local s rc=0 pids=()
+  for s in "$@"; do
+    case "$s" in
+      kafka) fetch_kafka ;;
+      cassandra) fetch_cassandra; fetch_cqlsh ;;
+      jaeger) fetch_jaeger ;;
+    esac
+  done
+  if [[ $# -le 1 || "${FERRY_SERVICES_SEQUENTIAL:-0}" == 1 ]]; then
+    for s in "$@"; do "start_$s"; done
+    return
+  fi
+  for s in "$@"; do
+    ("start_$s") &
+    pids+=("$!")
+  done
+  for s in "${pids[@]}"; do wait "$s" || rc=1; done
+  [[ $rc -eq 0 ]] || die "some services failed to start (see above)"
+}
+
+# Stops the given services side by side (each one TERM, then KILL after a grace period).
+stop_many() {
+  local s pids=()
+  if [[ $# -le 1 ]]; then
+    for s in "$@"; do stop_one "$s"; done
+    return
+  fi
+  for s in "$@"; do
+    (stop_one "$s") &
+    pids+=("$!")
+  done
+  for s in "${pids[@]}"; do wait "$s" || true; done
+}
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
 cmd="${1:-}"; shift || true
+case "$cmd" in
+  start | stop | restart | reset-data)
+    svcs="$(services_of "${1:-all}")"          # exits non-zero on an unknown name
+    read -r -a svcs <<<"$svcs"
+    rsvcs=(); for ((i = ${#svcs[@]} - 1; i >= 0; i--)); do rsvcs+=("${svcs[i]}"); done ;;
+esac
 case "$cmd" in
   fetch)
     case "${1:-all}" in
       all) fetch_kafka; fetch_cassandra; fetch_cqlsh; fetch_jaeger; fetch_helm ;;
       kafka | cassandra | jaeger | helm | cqlsh) "fetch_$1" ;;
-      *) die "unknown fetch target '$1'" ;;
+      *) die "unknown fetch target '$1' (kafka|cassandra|jaeger|helm|cqlsh|all)" ;;
     esac ;;
-  start) for s in $(services_of "${1:-all}"); do "start_$s"; done ;;
-  stop)
-    # stop in reverse start order
-    for s in $(services_of "${1:-all}" | tr ' ' '\n' | tac); do stop_one "$s"; done ;;
-  restart)
-    for s in $(services_of "${1:-all}" | tr ' ' '\n' | tac); do stop_one "$s"; done
-    for s in $(services_of "${1:-all}"); do "start_$s"; done ;;
+  start) start_many "${svcs[@]}" ;;
+  stop) stop_many "${rsvcs[@]}" ;;
+  restart) stop_many "${rsvcs[@]}"; start_many "${svcs[@]}" ;;
   status) status ;;
   env) print_env ;;
-  reset-data) for s in $(services_of "${1:-all}"); do reset_data "$s"; done ;;
+  reset-data) for s in "${svcs[@]}"; do reset_data "$s"; done ;;
   kafka-run) kafka_run "$@" ;;
   kafka-topics) kafka_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" "$@" ;;
-  cqlsh) fetch_cqlsh >/dev/null 2>&1 || fetch_cqlsh; exec "$VENV/bin/cqlsh" "$HOST" "$CQL_PORT" "$@" ;;
+  cqlsh) fetch_cqlsh >&2; exec "$VENV/bin/cqlsh" "$HOST" "$CQL_PORT" "$@" ;;
   -h | --help | help | "") usage ;;
   *) usage; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 //! Routes one request to its handler and turns the outcome into frames.
 
 use bytes::Bytes;
+use tracing::Instrument as _;
 use tokio::sync::mpsc;
 
 use super::registry::Outbound;
@@ -39,6 +40,19 @@ impl Reply {
 
 /// Handles one request; returns the frames for the caller, response first.
 pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
+    let span = tracing::info_span!(
+        "ws.request",
+        otel.name = %format!("ws {}", wire::event_name(req.event)),
+        event = wire::event_name(req.event),
+        req_id = %req.req_id,
+        user = %ctx.user,
+        platform = %ctx.platform,
+        code = tracing::field::Empty,
+    );
+    handle_in(ctx, req).instrument(span).await
+}
+
+async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
     let started = std::time::Instant::now();
     let name = wire::event_name(req.event);
     let outcome = match ActiveEvent::try_from(req.event) {
@@ -56,6 +70,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         Ok(reply) => {
             let code = "Success";
             metrics::counter!("ferry_requests_total", "event" => name, "code" => code).increment(1);
+            tracing::Span::current().record("code", code);
             let event = ActiveEvent::try_from(req.event).unwrap_or(ActiveEvent::SendMsgList);
             let mut frames = vec![wire::success(event, &req.req_id, reply.data)];
             if !reply.push.is_empty() {
@@ -65,9 +80,8 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         }
         Err(f) => {
             metrics::counter!("ferry_requests_total", "event" => name, "code" => f.code().as_str_name()).increment(1);
-            if matches!(f, Failure::Internal(_)) {
-                tracing::error!(event = name, req_id = %req.req_id, error = %f, "request failed");
-            }
+            tracing::Span::current().record("code", f.code().as_str_name());
+            tracing::debug!(event = name, req_id = %req.req_id, error = %f, "request failed");
             vec![wire::failure(req.event, &req.req_id, &f)]
         }
     }

@@ -19,7 +19,6 @@ pub(crate) mod close {
     pub(crate) const AUTH_FAILED: u16 = 3000;
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const GOING_AWAY: u16 = 1001;
-    pub(crate) const POLICY: u16 = 1008;
     pub(crate) const TOO_BIG: u16 = 1009;
     pub(crate) const RESTARTING: u16 = 1012;
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
@@ -123,15 +122,6 @@ impl Registry {
         self.users.read().unwrap().keys().cloned().collect()
     }
 
-    pub(crate) fn all(&self) -> Vec<Conn> {
-        self.users
-            .read()
-            .unwrap()
-            .values()
-            .flatten()
-            .cloned()
-            .collect()
-    }
 
     /// Queues `frame` on every socket of `user`; returns how many took it.
     pub(crate) fn deliver(&self, user: &str, frame: &Bytes) -> usize {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
+use tracing::Instrument as _;
 
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
@@ -101,6 +102,8 @@ pub(crate) async fn append(
     due: i64,
 ) -> Result<(), Failure> {
     let now = now_ms();
+    let span = tracing::info_span!("log.append", otel.name = "log append", records = batches.len(), delayed = due > 0);
+    let _guard = span.enter();
     let records: Vec<Outgoing> = batches
         .into_iter()
         .map(|(conv, msgs)| {
@@ -111,10 +114,15 @@ pub(crate) async fn append(
                 sequencer::batch_record(&app.topics, b)
             }
         })
+        .map(|mut o: Outgoing| {
+            crate::telemetry::inject(&mut o.headers);
+            o
+        })
         .collect();
+    drop(_guard);
     let started = std::time::Instant::now();
     let deadline = Duration::from_millis(app.cfg.log.append_timeout_ms);
-    let res = match tokio::time::timeout(deadline, app.log.append(records)).await {
+    let res = match tokio::time::timeout(deadline, app.log.append(records).instrument(span)).await {
         Ok(r) => r,
         Err(_) => Err(LogError::Timeout),
     };

@@ -17,9 +17,6 @@ pub(crate) enum Failure {
     /// Temporary: retry later (backend busy or down, rate limit).
     #[error("{0}")]
     Retry(String),
-    /// A bug or an unexpected backend answer.
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl Failure {
@@ -27,7 +24,6 @@ impl Failure {
         match self {
             Self::Request(_) => Code::RequestError,
             Self::Retry(_) => Code::RetryError,
-            Self::Internal(_) => Code::InternalError,
         }
     }
 }

@@ -144,8 +144,11 @@ impl DelayRole {
         batch: MessageBatch,
     ) -> anyhow::Result<()> {
         let late = now_ms() - batch.due_at_ms;
+        let span = tracing::info_span!("delay.forward", otel.name = "delay hop", from = %rec.topic, late_ms = late);
+        crate::telemetry::follow(&span, &rec.headers);
         let mut out = next_hop(&self.topics, &self.tiers, batch, now_ms());
         out.headers = rec.headers.clone();
+        span.in_scope(|| crate::telemetry::inject(&mut out.headers));
         let mut attempt = 0u32;
         while let Err(e) = self.log.append(vec![out.clone()]).await {
             attempt += 1;

@@ -35,7 +35,11 @@ impl Pusher {
                 rec = sub.next() => rec?,
             };
             match rec.value.as_deref().map(PushRecord::decode) {
-                Some(Ok(p)) => self.deliver(p),
+                Some(Ok(p)) => {
+                    let span = tracing::info_span!("push.deliver", otel.name = "push deliver", users = p.user_ids.len(), sockets = tracing::field::Empty);
+                    crate::telemetry::follow(&span, &rec.headers);
+                    span.in_scope(|| self.deliver(p));
+                }
                 _ => tracing::warn!(offset = rec.offset, "undecodable push record skipped"),
             }
             sub.commit(&rec)?;
@@ -65,9 +69,13 @@ impl Pusher {
             }
             None => return,
         };
+        let mut sockets = 0;
         for user in &p.user_ids {
+            let _socket = tracing::info_span!("push.socket", otel.name = "push socket", user = %user).entered();
             let n = self.registry.deliver(user, &frame);
+            sockets += n;
             metrics::counter!("ferry_pushes_delivered_total").increment(n as u64);
         }
+        tracing::Span::current().record("sockets", sockets);
     }
 }

@@ -27,12 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
+use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
 
 use super::router::{PushPayload, PushRouter};
 use crate::access;
 use crate::domain::{ConvId, Message, Seq, server_msg_id};
-use crate::msglog::{LogRecord, MsgLog, Outgoing, Subscription, Topics};
+use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
 use crate::proto::pb;
 use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
 use crate::store::{Claim, ConvState, Store, StoreError};
@@ -186,9 +187,17 @@ impl Sequencer {
             };
             // A store outage pauses consumption here and resumes without loss: the
             // record is retried until it is applied, and only then committed.
+            let span = tracing::info_span!(
+                "sequencer.record",
+                otel.name = "sequence",
+                partition = rec.partition,
+                offset = rec.offset,
+                conv = %String::from_utf8_lossy(&rec.key),
+            );
+            crate::telemetry::follow(&span, &rec.headers);
             let mut attempt = 0u32;
             loop {
-                match self.apply(&rec).await {
+                match self.apply(&rec).instrument(span.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
                         attempt += 1;
@@ -284,7 +293,11 @@ impl Sequencer {
         msgs: &[Message],
     ) -> Result<Pass, StoreError> {
         let conv_s = conv.to_string();
-        let state = self.store.conv_state(&conv_s).await?;
+        let state = self
+            .store
+            .conv_state(&conv_s)
+            .instrument(tracing::info_span!("store.read", otel.name = "store read", conv = %conv_s))
+            .await?;
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
         let ours = match &state {
             Some(s) if here(s) && s.claim.offset > rec.offset => return Ok(Pass::Done),
@@ -320,6 +333,7 @@ impl Sequencer {
             if !self
                 .store
                 .claim(&conv_s, state.as_ref().map(|s| s.max_seq), &next)
+                .instrument(tracing::info_span!("store.claim", otel.name = "store claim", conv = %conv_s, takes))
                 .await?
             {
                 return Ok(Pass::Lost);
@@ -334,11 +348,12 @@ impl Sequencer {
         } = stamp(conv, sender, rec.timestamp_ms, msgs, fates, base);
         // Originals are rewritten before the new messages: a redelivery finds the new
         // messages only once the originals are done.
+        let write = tracing::info_span!("store.write", otel.name = "store write", messages = stored.len() + originals.len());
         if !originals.is_empty() {
-            self.store.put_messages(&originals).await?;
+            self.store.put_messages(&originals).instrument(write.clone()).await?;
         }
         if !stored.is_empty() {
-            self.store.put_messages(&stored).await?;
+            self.store.put_messages(&stored).instrument(write).await?;
         }
         self.deliver(rec, conv, sender, &push, &echo).await;
         Ok(Pass::Done)
@@ -353,13 +368,20 @@ impl Sequencer {
         push: &[Message],
         echo: &[Message],
     ) {
-        let headers = rec.headers.clone();
+        let span = tracing::info_span!("push.route", otel.name = "push route", messages = push.len());
+        let _guard = span.enter();
+        // Pushes continue this record's trace under the routing span.
+        let mut headers = Vec::new();
+        crate::telemetry::inject(&mut headers);
+        drop(_guard);
+        let _ = rec;
         if !push.is_empty() {
             match access::recipients(self.store.as_ref(), conv).await {
                 Ok(users) => {
                     if let Err(e) = self
                         .router
                         .push(&users, PushPayload::Messages(push), &headers)
+                        .instrument(span.clone())
                         .await
                     {
                         metrics::counter!("ferry_pushes_dropped_total")

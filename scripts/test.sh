@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a laptop: installs the build
+# prerequisites, fetches and starts the real services (Apache Kafka, Apache
+# Cassandra, Jaeger; cached under ~/.cache/ferry), then runs every test against them.
+# Services this script started are stopped again at the end; ones already running
+# are left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for p in build-essential pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if ((${#need_apt[@]})); then
+  echo "installing ${need_apt[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+services=scripts/services/services.sh
+started=()
+for s in kafka cassandra jaeger; do
+  if ! bash "$services" status 2>/dev/null | grep -qE "^$s +running"; then
+    started+=("$s")
+  fi
+done
+if ((${#started[@]})); then
+  bash "$services" start "${started[@]}"
+  trap 'bash "$services" stop "${started[@]}" || true' EXIT
+fi
+eval "$(bash "$services" env)"
+
+# Kafka and Cassandra tests fail (they never skip) when these are unreachable.
+cargo test --all-targets --locked -- --test-threads "${FERRY_TEST_THREADS:-3}"
