@@ -40,9 +40,11 @@ pub(crate) fn ack(topics: &Topics, user: &str, conv: &str, notice_id: &str) -> O
 }
 
 /// Pending notices by user, then by (convId, noticeId).
+type Pending = HashMap<String, BTreeMap<(String, String), Notice>>;
+
 #[derive(Default)]
 pub(crate) struct NoticeBook {
-    pending: RwLock<HashMap<String, BTreeMap<(String, String), Notice>>>,
+    pending: RwLock<Pending>,
 }
 
 impl NoticeBook {

@@ -34,6 +34,7 @@ impl Pusher {
                 _ = cancel.cancelled() => break,
                 rec = sub.next() => rec?,
             };
+            metrics::counter!("ferry_push_records_total").increment(1);
             match rec.value.as_deref().map(PushRecord::decode) {
                 Some(Ok(p)) => {
                     let span = tracing::info_span!("push.deliver", otel.name = "push deliver", users = p.user_ids.len(), sockets = tracing::field::Empty);

@@ -1,0 +1,58 @@
+//! Two pods on Kafka + Cassandra: sender and recipient on different pods, pushes go
+//! only to the pods that hold the recipients, replacement and kicks cross pods.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_and_recipient_on_different_pods() {
+    let c = Cluster::new(Backend::Kafka, "");
+    let pa = c.start("pod-a");
+    let pb_ = c.start("pod-b");
+    let idle = c.start("pod-c");
+    let (a, b) = (unique("a"), unique("b"));
+    let conv = format!("single:{a}-{b}");
+    let mut a1 = pa.connect(&a).await;
+    let mut b1 = pb_.connect_device(&b, "android", "phone").await;
+    // Presence travels through Kafka: wait until pod-a routes to pod-b.
+    let mut delivered = false;
+    for i in 0..40 {
+        a1.send_text(&conv, &format!("probe {i}")).await.ok();
+        if b1.wait(Duration::from_millis(500), |p| p.event == 0).await.is_some() {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "no push crossed pods");
+    a1.send_text(&conv, "across pods").await.ok();
+    let got = b1.collect_messages(1, 10 * SEC).await;
+    assert!(got.iter().any(|m| text(m) == "across pods"));
+    // Every seq the recipient saw is stored, in order, on the other pod's view too.
+    let max: u64 = a1.conv_seq(&conv).await.max_seq.parse().unwrap();
+    let all = b1.sync(&conv, &(1..=max).collect::<Vec<_>>()).await;
+    assert_eq!(all.len() as u64, max);
+    assert!(all.windows(2).all(|w| w[0].seq.parse::<u64>().unwrap() + 1 == w[1].seq.parse::<u64>().unwrap()));
+
+    // The same device connecting on pod-a replaces the socket on pod-b.
+    let _b2 = pa.connect_device(&b, "android", "phone").await;
+    assert_eq!(b1.closed(15 * SEC).await, (1000, "duplicate connection".into()));
+
+    // A kick through pod-b's API closes the socket living on pod-a.
+    let mut a_web = pa.connect_device(&a, "web", "laptop").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s, body) = pb_.api(reqwest::Method::POST, &format!("/users/{a}/kick"), Some(serde_json::json!({"platform": "web"}))).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(a_web.closed(15 * SEC).await, (1001, "kick".into()));
+
+    // Pushes went to the pods holding the recipients, never to the idle pod.
+    let records = |f: &Ferry| {
+        let url = f.http("/metrics");
+        async move {
+            let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+            m.lines().find(|l| l.starts_with("ferry_push_records_total")).and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok()).unwrap_or(0.0)
+        }
+    };
+    assert!(records(&pb_).await > 0.0);
+    assert_eq!(records(&idle).await, 0.0, "the idle pod received pushes");
+}
