@@ -44,5 +44,7 @@ mod fault;
 mod messaging;
 mod multipod;
 mod notices;
+mod recovery;
 mod sessions;
 mod sync;
+mod tracing;
