@@ -57,6 +57,17 @@ enum Command {
     Client(crate::client::ClientCommand),
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Config,
+    /// Rebuild the store from the inbound topic (dry run unless --execute).
+    Replay(crate::recovery::ReplayArgs),
+    /// Create, describe and watch the lag of ferry's topics.
+    #[command(subcommand)]
+    Topics(crate::recovery::TopicsCommand),
+    /// Consumer group administration.
+    #[command(subcommand)]
+    Groups(crate::recovery::GroupsCommand),
+    /// Store inspection for recovery.
+    #[command(subcommand)]
+    Store(crate::recovery::StoreCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -154,6 +165,10 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
         }
+        Command::Replay(a) => crate::recovery::replay(a, &cfg).await,
+        Command::Topics(c) => crate::recovery::topics(c, &cfg).await,
+        Command::Groups(c) => crate::recovery::groups(c, &cfg).await,
+        Command::Store(c) => crate::recovery::store(c, &cfg).await,
     }
 }
 

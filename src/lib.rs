@@ -14,6 +14,7 @@
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
+//! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 
 mod access;
@@ -28,5 +29,6 @@ mod http;
 mod msglog;
 mod pipeline;
 mod proto;
+mod recovery;
 mod store;
 mod telemetry;

@@ -12,7 +12,9 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicSpec};
+use super::{
+    LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec, Watermarks,
+};
 use crate::domain::now_ms;
 use crate::proto::records::{Header, StoredRecord};
 
@@ -353,6 +355,149 @@ impl MsgLog for EmbeddedLog {
 
     async fn ping(&self) -> Result<(), LogError> {
         self.send(WriteOp::Flush).await
+    }
+
+    async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, LogError> {
+        let (low, high) = self.bounds(topic)?;
+        Ok(vec![Watermarks {
+            partition: 0,
+            low: low as i64,
+            high: high as i64,
+        }])
+    }
+
+    async fn offsets_for_time(
+        &self,
+        topic: &str,
+        ts_ms: i64,
+    ) -> Result<Vec<(i32, i64)>, LogError> {
+        let (low, high) = self.bounds(topic)?;
+        if let Some(eph) = self.inner.ephemeral.lock().unwrap().get(topic) {
+            let at = eph.records.iter().find(|r| r.timestamp_ms >= ts_ms);
+            return Ok(vec![(0, at.map_or(high as i64, |r| r.offset))]);
+        }
+        // Appends stamp the wall clock, which may step back: scan rather than bisect.
+        let rtx = self.inner.db.begin_read().map_err(unavailable)?;
+        let records = rtx.open_table(RECORDS).map_err(unavailable)?;
+        for row in records
+            .range((topic, low)..(topic, u64::MAX))
+            .map_err(unavailable)?
+        {
+            let (k, v) = row.map_err(unavailable)?;
+            let off = k.value().1;
+            if decode(topic, off, v.value()).is_some_and(|r| r.timestamp_ms >= ts_ms) {
+                return Ok(vec![(0, off as i64)]);
+            }
+        }
+        Ok(vec![(0, high as i64)])
+    }
+
+    async fn read_from(
+        &self,
+        topic: &str,
+        starts: &[(i32, i64)],
+    ) -> Result<Box<dyn Subscription>, LogError> {
+        self.bounds(topic)?;
+        let mut sub = self.subscription(None, &[], true)?;
+        // One partition: any start other than partition 0's is for nothing here.
+        if let Some((_, o)) = starts.iter().find(|(p, _)| *p == 0) {
+            sub.cursors.insert(topic.to_owned(), (*o).max(0) as u64);
+        }
+        Ok(Box::new(sub))
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<(i32, Option<i64>)>, LogError> {
+        self.bounds(topic)?;
+        let rtx = self.inner.db.begin_read().map_err(unavailable)?;
+        let offsets = rtx.open_table(OFFSETS).map_err(unavailable)?;
+        let at = offsets.get((group, topic)).map_err(unavailable)?;
+        Ok(vec![(0, at.map(|v| v.value() as i64))])
+    }
+
+    async fn set_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), LogError> {
+        // No live member can interfere: the file lock keeps every other process out
+        // while this one has the log open.
+        self.bounds(topic)?;
+        for (p, o) in offsets {
+            if *p != 0 {
+                return Err(LogError::UnknownTopic(format!("{topic} partition {p}")));
+            }
+            self.inner
+                .writer
+                .send(WriteOp::Commit {
+                    group: group.to_owned(),
+                    topic: topic.to_owned(),
+                    next: (*o).max(0) as u64,
+                })
+                .map_err(|_| LogError::Closed)?;
+        }
+        self.send(WriteOp::Flush).await
+    }
+
+    async fn describe(&self, topic: &str) -> Result<Option<TopicInfo>, LogError> {
+        let partitions = match self.watermarks(topic).await {
+            Ok(p) => p,
+            Err(LogError::UnknownTopic(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let policy = if self.is_ephemeral(topic) {
+            "in-memory (ephemeral)"
+        } else {
+            let rtx = self.inner.db.begin_read().map_err(unavailable)?;
+            let topics = rtx.open_table(TOPICS).map_err(unavailable)?;
+            match topics.get(topic).map_err(unavailable)?.map(|v| v.value()) {
+                Some(1) => "compact",
+                _ => "delete",
+            }
+        };
+        let mut configs = vec![("cleanup.policy".to_owned(), policy.to_owned())];
+        if policy == "delete" {
+            // The embedded log never expires records.
+            configs.push(("retention.ms".to_owned(), "-1".to_owned()));
+        }
+        Ok(Some(TopicInfo {
+            partitions,
+            replication: 1,
+            configs,
+        }))
+    }
+}
+
+impl EmbeddedLog {
+    /// The first kept and the next offset of a topic's only partition.
+    fn bounds(&self, topic: &str) -> Result<(u64, u64), LogError> {
+        if let Some(eph) = self.inner.ephemeral.lock().unwrap().get(topic) {
+            let low = eph.records.front().map_or(eph.next, |r| r.offset as u64);
+            return Ok((low, eph.next));
+        }
+        if !self.inner.durable_topics.lock().unwrap().contains(topic) {
+            return Err(LogError::UnknownTopic(topic.to_owned()));
+        }
+        let rtx = self.inner.db.begin_read().map_err(unavailable)?;
+        let next = rtx.open_table(NEXT).map_err(unavailable)?;
+        let high = next
+            .get(topic)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value());
+        let records = rtx.open_table(RECORDS).map_err(unavailable)?;
+        let low = match records
+            .range((topic, 0)..(topic, u64::MAX))
+            .map_err(unavailable)?
+            .next()
+        {
+            Some(row) => row.map_err(unavailable)?.0.value().1,
+            None => high,
+        };
+        Ok((low, high))
     }
 }
 

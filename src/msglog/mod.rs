@@ -72,10 +72,32 @@ impl Outgoing {
 pub(crate) enum Retention {
     /// Every record, for replay.
     Full,
+    /// Every record and never deleted: the inbound topic, the history `replay`
+    /// rebuilds the store from (a deleted prefix would lose the seqs it assigned).
+    Forever,
     /// The latest record per key; a tombstone removes the key.
     Compacted,
     /// Short-lived delivery (push topics): nothing worth keeping past a restart.
     Ephemeral,
+}
+
+/// The offsets of one partition now: `low` is the first record still kept, `high` the
+/// offset the next appended record will get (so `high - low` records are readable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watermarks {
+    pub(crate) partition: i32,
+    pub(crate) low: i64,
+    pub(crate) high: i64,
+}
+
+/// A topic as the backend knows it (`ferry topics describe`).
+#[derive(Clone, Debug)]
+pub(crate) struct TopicInfo {
+    pub(crate) partitions: Vec<Watermarks>,
+    /// Replicas per partition (1 on the embedded log).
+    pub(crate) replication: i32,
+    /// Settings that differ from the backend's defaults, or that ferry relies on.
+    pub(crate) configs: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +114,11 @@ pub(crate) enum LogError {
     Unavailable(String),
     #[error("log closed")]
     Closed,
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// The operation is unsafe now (e.g. resetting a group that has live members).
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[async_trait]
@@ -120,6 +147,40 @@ pub(crate) trait MsgLog: Send + Sync + 'static {
 
     /// Whether the backend answers now (readiness).
     async fn ping(&self) -> Result<(), LogError>;
+
+    /// Every partition's offsets now: where a bounded read (replay) stops.
+    async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, LogError>;
+
+    /// Per partition, the first offset whose record timestamp is at or after `ts_ms`
+    /// (the high watermark when there is none).
+    async fn offsets_for_time(&self, topic: &str, ts_ms: i64)
+    -> Result<Vec<(i32, i64)>, LogError>;
+
+    /// Reads `topic` from the given offset of each listed partition (other
+    /// partitions are not read) and follows it, outside any group: nothing is ever
+    /// committed, no group offset moves.
+    async fn read_from(
+        &self,
+        topic: &str,
+        starts: &[(i32, i64)],
+    ) -> Result<Box<dyn Subscription>, LogError>;
+
+    /// `group`'s committed offset (the next record it will read) per partition of
+    /// `topic`; None where it has committed nothing.
+    async fn committed(&self, group: &str, topic: &str)
+    -> Result<Vec<(i32, Option<i64>)>, LogError>;
+
+    /// Overwrites `group`'s committed offsets on `topic`. Refused while the group has
+    /// live members: they would overwrite it again with their own positions.
+    async fn set_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), LogError>;
+
+    /// The topic's partitions, replication and settings; None when it does not exist.
+    async fn describe(&self, topic: &str) -> Result<Option<TopicInfo>, LogError>;
 }
 
 #[async_trait]

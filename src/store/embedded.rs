@@ -265,4 +265,30 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|tx| tx.open_table(CONVS).map(|_| ()).map_err(unavailable))
     }
+    async fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(CONVS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(unavailable)? {
+                out.push(row.map_err(unavailable)?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+    }
+
+    async fn groups(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(MEMBERS).map_err(unavailable)?;
+            let mut out: Vec<String> = Vec::new();
+            for row in t.iter().map_err(unavailable)? {
+                let (k, _) = row.map_err(unavailable)?;
+                let g = k.value().0;
+                // Keys are sorted: a group's members are adjacent.
+                if out.last().map(String::as_str) != Some(g) {
+                    out.push(g.to_owned());
+                }
+            }
+            Ok(out)
+        })
+    }
 }

@@ -78,4 +78,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Every conversation that has a seq row (a full scan: for recovery tools).
+    async fn conversations(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every group that has at least one member (a full scan: for recovery tools).
+    async fn groups(&self) -> Result<Vec<String>, StoreError>;
 }

@@ -289,6 +289,8 @@ pub(crate) struct ScyllaStore {
 struct Inner {
     session: Session,
     st: Statements,
+    /// For the unprepared full scans of the recovery tools.
+    keyspace: String,
 }
 
 type ConvRow = (
@@ -305,7 +307,11 @@ impl ScyllaStore {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
         Ok(Self {
-            inner: Arc::new(Inner { session, st }),
+            inner: Arc::new(Inner {
+                session,
+                st,
+                keyspace: settings.keyspace.clone(),
+            }),
         })
     }
 
@@ -581,5 +587,39 @@ impl Store for ScyllaStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+    async fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        let cql = format!("SELECT conv_id FROM {}.conversations", self.inner.keyspace);
+        self.scan_strings(cql).await
+    }
+
+    async fn groups(&self) -> Result<Vec<String>, StoreError> {
+        let cql = format!(
+            "SELECT DISTINCT group_id FROM {}.group_members",
+            self.inner.keyspace
+        );
+        self.scan_strings(cql).await
+    }
+}
+
+impl ScyllaStore {
+    /// A paged full scan of one text column, for the recovery tools (not prepared
+    /// at connect: nothing on the serving path uses it).
+    async fn scan_strings(&self, cql: String) -> Result<Vec<String>, StoreError> {
+        let pager = self
+            .inner
+            .session
+            .query_iter(cql, ())
+            .await
+            .map_err(unavailable)?;
+        let rows: Vec<(String,)> = pager
+            .rows_stream()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<String> = rows.into_iter().map(|(s,)| s).collect();
+        out.sort();
+        Ok(out)
     }
 }
