@@ -215,6 +215,87 @@ pub(crate) async fn read_from_start_sees_values_and_tombstones(log: &dyn MsgLog)
     }
 }
 
+/// Bounded reads and offsets administration: watermarks, offsets by time, reading
+/// from given offsets, a group's committed offsets, describe.
+pub(crate) async fn offsets_and_bounded_reads(log: &dyn MsgLog) {
+    let t = topic(log, Retention::Forever).await;
+    let marks = log.watermarks(&t).await.unwrap();
+    assert!(marks.iter().all(|m| m.low == 0 && m.high == 0), "{marks:?}");
+    log.append(
+        (0..6)
+            .map(|i| Outgoing::new(&t, "k", format!("a{i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mid = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    log.append(
+        (0..4)
+            .map(|i| Outgoing::new(&t, "k", format!("b{i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let marks = log.watermarks(&t).await.unwrap();
+    let p = marks
+        .iter()
+        .find(|m| m.high > 0)
+        .expect("one key, one partition");
+    assert_eq!((p.low, p.high), (0, 10));
+    assert_eq!(marks.iter().map(|m| m.high).sum::<i64>(), 10);
+
+    let at = log.offsets_for_time(&t, mid).await.unwrap();
+    assert_eq!(at.iter().find(|(q, _)| *q == p.partition).unwrap().1, 6);
+    let at = log.offsets_for_time(&t, 0).await.unwrap();
+    assert_eq!(at.iter().find(|(q, _)| *q == p.partition).unwrap().1, 0);
+    let at = log.offsets_for_time(&t, now_ms() + 60_000).await.unwrap();
+    assert_eq!(at.iter().find(|(q, _)| *q == p.partition).unwrap().1, 10);
+
+    let mut sub = log.read_from(&t, &[(p.partition, 7)]).await.unwrap();
+    let r = next(&mut sub).await;
+    assert_eq!((r.offset, r.value.as_deref()), (7, Some(&b"b1"[..])));
+
+    let group = format!("g-{}", suffix());
+    let none = log.committed(&group, &t).await.unwrap();
+    assert!(none.iter().all(|(_, c)| c.is_none()), "{none:?}");
+    log.set_committed(&group, &t, &[(p.partition, 4)])
+        .await
+        .unwrap();
+    let got = log.committed(&group, &t).await.unwrap();
+    assert_eq!(
+        got.iter().find(|(q, _)| *q == p.partition).unwrap().1,
+        Some(4)
+    );
+    // A group member resumes where the offsets were set.
+    let mut member = log
+        .subscribe(&group, std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut member).await.offset, 4);
+
+    let info = log.describe(&t).await.unwrap().expect("exists");
+    assert_eq!(info.partitions.len(), marks.len());
+    assert!(
+        info.configs
+            .iter()
+            .any(|(k, v)| k == "retention.ms" && v == "-1"),
+        "{:?}",
+        info.configs
+    );
+    assert!(
+        log.describe(&format!("missing-{}", suffix()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        log.watermarks(&format!("missing-{}", suffix())).await,
+        Err(crate::msglog::LogError::UnknownTopic(_))
+    ));
+}
+
 // ---- Kafka ----
 
 #[tokio::test]
@@ -276,6 +357,11 @@ async fn kafka_pause_and_resume() {
 }
 
 #[tokio::test]
+async fn kafka_offsets_and_bounded_reads() {
+    offsets_and_bounded_reads(&kafka()).await;
+}
+
+#[tokio::test]
 async fn kafka_read_from_start() {
     read_from_start_sees_values_and_tombstones(&kafka()).await;
 }
@@ -310,4 +396,10 @@ async fn embedded_pause_and_resume() {
 async fn embedded_read_from_start() {
     let (_d, log) = embedded();
     read_from_start_sees_values_and_tombstones(&log).await;
+}
+
+#[tokio::test]
+async fn embedded_offsets_and_bounded_reads() {
+    let (_d, log) = embedded();
+    offsets_and_bounded_reads(&log).await;
 }

@@ -198,6 +198,12 @@ impl Report {
         );
         let _ = writeln!(
             o,
+            "took {:.1}s in all ({:.0} records/s end to end)",
+            self.total_time.as_secs_f64(),
+            self.records_read as f64 / self.total_time.as_secs_f64().max(1e-6)
+        );
+        let _ = writeln!(
+            o,
             "result: records={} window={} written={} missing={} conflicts={} present={} rows_set={} rows_same={} rows_ahead={} rows_lost={} members_changed={} members_same={} undecodable={} invalid_conv={}",
             self.records_read,
             self.records_in_window,
