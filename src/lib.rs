@@ -29,6 +29,8 @@ mod http;
 mod msglog;
 mod pipeline;
 mod proto;
+#[cfg(test)]
+mod proto_vectors;
 mod recovery;
 mod store;
 mod telemetry;

@@ -23,7 +23,8 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// Logs go to stderr; stdout is for what a command prints (addresses, tokens).
 /// Must run inside the tokio runtime when OTLP is on (the exporter uses it).
 pub(crate) fn init(cfg: &TelemetryConfig, pod: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match cfg.log_format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
@@ -31,25 +32,42 @@ pub(crate) fn init(cfg: &TelemetryConfig, pod: &str) -> anyhow::Result<()> {
     };
     let otel = match &cfg.otlp_endpoint {
         Some(endpoint) => {
-            opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(cfg.service_name.clone())
-                .with_attribute(opentelemetry::KeyValue::new("service.instance.id", pod.to_owned()))
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.instance.id",
+                    pod.to_owned(),
+                ))
                 .build();
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    cfg.sample_ratio,
+                ))))
                 .with_resource(resource)
                 .build();
             let tracer = provider.tracer("ferry");
             let _ = PROVIDER.set(provider);
             // Spans only for ferry's own work: the drivers' internals stay out of traces.
-            Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new("ferry=info")))
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(EnvFilter::new("ferry=info")),
+            )
         }
         None => None,
     };
-    let _ = tracing_subscriber::registry().with(filter.and_then(fmt)).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter.and_then(fmt))
+        .with(otel)
+        .try_init();
     Ok(())
 }
 
@@ -61,8 +79,14 @@ pub(crate) fn shutdown() {
 }
 
 pub(crate) fn init_metrics() -> Option<PrometheusHandle> {
-    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-    PrometheusBuilder::new().set_buckets(&buckets).ok()?.install_recorder().ok()
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .ok()?
+        .install_recorder()
+        .ok()
 }
 
 struct HeaderInjector<'a>(&'a mut Vec<(String, Bytes)>);
@@ -78,7 +102,10 @@ struct HeaderExtractor<'a>(&'a [(String, Bytes)]);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(k, _)| k.as_str()).collect()
@@ -88,11 +115,14 @@ impl Extractor for HeaderExtractor<'_> {
 /// Writes the current span's context into record headers.
 pub(crate) fn inject(headers: &mut Vec<(String, Bytes)>) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
 }
 
 /// Makes `span` a child of the context carried in record headers.
 pub(crate) fn follow(span: &tracing::Span, headers: &[(String, Bytes)]) {
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let _ = span.set_parent(cx);
 }

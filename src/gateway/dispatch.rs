@@ -1,8 +1,8 @@
 //! Routes one request to its handler and turns the outcome into frames.
 
 use bytes::Bytes;
-use tracing::Instrument as _;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::registry::Outbound;
 use super::wire::{self, Failure};

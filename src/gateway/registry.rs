@@ -122,7 +122,6 @@ impl Registry {
         self.users.read().unwrap().keys().cloned().collect()
     }
 
-
     /// Queues `frame` on every socket of `user`; returns how many took it.
     pub(crate) fn deliver(&self, user: &str, frame: &Bytes) -> usize {
         let mut delivered = 0;

@@ -102,7 +102,12 @@ pub(crate) async fn append(
     due: i64,
 ) -> Result<(), Failure> {
     let now = now_ms();
-    let span = tracing::info_span!("log.append", otel.name = "log append", records = batches.len(), delayed = due > 0);
+    let span = tracing::info_span!(
+        "log.append",
+        otel.name = "log append",
+        records = batches.len(),
+        delayed = due > 0
+    );
     let _guard = span.enter();
     let records: Vec<Outgoing> = batches
         .into_iter()

@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec, Watermarks,
+    LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec,
+    Watermarks,
 };
 use crate::domain::now_ms;
 use crate::proto::records::{Header, StoredRecord};
@@ -366,11 +366,7 @@ impl MsgLog for EmbeddedLog {
         }])
     }
 
-    async fn offsets_for_time(
-        &self,
-        topic: &str,
-        ts_ms: i64,
-    ) -> Result<Vec<(i32, i64)>, LogError> {
+    async fn offsets_for_time(&self, topic: &str, ts_ms: i64) -> Result<Vec<(i32, i64)>, LogError> {
         let (low, high) = self.bounds(topic)?;
         if let Some(eph) = self.inner.ephemeral.lock().unwrap().get(topic) {
             let at = eph.records.iter().find(|r| r.timestamp_ms >= ts_ms);

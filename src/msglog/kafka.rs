@@ -31,7 +31,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec, Watermarks,
+    LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec,
+    Watermarks,
 };
 use crate::domain::now_ms;
 
@@ -119,7 +120,8 @@ impl KafkaLog {
         })
     }
 
-    /// Partitions currently assigned to this process's group consumers (readiness).
+    /// Partitions currently assigned to this process's group consumers.
+    #[cfg(test)]
     pub(crate) fn assigned_partitions(&self) -> usize {
         let mut groups = self.inner.groups.lock().unwrap();
         groups.retain(|g| g.strong_count() > 0);
@@ -300,9 +302,7 @@ struct Plain(BaseConsumer<DefaultConsumerContext>);
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
 ) -> Result<T, LogError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(unavailable)?
+    tokio::task::spawn_blocking(f).await.map_err(unavailable)?
 }
 
 impl KafkaSettings {
@@ -460,6 +460,15 @@ impl MsgLog for KafkaLog {
         self.settle(name, |p| p.is_none()).await
     }
 
+    fn groups_joined(&self) -> bool {
+        let mut groups = self.inner.groups.lock().unwrap();
+        groups.retain(|g| g.strong_count() > 0);
+        groups
+            .iter()
+            .filter_map(Weak::upgrade)
+            .all(|g| *g.changes.borrow() > 0)
+    }
+
     async fn ping(&self) -> Result<(), LogError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -484,10 +493,9 @@ impl MsgLog for KafkaLog {
         blocking(move || {
             (0..n)
                 .map(|p| {
-                    let (low, high) = c
-                        .0
-                        .fetch_watermarks(&topic, p, ADMIN_TIMEOUT)
-                        .map_err(unavailable)?;
+                    let (low, high) =
+                        c.0.fetch_watermarks(&topic, p, ADMIN_TIMEOUT)
+                            .map_err(unavailable)?;
                     Ok(Watermarks {
                         partition: p,
                         low,
@@ -499,11 +507,7 @@ impl MsgLog for KafkaLog {
         .await
     }
 
-    async fn offsets_for_time(
-        &self,
-        topic: &str,
-        ts_ms: i64,
-    ) -> Result<Vec<(i32, i64)>, LogError> {
+    async fn offsets_for_time(&self, topic: &str, ts_ms: i64) -> Result<Vec<(i32, i64)>, LogError> {
         let marks = self.watermarks(topic).await?;
         let c = self.plain_consumer(&self.private_group())?;
         let topic = topic.to_owned();
@@ -513,10 +517,9 @@ impl MsgLog for KafkaLog {
                 tpl.add_partition_offset(&topic, m.partition, Offset::Offset(ts_ms))
                     .map_err(unavailable)?;
             }
-            let found = c
-                .0
-                .offsets_for_times(tpl, ADMIN_TIMEOUT)
-                .map_err(unavailable)?;
+            let found =
+                c.0.offsets_for_times(tpl, ADMIN_TIMEOUT)
+                    .map_err(unavailable)?;
             marks
                 .iter()
                 .map(|m| {
@@ -588,10 +591,9 @@ impl MsgLog for KafkaLog {
             for p in 0..n {
                 tpl.add_partition(&topic, p);
             }
-            let got = c
-                .0
-                .committed_offsets(tpl, ADMIN_TIMEOUT)
-                .map_err(unavailable)?;
+            let got =
+                c.0.committed_offsets(tpl, ADMIN_TIMEOUT)
+                    .map_err(unavailable)?;
             Ok((0..n)
                 .map(|p| {
                     let o = got.find_partition(&topic, p).map(|e| e.offset());
@@ -616,10 +618,9 @@ impl MsgLog for KafkaLog {
         blocking(move || {
             // A live member keeps committing its own positions (and the broker only
             // takes commits from outside the group while it is empty).
-            let list = c
-                .0
-                .fetch_group_list(Some(&group), ADMIN_TIMEOUT)
-                .map_err(unavailable)?;
+            let list =
+                c.0.fetch_group_list(Some(&group), ADMIN_TIMEOUT)
+                    .map_err(unavailable)?;
             if let Some(g) = list.groups().iter().find(|g| g.name() == group)
                 && !g.members().is_empty()
             {
@@ -797,15 +798,6 @@ pub(crate) struct KafkaSubscription {
 }
 
 impl KafkaSubscription {
-    pub(crate) fn assigned_partitions(&self) -> usize {
-        self.consumer.context().assigned.lock().unwrap().len()
-    }
-
-    /// A receiver that changes after every assignment or revocation.
-    pub(crate) fn assignment_changes(&self) -> watch::Receiver<u64> {
-        self.consumer.context().changes.subscribe()
-    }
-
     fn one(topic: &str, partition: i32) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);

@@ -27,6 +27,7 @@ pub(crate) struct LogRecord {
 }
 
 impl LogRecord {
+    #[cfg(test)]
     pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
@@ -148,13 +149,17 @@ pub(crate) trait MsgLog: Send + Sync + 'static {
     /// Whether the backend answers now (readiness).
     async fn ping(&self) -> Result<(), LogError>;
 
+    /// Whether every consumer group this process joined has had its first
+    /// assignment (readiness: a pod is not ready while its consumers are joining).
+    fn groups_joined(&self) -> bool {
+        true
+    }
     /// Every partition's offsets now: where a bounded read (replay) stops.
     async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, LogError>;
 
     /// Per partition, the first offset whose record timestamp is at or after `ts_ms`
     /// (the high watermark when there is none).
-    async fn offsets_for_time(&self, topic: &str, ts_ms: i64)
-    -> Result<Vec<(i32, i64)>, LogError>;
+    async fn offsets_for_time(&self, topic: &str, ts_ms: i64) -> Result<Vec<(i32, i64)>, LogError>;
 
     /// Reads `topic` from the given offset of each listed partition (other
     /// partitions are not read) and follows it, outside any group: nothing is ever
@@ -167,8 +172,11 @@ pub(crate) trait MsgLog: Send + Sync + 'static {
 
     /// `group`'s committed offset (the next record it will read) per partition of
     /// `topic`; None where it has committed nothing.
-    async fn committed(&self, group: &str, topic: &str)
-    -> Result<Vec<(i32, Option<i64>)>, LogError>;
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<(i32, Option<i64>)>, LogError>;
 
     /// Overwrites `group`'s committed offsets on `topic`. Refused while the group has
     /// live members: they would overwrite it again with their own positions.
@@ -202,4 +210,5 @@ pub(crate) trait Subscription: Send {
 }
 
 /// W3C trace context header carried on every record.
+#[cfg(test)]
 pub(crate) const TRACEPARENT: &str = "traceparent";

@@ -37,7 +37,12 @@ impl Pusher {
             metrics::counter!("ferry_push_records_total").increment(1);
             match rec.value.as_deref().map(PushRecord::decode) {
                 Some(Ok(p)) => {
-                    let span = tracing::info_span!("push.deliver", otel.name = "push deliver", users = p.user_ids.len(), sockets = tracing::field::Empty);
+                    let span = tracing::info_span!(
+                        "push.deliver",
+                        otel.name = "push deliver",
+                        users = p.user_ids.len(),
+                        sockets = tracing::field::Empty
+                    );
                     crate::telemetry::follow(&span, &rec.headers);
                     span.in_scope(|| self.deliver(p));
                 }
@@ -72,7 +77,9 @@ impl Pusher {
         };
         let mut sockets = 0;
         for user in &p.user_ids {
-            let _socket = tracing::info_span!("push.socket", otel.name = "push socket", user = %user).entered();
+            let _socket =
+                tracing::info_span!("push.socket", otel.name = "push socket", user = %user)
+                    .entered();
             let n = self.registry.deliver(user, &frame);
             sockets += n;
             metrics::counter!("ferry_pushes_delivered_total").increment(n as u64);

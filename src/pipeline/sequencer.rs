@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::router::{PushPayload, PushRouter};
 use crate::access;
@@ -348,9 +348,16 @@ impl Sequencer {
         } = stamp(conv, sender, rec.timestamp_ms, msgs, fates, base);
         // Originals are rewritten before the new messages: a redelivery finds the new
         // messages only once the originals are done.
-        let write = tracing::info_span!("store.write", otel.name = "store write", messages = stored.len() + originals.len());
+        let write = tracing::info_span!(
+            "store.write",
+            otel.name = "store write",
+            messages = stored.len() + originals.len()
+        );
         if !originals.is_empty() {
-            self.store.put_messages(&originals).instrument(write.clone()).await?;
+            self.store
+                .put_messages(&originals)
+                .instrument(write.clone())
+                .await?;
         }
         if !stored.is_empty() {
             self.store.put_messages(&stored).instrument(write).await?;
@@ -368,7 +375,11 @@ impl Sequencer {
         push: &[Message],
         echo: &[Message],
     ) {
-        let span = tracing::info_span!("push.route", otel.name = "push route", messages = push.len());
+        let span = tracing::info_span!(
+            "push.route",
+            otel.name = "push route",
+            messages = push.len()
+        );
         let _guard = span.enter();
         // Pushes continue this record's trace under the routing span.
         let mut headers = Vec::new();

@@ -1,6 +1,5 @@
 //! The server API, health, readiness and metrics.
 
-use crate::on_both;
 use crate::support::*;
 
 async fn api_sends_as_user_and_system(b: Backend) {
@@ -46,26 +45,49 @@ async fn health_readiness_and_metrics(b: Backend) {
     let f = c.start("pod-a");
     let get = |p: &str| reqwest::get(f.http(p));
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
-    let ready = eventually(20 * SEC, || async {
+    eventually(20 * SEC, || async {
         (get("/readyz").await.ok()?.status().as_u16() == 200).then_some(())
     })
     .await;
-    let _ = ready;
     let (a, bo) = (unique("a"), unique("b"));
+    let conv = format!("single:{a}-{bo}");
     let mut a1 = f.connect(&a).await;
-    a1.send_text(&format!("single:{a}-{bo}"), "count me")
-        .await
-        .ok();
-    a1.messages(10 * SEC).await;
-    let m = get("/metrics").await.unwrap().text().await.unwrap();
-    for needle in [
-        "ferry_requests_total{event=\"SendMsgList\",code=\"Success\"}",
-        "ferry_seqs_assigned_total",
-        "ferry_pushes_delivered_total",
-        "ferry_connections{platform=\"ios\"}",
-        "ferry_request_seconds_bucket",
-    ] {
-        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+    let mut b1 = f.connect_device(&bo, "android", "p").await;
+    for i in 0..3 {
+        a1.send_text(&conv, &format!("count me {i}")).await.ok();
     }
+    b1.collect_messages(3, 10 * SEC).await;
+    a1.collect_messages(3, 10 * SEC).await;
+    let bad = a1.send_text("dm:nope", "x").await;
+    assert_ne!(bad.code, 0);
+    let m = get("/metrics").await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {series} missing:\n{m}"))
+    };
+    assert_eq!(
+        value("ferry_requests_total{event=\"SendMsgList\",code=\"Success\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("ferry_requests_total{event=\"SendMsgList\",code=\"RequestError\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("ferry_request_errors_total{code=\"RequestError\"}"),
+        1.0
+    );
+    assert_eq!(value("ferry_seqs_assigned_total"), 3.0);
+    // Three messages to two sockets (the sender's own device gets the echo).
+    assert_eq!(value("ferry_pushes_delivered_total"), 6.0);
+    assert_eq!(value("ferry_connections{platform=\"ios\"}"), 1.0);
+    assert_eq!(value("ferry_connections{platform=\"android\"}"), 1.0);
+    assert_eq!(
+        value("ferry_request_seconds_count{event=\"SendMsgList\"}"),
+        4.0
+    );
+    assert!(value("ferry_log_append_seconds_count") >= 3.0);
 }
 on_both!(health_readiness_and_metrics);

@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use crate::on_both;
 use crate::support::*;
 
 async fn delayed_messages_arrive_on_time(b: Backend) {

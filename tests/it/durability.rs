@@ -1,6 +1,5 @@
 //! Restart durability: stop ferry, start a new one on the same data, everything is there.
 
-use crate::on_both;
 use crate::support::*;
 
 async fn everything_survives_a_restart(b: Backend) {

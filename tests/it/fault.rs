@@ -23,20 +23,48 @@ fn sequencer(c: &Cluster, name: &str) -> Ferry {
 }
 
 fn cassandra_pid() -> String {
-    let out = Command::new("pgrep").args(["-f", "org.apache.cassandra.service.CassandraDaemon"]).output().unwrap();
-    let pid = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_owned();
-    assert!(!pid.is_empty(), "no Cassandra process found (start it with scripts/services/services.sh start cassandra)");
+    let out = Command::new("pgrep")
+        .args(["-f", "org.apache.cassandra.service.CassandraDaemon"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert!(
+        !pid.is_empty(),
+        "no Cassandra process found (start it with scripts/services/services.sh start cassandra)"
+    );
     pid
 }
 
 fn signal(pid: &str, sig: &str) {
-    assert!(Command::new("kill").args([sig, pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
-async fn load(gw: String, sender: String, peers: Vec<String>, acked: Acked, stop: Instant) -> usize {
+async fn load(
+    gw: String,
+    sender: String,
+    peers: Vec<String>,
+    acked: Acked,
+    stop: Instant,
+) -> usize {
     let mut client = match connect_url(&format!(
         "{gw}?{}",
-        query(&[("token", &token(&sender)), ("userId", &sender), ("platform", "ios"), ("deviceId", "load")])
+        query(&[
+            ("token", &token(&sender)),
+            ("userId", &sender),
+            ("platform", "ios"),
+            ("deviceId", "load")
+        ])
     ))
     .await
     {
@@ -48,8 +76,14 @@ async fn load(gw: String, sender: String, peers: Vec<String>, acked: Acked, stop
     let mut i = 0usize;
     while Instant::now() < stop {
         let peer = &peers[i % peers.len()];
-        let conv = if sender < *peer { format!("single:{sender}-{peer}") } else { format!("single:{peer}-{sender}") };
-        let batch: Vec<pb::MsgData> = (0..1 + i % 3).map(|k| msg(&sender, &conv, &format!("{sender} {i} {k}"))).collect();
+        let conv = if sender < *peer {
+            format!("single:{sender}-{peer}")
+        } else {
+            format!("single:{peer}-{sender}")
+        };
+        let batch: Vec<pb::MsgData> = (0..1 + i % 3)
+            .map(|k| msg(&sender, &conv, &format!("{sender} {i} {k}")))
+            .collect();
         let ids: Vec<String> = batch.iter().map(|m| m.client_msg_id.clone()).collect();
         let r = client.send_msgs(batch, None).await;
         if r.code == 0 {
@@ -64,7 +98,10 @@ async fn load(gw: String, sender: String, peers: Vec<String>, acked: Acked, stop
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
     let c = Cluster::new(Backend::Kafka, "[log]\nappend_timeout_ms = 3000\n");
-    let gw = c.start_with("gw", &["--role", "gateway", "--role", "pusher", "--role", "delay"]);
+    let gw = c.start_with(
+        "gw",
+        &["--role", "gateway", "--role", "pusher", "--role", "delay"],
+    );
     let s1 = sequencer(&c, "seq-1");
     let s2 = sequencer(&c, "seq-2");
     let acked: Acked = Arc::default();
@@ -73,7 +110,13 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
     let peers: Vec<String> = (0..PEERS).map(|p| format!("{run}p{p}")).collect();
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
-        tasks.push(tokio::spawn(load(gw.ws_url(), format!("{run}s{s}"), peers.clone(), acked.clone(), stop)));
+        tasks.push(tokio::spawn(load(
+            gw.ws_url(),
+            format!("{run}s{s}"),
+            peers.clone(),
+            acked.clone(),
+            stop,
+        )));
     }
 
     // Chaos while the load runs.
@@ -96,16 +139,27 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
     for t in tasks {
         total += t.await.unwrap();
     }
-    assert!(total > 1000, "load too small to mean anything: {total} acked");
+    assert!(
+        total > 1000,
+        "load too small to mean anything: {total} acked"
+    );
     let acked = acked.lock().unwrap().clone();
 
     // Check every conversation through the protocol, as the sender sees it.
     let mut reader: HashMap<String, Client> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     for (conv, ids) in &acked {
-        let owner = conv.trim_start_matches("single:").split('-').find(|u| u.contains(&format!("{run}s"))).unwrap().to_owned();
+        let owner = conv
+            .trim_start_matches("single:")
+            .split('-')
+            .find(|u| u.contains(&format!("{run}s")))
+            .unwrap()
+            .to_owned();
         if !reader.contains_key(&owner) {
-            reader.insert(owner.clone(), gw.connect_device(&owner, "web", "checker").await);
+            reader.insert(
+                owner.clone(),
+                gw.connect_device(&owner, "web", "checker").await,
+            );
         }
         let cl = reader.get_mut(&owner).unwrap();
         // All acked messages eventually sequenced (more may exist: appends that were
@@ -115,7 +169,11 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
             if m as usize >= ids.len() {
                 break m;
             }
-            assert!(Instant::now() < deadline, "{conv}: {m} sequenced of {} acked", ids.len());
+            assert!(
+                Instant::now() < deadline,
+                "{conv}: {m} sequenced of {} acked",
+                ids.len()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         let mut stored = Vec::new();
@@ -125,15 +183,27 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
         }
         let got: Vec<u64> = stored.iter().map(|m| m.seq.parse().unwrap()).collect();
         assert_eq!(got, seqs, "{conv}: seqs are not exactly 1..={max}");
-        assert!(stored.iter().all(|m| !m.client_msg_id.is_empty() && !m.content.is_empty()), "{conv}: a gap (placeholder) in 1..={max}");
+        assert!(
+            stored
+                .iter()
+                .all(|m| !m.client_msg_id.is_empty() && !m.content.is_empty()),
+            "{conv}: a gap (placeholder) in 1..={max}"
+        );
         let mut seen = HashSet::new();
         for m in &stored {
-            assert!(seen.insert(m.client_msg_id.clone()), "{conv}: {} stored twice", m.client_msg_id);
+            assert!(
+                seen.insert(m.client_msg_id.clone()),
+                "{conv}: {} stored twice",
+                m.client_msg_id
+            );
         }
         for id in ids {
             assert!(seen.contains(id), "{conv}: acked message {id} lost");
         }
     }
-    eprintln!("fault test: {total} acked messages over {} conversations verified", acked.len());
+    eprintln!(
+        "fault test: {total} acked messages over {} conversations verified",
+        acked.len()
+    );
     drop((s1b, s3, s4));
 }

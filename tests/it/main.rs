@@ -2,6 +2,9 @@
 //! with a real WebSocket client. Scenarios written once run on both backends:
 //! embedded, and Kafka + a CQL database (started by `scripts/services/services.sh`).
 
+// A test binary: `pub` items are for its own modules.
+#![allow(unreachable_pub)]
+
 mod proto;
 mod support;
 
@@ -20,20 +23,6 @@ macro_rules! on_both {
         }
     };
 }
-
-/// Runs scenario `$f(backend)` on the embedded backend only.
-macro_rules! embedded_only {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$name(crate::support::Backend::Embedded).await
-            }
-        }
-    };
-}
-
-pub(crate) use {embedded_only, on_both};
 
 mod api;
 mod auth;

@@ -2,7 +2,6 @@
 
 use prost::Message as _;
 
-use crate::on_both;
 use crate::proto::pb;
 use crate::support::*;
 

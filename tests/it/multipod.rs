@@ -19,7 +19,11 @@ async fn sender_and_recipient_on_different_pods() {
     let mut delivered = false;
     for i in 0..40 {
         a1.send_text(&conv, &format!("probe {i}")).await.ok();
-        if b1.wait(Duration::from_millis(500), |p| p.event == 0).await.is_some() {
+        if b1
+            .wait(Duration::from_millis(500), |p| p.event == 0)
+            .await
+            .is_some()
+        {
             delivered = true;
             break;
         }
@@ -32,16 +36,28 @@ async fn sender_and_recipient_on_different_pods() {
     let max: u64 = a1.conv_seq(&conv).await.max_seq.parse().unwrap();
     let all = b1.sync(&conv, &(1..=max).collect::<Vec<_>>()).await;
     assert_eq!(all.len() as u64, max);
-    assert!(all.windows(2).all(|w| w[0].seq.parse::<u64>().unwrap() + 1 == w[1].seq.parse::<u64>().unwrap()));
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].seq.parse::<u64>().unwrap() + 1 == w[1].seq.parse::<u64>().unwrap())
+    );
 
     // The same device connecting on pod-a replaces the socket on pod-b.
     let _b2 = pa.connect_device(&b, "android", "phone").await;
-    assert_eq!(b1.closed(15 * SEC).await, (1000, "duplicate connection".into()));
+    assert_eq!(
+        b1.closed(15 * SEC).await,
+        (1000, "duplicate connection".into())
+    );
 
     // A kick through pod-b's API closes the socket living on pod-a.
     let mut a_web = pa.connect_device(&a, "web", "laptop").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s, body) = pb_.api(reqwest::Method::POST, &format!("/users/{a}/kick"), Some(serde_json::json!({"platform": "web"}))).await;
+    let (s, body) = pb_
+        .api(
+            reqwest::Method::POST,
+            &format!("/users/{a}/kick"),
+            Some(serde_json::json!({"platform": "web"})),
+        )
+        .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(a_web.closed(15 * SEC).await, (1001, "kick".into()));
 
@@ -50,7 +66,10 @@ async fn sender_and_recipient_on_different_pods() {
         let url = f.http("/metrics");
         async move {
             let m = reqwest::get(url).await.unwrap().text().await.unwrap();
-            m.lines().find(|l| l.starts_with("ferry_push_records_total")).and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok()).unwrap_or(0.0)
+            m.lines()
+                .find(|l| l.starts_with("ferry_push_records_total"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
         }
     };
     assert!(records(&pb_).await > 0.0);

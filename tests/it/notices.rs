@@ -3,8 +3,6 @@
 use prost::Message as _;
 use serde_json::json;
 
-use crate::on_both;
-
 use crate::proto::pb;
 use crate::support::*;
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::on_both;
 use crate::support::*;
 
 async fn same_device_replaces_and_policy_kicks(b: Backend) {

@@ -2,7 +2,7 @@
 //! WebSocket client speaking protobuf.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -296,7 +296,7 @@ pub struct Client {
 
 /// What a connection attempt ended with.
 pub enum Connect {
-    Connected(Client),
+    Connected(Box<Client>),
     Closed(u16, String),
 }
 
@@ -310,12 +310,12 @@ pub async fn connect_url(url: &str) -> Connect {
     {
         Some(Ok(WsMessage::Text(t))) => {
             assert_eq!(t.as_str(), "connected");
-            Connect::Connected(Client {
+            Connect::Connected(Box::new(Client {
                 ws,
                 user: String::new(),
                 backlog: Vec::new(),
                 next_req: 0,
-            })
+            }))
         }
         Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => {
             Connect::Closed(code.into(), reason.to_string())
@@ -360,7 +360,7 @@ impl Ferry {
         match connect_url(&format!("{}?{q}", self.ws_url())).await {
             Connect::Connected(mut c) => {
                 c.user = user.to_owned();
-                c
+                *c
             }
             Connect::Closed(code, reason) => panic!("connect refused: {code} {reason}"),
         }
@@ -614,8 +614,4 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
