@@ -263,6 +263,15 @@ pub(crate) async fn start(
         };
         spawn_role("delay", Box::pin(d.run(roles_stop.clone())));
     }
+    if roles.contains(&Role::Sequencer) || roles.contains(&Role::Delay) {
+        let l = crate::pipeline::lag::LagRole {
+            log: log.clone(),
+            topics: topics.clone(),
+            tiers: cfg.pipeline.delay_tiers_secs.clone(),
+            every: Duration::from_secs(15),
+        };
+        spawn_role("lag", Box::pin(l.run(roles_stop.clone())));
+    }
     if roles.contains(&Role::Pusher) {
         let p = Pusher {
             log: log.clone(),

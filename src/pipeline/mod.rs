@@ -3,6 +3,7 @@
 //! the presence view and router that send pushes only to the pods that need them.
 
 pub(crate) mod delay;
+pub(crate) mod lag;
 pub(crate) mod notices;
 pub(crate) mod presence;
 pub(crate) mod pusher;

@@ -86,33 +86,26 @@ pub(crate) async fn lag(
         let mut total = 0i64;
         let mut body = String::new();
         for t in topics {
-            let marks = match log.watermarks(t).await {
-                Ok(m) => m,
+            let parts = match crate::pipeline::lag::lag(log, group, t).await {
+                Ok(p) => p,
                 Err(LogError::UnknownTopic(_)) => {
                     let _ = writeln!(body, "  {t}: missing");
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let committed = log.committed(group, t).await?;
-            for m in &marks {
-                let c = committed
-                    .iter()
-                    .find(|(p, _)| *p == m.partition)
-                    .and_then(|(_, c)| *c);
-                // Nothing committed: the group starts at the beginning.
-                let lag = m.high - c.unwrap_or(m.low).max(m.low);
-                total += lag.max(0);
-                if m.high == m.low && c.is_none() {
+            for p in &parts {
+                total += p.lag;
+                if p.end == p.low && p.committed.is_none() {
                     continue;
                 }
                 let _ = writeln!(
                     body,
                     "  {t} partition {}: committed={} end={} lag={}",
-                    m.partition,
-                    c.map_or("-".to_owned(), |c| c.to_string()),
-                    m.high,
-                    lag.max(0)
+                    p.partition,
+                    p.committed.map_or("-".to_owned(), |c| c.to_string()),
+                    p.end,
+                    p.lag
                 );
             }
         }
