@@ -1,6 +1,6 @@
 //! Recovery and administration commands: `replay` (rebuild the store from the
 //! inbound topic), `topics create|describe|lag`, `groups reset` and
-//! `store checksum`. The operator's guide is docs/recovery.md.
+//! `store checksum`. The operator's guide is the recovery runbook in README.md.
 
 mod admin;
 mod checksum;
