@@ -16,6 +16,8 @@ if ((${#need_apt[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+bash scripts/toolchain.sh
+
 services=scripts/services/services.sh
 started=()
 for s in kafka cassandra jaeger; do
