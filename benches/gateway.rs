@@ -1,7 +1,7 @@
 //! ferry's benchmark program (not a test): starts the release binary, drives it with
 //! real WebSocket clients and prints numbers, appending them to BENCHMARKS.md.
 //!
-//!   cargo bench --bench gateway -- latency [--kafka] [--pairs N] [--messages M]
+//!   cargo bench --bench gateway -- latency [--kafka] [--pairs N] [--messages M] [--rate R]
 //!   cargo bench --bench gateway -- idle [--conns N]
 //!
 //! `--kafka` runs against Kafka + Cassandra from FERRY_TEST_KAFKA / FERRY_TEST_CQL.
@@ -160,7 +160,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Pairs of users; each sender sends `messages` one after the other (awaiting each
 /// Success) while its peer measures SendMsgList -> push.
-async fn latency(kafka: bool, pairs: usize, messages: usize) {
+/// With `rate` > 0 each sender paces itself to `rate` messages per second.
+async fn latency(kafka: bool, pairs: usize, messages: usize, rate: usize) {
     let server = start(kafka);
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let samples: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -195,7 +196,12 @@ async fn latency(kafka: bool, pairs: usize, messages: usize) {
         let sent = sent.clone();
         senders.push(tokio::spawn(async move {
             let conv = format!("single:{b}-{a}");
+            let start = Instant::now();
             for i in 0..messages {
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let id = format!("{a}-{i}");
                 let m = pb::MsgData {
                     client_msg_id: id.clone(),
@@ -256,7 +262,12 @@ async fn latency(kafka: bool, pairs: usize, messages: usize) {
         "embedded"
     };
     report(&format!(
-        "| latency | {backend} | {pairs} pairs x {messages} msgs | {} delivered | {:.0} msg/s | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms |",
+        "| latency | {backend} | {pairs} pairs x {messages} msgs at {} | {} delivered | {:.0} msg/s | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms |",
+        if rate > 0 {
+            format!("{rate}/s each")
+        } else {
+            "full speed".to_owned()
+        },
         s.len(),
         s.len() as f64 / elapsed,
         pct(&s, 0.5),
@@ -301,6 +312,7 @@ fn main() {
             kafka,
             arg(&args, "--pairs", 20),
             arg(&args, "--messages", 200),
+            arg(&args, "--rate", 0),
         ));
     } else {
         eprintln!(

@@ -38,6 +38,11 @@ use crate::proto::pb;
 use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
 use crate::store::{Claim, ConvState, Store, StoreError};
 
+/// Offsets are committed at most this long after their record was applied…
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+/// …or after this many records, whichever comes first.
+const CHECKPOINT_RECORDS: usize = 1000;
+
 pub(crate) struct Sequencer {
     pub(crate) log: Arc<dyn MsgLog>,
     pub(crate) store: Arc<dyn Store>,
@@ -180,9 +185,21 @@ impl Sequencer {
             .log
             .subscribe(&self.topics.group("sequencer"), &[self.topics.inbound()])
             .await?;
+        // Applied, not yet committed: the latest record per partition, and since when.
+        let mut pending: HashMap<(String, i32), LogRecord> = HashMap::new();
+        let mut since: Option<tokio::time::Instant> = None;
+        let mut applied = 0usize;
         loop {
+            let due = since.map(|t| t + CHECKPOINT_EVERY);
             let rec = tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if !self.checkpoint(&mut *sub, &mut pending, &cancel).await? {
+                        break;
+                    }
+                    (since, applied) = (None, 0);
+                    continue;
+                }
                 rec = sub.next() => rec?,
             };
             // A store outage pauses consumption here and resumes without loss: the
@@ -204,16 +221,56 @@ impl Sequencer {
                         metrics::counter!("ferry_sequencer_retries_total").increment(1);
                         tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
                         tokio::select! {
-                            _ = cancel.cancelled() => { sub.flush_commits().await?; return Ok(()) }
+                            _ = cancel.cancelled() => {
+                                self.checkpoint(&mut *sub, &mut pending, &cancel).await?;
+                                sub.flush_commits().await?;
+                                return Ok(());
+                            }
                             _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
                         }
                     }
                 }
             }
-            sub.commit(&rec)?;
+            pending.insert((rec.topic.clone(), rec.partition), rec);
+            since.get_or_insert_with(tokio::time::Instant::now);
+            applied += 1;
+            if applied >= CHECKPOINT_RECORDS {
+                if !self.checkpoint(&mut *sub, &mut pending, &cancel).await? {
+                    break;
+                }
+                (since, applied) = (None, 0);
+            }
         }
+        self.checkpoint(&mut *sub, &mut pending, &cancel).await?;
         sub.flush_commits().await?;
         Ok(())
+    }
+
+    /// Makes the applied writes durable, then commits their offsets: commit after the
+    /// write. False when cancelled while the store was unreachable (nothing committed;
+    /// the records are read again after a restart).
+    async fn checkpoint(
+        &self,
+        sub: &mut dyn crate::msglog::Subscription,
+        pending: &mut HashMap<(String, i32), LogRecord>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        let mut attempt = 0u32;
+        while let Err(e) = self.store.flush().await {
+            attempt += 1;
+            tracing::warn!(error = %e, attempt, "store flush failed; retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
+            }
+        }
+        for (_, rec) in pending.drain() {
+            sub.commit(&rec)?;
+        }
+        Ok(true)
     }
 
     async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {

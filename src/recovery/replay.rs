@@ -515,6 +515,9 @@ async fn apply(
             }
         }
     }
+    if opts.execute {
+        store.flush().await?;
+    }
     if opts.progress && n > 0 {
         eprintln!("\rreplay: compared {n}/{n} conversations   ");
     }

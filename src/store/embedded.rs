@@ -66,14 +66,18 @@ impl EmbeddedStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    /// Runs a write transaction off the async runtime (commits fsync).
+    /// Runs a write transaction off the async runtime. It commits without fsync:
+    /// `flush` makes it durable (the sequencer flushes before committing offsets, so a
+    /// crash loses only writes whose records will be read again).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write().map_err(unavailable)?;
+            let mut tx = db.begin_write().map_err(unavailable)?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(unavailable)?;
             let out = f(&tx)?;
             tx.commit().map_err(unavailable)?;
             Ok(out)
@@ -260,6 +264,17 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            // An empty fsync'd commit persists every earlier non-durable one.
+            let tx = db.begin_write().map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -79,6 +79,13 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Makes every write that has returned durable. The sequencer calls it before it
+    /// commits offsets, so a committed offset never points past a lost write.
+    /// Backends whose writes are durable when they return need not override it.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Every conversation that has a seq row (a full scan: for recovery tools).
     async fn conversations(&self) -> Result<Vec<String>, StoreError>;
 

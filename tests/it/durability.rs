@@ -50,3 +50,47 @@ async fn everything_survives_a_restart(b: Backend) {
     assert_eq!(b1.messages(10 * SEC).await[0].seq, "7");
 }
 on_both!(everything_survives_a_restart);
+
+async fn acked_messages_survive_kill_9(b: Backend) {
+    let c = Cluster::new(b, "");
+    let f = c.start("pod-a");
+    let (a, bo) = (unique("a"), unique("b"));
+    let conv = format!("single:{a}-{bo}");
+    let mut a1 = f.connect(&a).await;
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let m = msg(&a, &conv, &format!("k{i}"));
+        let id = m.client_msg_id.clone();
+        if a1.send_msgs(vec![m], None).await.code == 0 {
+            acked.push(id);
+        }
+    }
+    // No drain, no flush: the process dies mid-stream.
+    f.kill9();
+    let f = c.start("pod-a");
+    let mut b1 = f.connect(&bo).await;
+    let deadline = std::time::Instant::now() + 30 * SEC;
+    let max = loop {
+        let m: u64 = b1.conv_seq(&conv).await.max_seq.parse().unwrap();
+        if m >= acked.len() as u64 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{m} of {} acked messages sequenced",
+            acked.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let stored = b1.sync(&conv, &(1..=max).collect::<Vec<_>>()).await;
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq.parse().unwrap()).collect();
+    assert_eq!(seqs, (1..=max).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<_> =
+        stored.iter().map(|m| m.client_msg_id.clone()).collect();
+    assert_eq!(ids.len() as u64, max, "a message stored twice");
+    assert!(
+        acked.iter().all(|id| ids.contains(id)),
+        "an acked message was lost"
+    );
+}
+on_both!(acked_messages_survive_kill_9);
