@@ -20,8 +20,9 @@ bash scripts/toolchain.sh
 
 services=scripts/services/services.sh
 started=()
+status=$(bash "$services" status 2>/dev/null || true)
 for s in kafka cassandra jaeger; do
-  if ! bash "$services" status 2>/dev/null | grep -qE "^$s +running"; then
+  if ! grep -qE "^$s +running" <<<"$status"; then
     started+=("$s")
   fi
 done

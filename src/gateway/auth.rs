@@ -321,6 +321,112 @@ mod tests {
         );
     }
 
+    /// Writes a fresh key pair with openssl: (private PEM path, public PEM path).
+    fn keypair(dir: &std::path::Path, kind: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (private, public) = (
+            dir.join(format!("{kind}.key")),
+            dir.join(format!("{kind}.pub")),
+        );
+        let genpkey: &[&str] = if kind == "rsa" {
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ]
+        } else {
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ]
+        };
+        let ok = std::process::Command::new("openssl")
+            .args(genpkey)
+            .arg("-out")
+            .arg(&private)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let ok = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        (private, public)
+    }
+
+    #[test]
+    fn rs256_and_es256_public_keys_from_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, alg) in [("rsa", "RS256"), ("ec", "ES256")] {
+            let (private, public) = keypair(dir.path(), kind);
+            let signer = AuthConfig {
+                signing_key_file: Some(private),
+                ..AuthConfig::default()
+            };
+            let verifier = AuthConfig {
+                public_key_file: Some(public),
+                ..AuthConfig::default()
+            };
+            let a = Authenticator::new(&verifier, None).unwrap();
+            let t = mint(&signer, None, "alice", 60, &[]).unwrap();
+            assert_eq!(
+                jsonwebtoken::decode_header(&t).unwrap().alg,
+                alg.parse().unwrap()
+            );
+            assert_eq!(a.verify(&t, "alice", "ios", "d"), Ok(()), "{alg}");
+            // A token signed with the shared-secret algorithm is refused (no alg confusion).
+            let hs = mint(&cfg(), None, "alice", 60, &[]).unwrap();
+            assert_eq!(
+                a.verify(&hs, "alice", "ios", "d"),
+                Err(AuthFailure::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn jwks_keys_are_chosen_by_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, _) = keypair(dir.path(), "ec");
+        let pem = std::fs::read(&private).unwrap();
+        let enc = EncodingKey::from_ec_pem(&pem).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks,
+            serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap(),
+        )
+        .unwrap();
+        let a = Authenticator::new(
+            &AuthConfig {
+                jwks_file: Some(jwks),
+                ..AuthConfig::default()
+            },
+            None,
+        )
+        .unwrap();
+        let claims =
+            serde_json::json!({ "sub": "alice", "exp": crate::domain::now_ms() / 1000 + 60 });
+        let sign = |kid: &str| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(kid.into());
+            jsonwebtoken::encode(&h, &claims, &enc).unwrap()
+        };
+        assert_eq!(a.verify(&sign("k1"), "alice", "ios", "d"), Ok(()));
+        assert_eq!(
+            a.verify(&sign("k2"), "alice", "ios", "d"),
+            Err(AuthFailure::UnknownKey)
+        );
+    }
+
     #[test]
     fn the_token_is_redacted() {
         assert_eq!(

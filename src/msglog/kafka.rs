@@ -149,6 +149,14 @@ impl KafkaLog {
                     // the revocation hook below runs for exactly the moved ones.
                     ("partition.assignment.strategy", "cooperative-sticky"),
                     ("auto.commit.interval.ms", "1000"),
+                    // Push latency: the broker answers a fetch within this even when
+                    // fewer than fetch.min.bytes are waiting (librdkafka's 500 ms
+                    // default shows up as p99 push latency).
+                    ("fetch.wait.max.ms", "20"),
+                    // A crashed member's partitions move after this long (librdkafka's
+                    // 45 s default would stall its conversations that long).
+                    ("session.timeout.ms", "10000"),
+                    ("heartbeat.interval.ms", "2000"),
                 ],
                 &[
                     ("group.id", group),
@@ -400,18 +408,13 @@ impl MsgLog for KafkaLog {
             .partitions_of(topic)
             .await?
             .ok_or_else(|| LogError::Unavailable(format!("unknown topic {topic}")))?;
-        // A group id nobody else uses; with `assign` (not `subscribe`) and no commits
-        // it never becomes a group on the broker.
-        let group = format!(
-            "{}read-{}",
-            self.inner.settings.topic_prefix,
-            uuid::Uuid::new_v4()
-        );
+        let group = self.private_group();
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
             .client_config(
-                &[],
+                // Presence and notices followers: new records matter within ms.
+                &[("fetch.wait.max.ms", "20")],
                 &[
                     ("group.id", &group),
                     ("enable.auto.commit", "false"),

@@ -24,7 +24,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,79 @@ use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
 use crate::proto::pb;
 use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
 use crate::store::{Claim, ConvState, Store, StoreError};
+
+/// Conversations sequenced concurrently by one process; a conversation always maps to
+/// the same lane, so its records are applied in log order.
+const LANES: usize = 32;
+/// Records queued per lane before reading the log waits.
+const LANE_QUEUE: usize = 64;
+
+fn lane_of(key: &[u8]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % LANES as u64) as usize
+}
+
+/// Which offsets are safe to commit, per partition: records are started in log order
+/// and finish in any order, so everything below the oldest unfinished one is applied.
+#[derive(Default)]
+struct Progress {
+    partitions: HashMap<(String, i32), PartitionProgress>,
+    done_since_checkpoint: usize,
+}
+
+#[derive(Default)]
+struct PartitionProgress {
+    in_flight: std::collections::BTreeSet<i64>,
+    done_max: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl Progress {
+    fn start(&mut self, rec: &LogRecord) {
+        let p = self
+            .partitions
+            .entry((rec.topic.clone(), rec.partition))
+            .or_default();
+        p.in_flight.insert(rec.offset);
+    }
+
+    fn done(&mut self, topic: String, partition: i32, offset: i64) {
+        let p = self.partitions.entry((topic, partition)).or_default();
+        p.in_flight.remove(&offset);
+        p.done_max = p.done_max.max(Some(offset));
+        self.done_since_checkpoint += 1;
+    }
+
+    /// The last applied record of each partition that can be committed now.
+    fn committable(&mut self) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for ((topic, partition), p) in &mut self.partitions {
+            // Committing offset o means "resume at o + 1".
+            let safe = match p.in_flight.first() {
+                Some(oldest) if *oldest > 0 => Some(oldest - 1),
+                Some(_) => None,
+                None => p.done_max,
+            };
+            if let Some(offset) = safe
+                && Some(offset) > p.committed
+            {
+                p.committed = Some(offset);
+                out.push(LogRecord {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset,
+                    key: bytes::Bytes::new(),
+                    value: None,
+                    timestamp_ms: 0,
+                    headers: Vec::new(),
+                });
+            }
+        }
+        out
+    }
+}
 
 /// Offsets are committed at most this long after their record was applied…
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
@@ -181,29 +256,80 @@ enum Pass {
 
 impl Sequencer {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut sub = self
+        let this = Arc::new(self);
+        let mut sub = this
             .log
-            .subscribe(&self.topics.group("sequencer"), &[self.topics.inbound()])
+            .subscribe(&this.topics.group("sequencer"), &[this.topics.inbound()])
             .await?;
-        // Applied, not yet committed: the latest record per partition, and since when.
-        let mut pending: HashMap<(String, i32), LogRecord> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64)>();
+        let mut lanes = Vec::with_capacity(LANES);
+        let mut workers = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (tx, rx) = mpsc::channel::<LogRecord>(LANE_QUEUE);
+            workers.push(tokio::spawn(this.clone().lane(
+                rx,
+                done_tx.clone(),
+                cancel.clone(),
+            )));
+            lanes.push(tx);
+        }
+        drop(done_tx);
+        let mut progress = Progress::default();
         let mut since: Option<tokio::time::Instant> = None;
-        let mut applied = 0usize;
         loop {
             let due = since.map(|t| t + CHECKPOINT_EVERY);
-            let rec = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                    if !self.checkpoint(&mut *sub, &mut pending, &cancel).await? {
+                    if !this.checkpoint(&mut *sub, &mut progress, &cancel).await? {
                         break;
                     }
-                    (since, applied) = (None, 0);
-                    continue;
+                    since = None;
                 }
-                rec = sub.next() => rec?,
-            };
-            // A store outage pauses consumption here and resumes without loss: the
-            // record is retried until it is applied, and only then committed.
+                Some((topic, partition, offset)) = done_rx.recv() => {
+                    progress.done(topic, partition, offset);
+                    since.get_or_insert_with(tokio::time::Instant::now);
+                    if progress.done_since_checkpoint >= CHECKPOINT_RECORDS {
+                        if !this.checkpoint(&mut *sub, &mut progress, &cancel).await? {
+                            break;
+                        }
+                        since = None;
+                    }
+                }
+                rec = sub.next() => {
+                    let rec = rec?;
+                    progress.start(&rec);
+                    // One conversation, one lane: its records stay in order.
+                    let lane = lane_of(&rec.key);
+                    if lanes[lane].send(rec).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Lanes finish the record in hand (or give up on cancel); what they finished is
+        // committed, what was still queued is read again by the next owner.
+        drop(lanes);
+        for w in workers {
+            let _ = w.await;
+        }
+        while let Ok((topic, partition, offset)) = done_rx.try_recv() {
+            progress.done(topic, partition, offset);
+        }
+        this.checkpoint(&mut *sub, &mut progress, &cancel).await?;
+        sub.flush_commits().await?;
+        Ok(())
+    }
+
+    /// Applies one lane's records in order, each retried until it is applied (a store
+    /// outage pauses the lane and resumes without loss), and reports each as done.
+    async fn lane(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<LogRecord>,
+        done: mpsc::UnboundedSender<(String, i32, i64)>,
+        cancel: CancellationToken,
+    ) {
+        while let Some(rec) = rx.recv().await {
             let span = tracing::info_span!(
                 "sequencer.record",
                 otel.name = "sequence",
@@ -221,41 +347,27 @@ impl Sequencer {
                         metrics::counter!("ferry_sequencer_retries_total").increment(1);
                         tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
                         tokio::select! {
-                            _ = cancel.cancelled() => {
-                                self.checkpoint(&mut *sub, &mut pending, &cancel).await?;
-                                sub.flush_commits().await?;
-                                return Ok(());
-                            }
+                            _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
                         }
                     }
                 }
             }
-            pending.insert((rec.topic.clone(), rec.partition), rec);
-            since.get_or_insert_with(tokio::time::Instant::now);
-            applied += 1;
-            if applied >= CHECKPOINT_RECORDS {
-                if !self.checkpoint(&mut *sub, &mut pending, &cancel).await? {
-                    break;
-                }
-                (since, applied) = (None, 0);
-            }
+            let _ = done.send((rec.topic, rec.partition, rec.offset));
         }
-        self.checkpoint(&mut *sub, &mut pending, &cancel).await?;
-        sub.flush_commits().await?;
-        Ok(())
     }
 
-    /// Makes the applied writes durable, then commits their offsets: commit after the
-    /// write. False when cancelled while the store was unreachable (nothing committed;
-    /// the records are read again after a restart).
+    /// Makes the applied writes durable, then commits every partition up to the last
+    /// record below which everything is applied: commit after the write. False when
+    /// cancelled while the store was unreachable (nothing committed; the records are
+    /// read again after a restart).
     async fn checkpoint(
         &self,
         sub: &mut dyn crate::msglog::Subscription,
-        pending: &mut HashMap<(String, i32), LogRecord>,
+        progress: &mut Progress,
         cancel: &CancellationToken,
     ) -> anyhow::Result<bool> {
-        if pending.is_empty() {
+        if progress.done_since_checkpoint == 0 {
             return Ok(true);
         }
         let mut attempt = 0u32;
@@ -267,9 +379,10 @@ impl Sequencer {
                 _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
             }
         }
-        for (_, rec) in pending.drain() {
+        for rec in progress.committable() {
             sub.commit(&rec)?;
         }
+        progress.done_since_checkpoint = 0;
         Ok(true)
     }
 
@@ -520,6 +633,43 @@ mod tests {
             options: MsgOptions::stored(),
             ..Message::default()
         }
+    }
+
+    fn rec(offset: i64) -> LogRecord {
+        LogRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: bytes::Bytes::new(),
+            value: None,
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn commits_stop_below_the_oldest_unfinished_record() {
+        let mut p = Progress::default();
+        for o in 10..15 {
+            p.start(&rec(o));
+        }
+        p.done("t".into(), 0, 12);
+        p.done("t".into(), 0, 13);
+        // 10 and 11 are still running: resume at 10.
+        assert_eq!(
+            p.committable().iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [9]
+        );
+        p.done("t".into(), 0, 10);
+        p.done("t".into(), 0, 11);
+        assert_eq!(
+            p.committable()[0].offset,
+            13,
+            "resume at 14, the one still running"
+        );
+        p.done("t".into(), 0, 14);
+        assert_eq!(p.committable()[0].offset, 14);
+        assert!(p.committable().is_empty(), "nothing new to commit");
     }
 
     #[test]

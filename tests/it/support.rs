@@ -84,7 +84,7 @@ impl Cluster {
         let backend = match self.backend {
             Backend::Embedded => String::new(),
             Backend::Kafka => format!(
-                "[log]\nkind = \"kafka\"\n[store]\nkind = \"scylla\"\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\npartitions = 4\n[scylla]\nnodes = [\"{}\"]\nkeyspace = \"{}\"\n",
+                "[log]\nkind = \"kafka\"\n[store]\nkind = \"scylla\"\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\npartitions = 2\n[scylla]\nnodes = [\"{}\"]\nkeyspace = \"{}\"\n",
                 kafka_addr(),
                 self.prefix,
                 cql_addr(),
