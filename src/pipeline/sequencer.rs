@@ -470,7 +470,10 @@ impl Sequencer {
             .await?;
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
         let ours = match &state {
-            Some(s) if here(s) && s.claim.offset > rec.offset => return Ok(Pass::Done),
+            Some(s) if here(s) && s.claim.offset > rec.offset => {
+                tracing::debug!(conv = %conv_s, offset = rec.offset, claimed_by = s.claim.offset, "already sequenced; skipped");
+                return Ok(Pass::Done);
+            }
             Some(s) if here(s) && s.claim.offset == rec.offset => {
                 Some((s.claim.first_seq, s.max_seq))
             }
@@ -506,8 +509,10 @@ impl Sequencer {
                 .instrument(tracing::info_span!("store.claim", otel.name = "store claim", conv = %conv_s, takes))
                 .await?
             {
+                tracing::debug!(conv = %conv_s, offset = rec.offset, "claim lost; rereading");
                 return Ok(Pass::Lost);
             }
+            tracing::debug!(conv = %conv_s, partition = rec.partition, offset = rec.offset, first = base, last = base + takes - 1, "claimed");
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
         }
         let Stamped {
@@ -531,6 +536,7 @@ impl Sequencer {
         }
         if !stored.is_empty() {
             self.store.put_messages(&stored).instrument(write).await?;
+            tracing::debug!(conv = %conv_s, offset = rec.offset, first = base, redo = ours.is_some(), n = stored.len(), "written");
         }
         self.deliver(rec, conv, sender, &push, &echo).await;
         Ok(Pass::Done)
