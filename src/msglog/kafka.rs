@@ -801,6 +801,28 @@ pub(crate) struct KafkaSubscription {
 }
 
 impl KafkaSubscription {
+    /// Records the caller's wish (re-applied after rebalances) and applies it to the
+    /// partition now if this consumer holds it.
+    fn set_paused(&self, topic: &str, partition: i32, paused: bool) -> Result<(), LogError> {
+        let ctx = self.consumer.context();
+        let key = (topic.to_owned(), partition);
+        if paused {
+            ctx.paused.lock().unwrap().insert(key.clone());
+        } else {
+            ctx.paused.lock().unwrap().remove(&key);
+        }
+        if ctx.assigned.lock().unwrap().contains(&key) {
+            let one = Self::one(topic, partition);
+            let r = if paused {
+                self.consumer.pause(&one)
+            } else {
+                self.consumer.resume(&one)
+            };
+            r.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     fn one(topic: &str, partition: i32) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
@@ -876,41 +898,11 @@ impl Subscription for KafkaSubscription {
     }
 
     fn pause(&mut self, topic: &str, partition: i32) -> Result<(), LogError> {
-        let ctx = self.consumer.context();
-        ctx.paused
-            .lock()
-            .unwrap()
-            .insert((topic.to_owned(), partition));
-        if ctx
-            .assigned
-            .lock()
-            .unwrap()
-            .contains(&(topic.to_owned(), partition))
-        {
-            self.consumer
-                .pause(&Self::one(topic, partition))
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        self.set_paused(topic, partition, true)
     }
 
     fn resume(&mut self, topic: &str, partition: i32) -> Result<(), LogError> {
-        let ctx = self.consumer.context();
-        ctx.paused
-            .lock()
-            .unwrap()
-            .remove(&(topic.to_owned(), partition));
-        if ctx
-            .assigned
-            .lock()
-            .unwrap()
-            .contains(&(topic.to_owned(), partition))
-        {
-            self.consumer
-                .resume(&Self::one(topic, partition))
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        self.set_paused(topic, partition, false)
     }
 
     async fn flush_commits(&mut self) -> Result<(), LogError> {

@@ -69,11 +69,16 @@ async fn acked_messages_survive_kill_9(b: Backend) {
     f.kill9();
     let f = c.start("pod-a");
     let mut b1 = f.connect(&bo).await;
+    // Claimed seqs are written right after: poll until the conversation settles.
     let deadline = std::time::Instant::now() + 60 * SEC;
-    let max = loop {
+    let (max, stored) = loop {
         let m: u64 = b1.conv_seq(&conv).await.max_seq.parse().unwrap();
         if m >= acked.len() as u64 {
-            break m;
+            let stored = b1.sync(&conv, &(1..=m).collect::<Vec<_>>()).await;
+            let settled = stored.iter().all(|x| !x.client_msg_id.is_empty());
+            if settled || std::time::Instant::now() >= deadline {
+                break (m, stored);
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -82,7 +87,6 @@ async fn acked_messages_survive_kill_9(b: Backend) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let stored = b1.sync(&conv, &(1..=max).collect::<Vec<_>>()).await;
     let seqs: Vec<u64> = stored.iter().map(|m| m.seq.parse().unwrap()).collect();
     assert_eq!(seqs, (1..=max).collect::<Vec<_>>());
     let ids: std::collections::HashSet<_> =

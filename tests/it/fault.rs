@@ -162,12 +162,24 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
             );
         }
         let cl = reader.get_mut(&owner).unwrap();
-        // All acked messages eventually sequenced (more may exist: appends that were
-        // durable but answered RetryError).
-        let max = loop {
+        // All acked messages are eventually sequenced and written (more may exist:
+        // appends that were durable but answered RetryError). A seq is claimed before
+        // its message is written, so a read can briefly see a claimed seq whose write
+        // is still being retried: poll until the conversation settles, then judge.
+        let (max, stored) = loop {
             let m: u64 = cl.conv_seq(conv).await.max_seq.parse().unwrap();
+            let mut stored = Vec::new();
             if m as usize >= ids.len() {
-                break m;
+                let seqs: Vec<u64> = (1..=m).collect();
+                for chunk in seqs.chunks(1000) {
+                    stored.extend(cl.sync(conv, chunk).await);
+                }
+                let settled = stored
+                    .iter()
+                    .all(|x| !x.client_msg_id.is_empty() && !x.content.is_empty());
+                if settled || Instant::now() >= deadline {
+                    break (m, stored);
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -176,11 +188,7 @@ async fn sequencers_killed_rebalanced_and_store_frozen_lose_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        let mut stored = Vec::new();
         let seqs: Vec<u64> = (1..=max).collect();
-        for chunk in seqs.chunks(1000) {
-            stored.extend(cl.sync(conv, chunk).await);
-        }
         let got: Vec<u64> = stored.iter().map(|m| m.seq.parse().unwrap()).collect();
         assert_eq!(got, seqs, "{conv}: seqs are not exactly 1..={max}");
         let gaps: Vec<&str> = stored
