@@ -26,9 +26,15 @@ for s in kafka cassandra jaeger; do
     started+=("$s")
   fi
 done
-if ((${#started[@]})); then
-  bash "$services" start "${started[@]}"
-  trap 'bash "$services" stop "${started[@]}" || true' EXIT
+stop_started() {
+  for s in "${started[@]}"; do bash "$services" stop "$s" || true; done
+}
+if ((${#started[@]} == 3)); then
+  trap stop_started EXIT
+  bash "$services" start all
+elif ((${#started[@]})); then
+  trap stop_started EXIT
+  for s in "${started[@]}"; do bash "$services" start "$s"; done
 fi
 eval "$(bash "$services" env)"
 

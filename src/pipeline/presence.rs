@@ -104,3 +104,47 @@ pub(crate) fn record(topics: &Topics, pod: &str, user: &str, devices: Vec<Device
     };
     Outgoing::new(topics.presence(), k, rec.encode_to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(user: &str, pod: &str, refreshed_at_ms: i64, devices: usize) -> LogRecord {
+        let devices = (0..devices)
+            .map(|i| Device {
+                platform: "ios".into(),
+                device_id: format!("d{i}"),
+                conn_id: format!("c{i}"),
+            })
+            .collect();
+        let value = PresenceRecord {
+            user_id: user.into(),
+            pod: pod.into(),
+            devices,
+            refreshed_at_ms,
+        }
+        .encode_to_vec();
+        LogRecord {
+            topic: "presence".into(),
+            partition: 0,
+            offset: 0,
+            key: key(user, pod).into(),
+            value: Some(value.into()),
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_crashed_pods_presence_expires_and_a_tombstone_removes_it() {
+        let view = PresenceView::new(90);
+        view.apply(&rec("bob", "pod-a", now_ms(), 1));
+        view.apply(&rec("bob", "pod-dead", now_ms() - 91_000, 2));
+        assert_eq!(view.pods("bob"), ["pod-a"], "stale presence is ignored");
+        let mut gone = rec("bob", "pod-a", now_ms(), 0);
+        gone.value = None;
+        view.apply(&gone);
+        assert!(view.pods("bob").is_empty());
+        assert!(view.pods("nobody").is_empty());
+    }
+}
