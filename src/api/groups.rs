@@ -102,6 +102,22 @@ pub(crate) async fn list(
     Ok(Json(serde_json::json!({ "members": members })))
 }
 
+/// The pods that hold a socket of the user, as this pod's presence view sees them.
+pub(crate) async fn presence(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = UserId::parse(&user)
+        .map_err(|e| bad(e.to_string()))?
+        .to_string();
+    let mut pods = app.presence.pods(&user);
+    if !app.registry.conns(&user).is_empty() && !pods.contains(&app.pod) {
+        pods.push(app.pod.clone());
+    }
+    pods.sort();
+    Ok(Json(serde_json::json!({ "pods": pods })))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Kick {

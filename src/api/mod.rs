@@ -26,6 +26,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             put(groups::add).delete(groups::remove),
         )
         .route("/users/{user}/kick", post(groups::kick))
+        .route(
+            "/users/{user}/presence",
+            axum::routing::get(groups::presence),
+        )
         .route_layer(middleware::from_fn_with_state(state, service_auth))
 }
 

@@ -42,7 +42,8 @@ on_both!(api_sends_as_user_and_system);
 
 async fn health_readiness_and_metrics(b: Backend) {
     let c = Cluster::new(b, "");
-    let f = c.start("pod-a");
+    // One pod: the counters below are per process.
+    let f = c.start_with("pod-a", &[]);
     let get = |p: &str| reqwest::get(f.http(p));
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
     eventually(20 * SEC, || async {

@@ -8,9 +8,9 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_and_recipient_on_different_pods() {
     let c = Cluster::new(Backend::Kafka, "");
-    let pa = c.start("pod-a");
-    let pb_ = c.start("pod-b");
-    let idle = c.start("pod-c");
+    let pa = c.start_with("pod-a", &[]);
+    let pb_ = c.start_with("pod-b", &[]);
+    let idle = c.start_with("pod-c", &[]);
     let (a, b) = (unique("a"), unique("b"));
     let conv = format!("single:{a}-{b}");
     let mut a1 = pa.connect(&a).await;

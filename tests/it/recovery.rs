@@ -332,7 +332,7 @@ const KEYS: [&str; 7] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_the_store_kafka_cassandra() {
     let c = Cluster::new(Backend::Kafka, "");
-    let f = c.start("pod-a");
+    let f = c.start_with("pod-a", &[]);
     let mut w = Workload::new(50);
     w.members(&f).await;
     w.rounds(&f, 0..12).await;
@@ -461,7 +461,7 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_the_store_embedded() {
     let c = Cluster::new(Backend::Embedded, "");
-    let f = c.start("pod-a");
+    let f = c.start_with("pod-a", &[]);
     let mut w = Workload::new(10);
     w.members(&f).await;
     w.rounds(&f, 0..8).await;
@@ -524,7 +524,7 @@ async fn replay_rebuilds_the_store_embedded() {
     assert!(lag[0].contains("committed=0"), "{lag:?}");
 
     // A sequencer started from the beginning again re-sequences nothing new.
-    let f = c.start("pod-a");
+    let f = c.start_with("pod-a", &[]);
     w.sequenced(&f).await;
     assert!(f.stop().success());
     assert_same_store(&before, &checksum(&c));

@@ -65,15 +65,16 @@ async fn pings_keep_alive_and_silence_times_out() {
     let f = c.start("pod-a");
     let mut pinger = f.connect("alice").await;
     let mut silent = f.connect("bob").await;
-    for _ in 0..4 {
+    // Pings every 0.4 s for 4 s: twice the idle timeout.
+    for _ in 0..10 {
         pinger
             .ws
             .send(WsMessage::Ping(b"hb".to_vec().into()))
             .await
             .unwrap();
-        let pong = pinger.wait(Duration::from_secs(1), |_| false).await;
+        let pong = pinger.wait(Duration::from_millis(200), |_| false).await;
         assert!(pong.is_none());
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(silent.closed(5 * SEC).await, (1000, "idle timeout".into()));
     // The pinging client outlived the idle timeout and still works.

@@ -108,9 +108,15 @@ impl Cluster {
         cmd
     }
 
-    /// Starts one ferry process (a pod) and waits until it listens.
+    /// Starts the deployment a scenario runs on: one pod on the embedded backend; on
+    /// Kafka two pods, users placed alternately on them, so senders and recipients
+    /// sit on different pods.
     pub fn start(&self, pod: &str) -> Ferry {
-        self.start_with(pod, &[])
+        let mut f = self.start_with(pod, &[]);
+        if self.backend == Backend::Kafka {
+            f.peer = Some(Box::new(self.start_with(&format!("{pod}-peer"), &[])));
+        }
+        f
     }
 
     pub fn start_with(&self, pod: &str, args: &[&str]) -> Ferry {
@@ -147,7 +153,14 @@ impl Cluster {
                 );
             }
         };
-        Ferry { child, addr, log }
+        Ferry {
+            child,
+            addr,
+            log,
+            pod: pod.to_owned(),
+            peer: None,
+            placed: Default::default(),
+        }
     }
 }
 
@@ -181,11 +194,15 @@ fn merge_toml(text: &str) -> String {
     toml::to_string(&root).unwrap()
 }
 
-/// A running ferry process.
+/// A running ferry process, with its peer pod when the scenario has two.
 pub struct Ferry {
     pub child: Child,
     pub addr: String,
     pub log: PathBuf,
+    pub pod: String,
+    pub peer: Option<Box<Ferry>>,
+    /// user -> on the peer pod
+    placed: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 impl Ferry {
@@ -197,8 +214,11 @@ impl Ferry {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (the peer pod too).
     pub fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(peer) = self.peer.take() {
+            assert!(peer.stop().success(), "the peer pod exited uncleanly");
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -214,6 +234,9 @@ impl Ferry {
     }
 
     pub fn kill9(mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.kill9();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -349,6 +372,46 @@ impl Ferry {
     }
 
     pub async fn connect_device(&self, user: &str, platform: &str, device: &str) -> Client {
+        let Some(peer) = &self.peer else {
+            return self.connect_here(user, platform, device).await;
+        };
+        let on_peer = {
+            let mut placed = self.placed.lock().unwrap();
+            let n = placed.len();
+            *placed.entry(user.to_owned()).or_insert(n % 2 == 1)
+        };
+        let target: &Ferry = if on_peer { peer } else { self };
+        let client = target.connect_here(user, platform, device).await;
+        // Routable from both pods before the scenario goes on.
+        for pod in [self, &**peer] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let (_, body) = pod
+                    .api(
+                        reqwest::Method::GET,
+                        &format!("/users/{user}/presence"),
+                        None,
+                    )
+                    .await;
+                if body["pods"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == target.pod.as_str()))
+                {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: presence of {user} never showed {}",
+                    pod.pod,
+                    target.pod
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        client
+    }
+
+    async fn connect_here(&self, user: &str, platform: &str, device: &str) -> Client {
         let tok = token(user);
         let q = query(&[
             ("token", &tok),

@@ -62,8 +62,8 @@ async fn one_trace_follows_a_message_across_pods_into_jaeger() {
             otlp()
         ),
     );
-    let pa = c.start("pod-a");
-    let pb_ = c.start("pod-b");
+    let pa = c.start_with("pod-a", &[]);
+    let pb_ = c.start_with("pod-b", &[]);
     let (a, b) = (unique("a"), unique("b"));
     let conv = format!("single:{a}-{b}");
     let mut a1 = pa.connect(&a).await;
