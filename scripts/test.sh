@@ -7,16 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-for p in build-essential pkg-config libssl-dev zlib1g-dev; do
-  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
-done
-if ((${#need_apt[@]})); then
-  echo "installing ${need_apt[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-
-bash scripts/toolchain.sh
+bash scripts/prereqs.sh
 
 services=scripts/services/services.sh
 started=()

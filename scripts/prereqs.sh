@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Build prerequisites: Debian packages librdkafka's bundled build and TLS need, and the
+# pinned Rust toolchain (the machine's stable when it is that version).
+set -euo pipefail
+need_apt=()
+for p in build-essential pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if ((${#need_apt[@]})); then
+  echo "installing ${need_apt[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+bash "$(dirname "$0")/toolchain.sh"
