@@ -36,9 +36,9 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         .timeout(Duration::from_millis(app.cfg.custom.timeout_ms))
         .header("content-type", "application/octet-stream")
         .header("x-ferry-user-id", ctx.user.as_str())
-        .header("x-ferry-platform", &ctx.platform)
-        .header("x-ferry-device-id", &ctx.device_id)
-        .header("x-ferry-conn-id", &ctx.conn_id)
+        .header("x-ferry-platform", &ctx.conn.platform)
+        .header("x-ferry-device-id", &ctx.conn.device_id)
+        .header("x-ferry-conn-id", &ctx.conn.conn_id)
         .body(req.data);
     for (k, v) in &ctx.meta {
         call = call.header(format!("x-ferry-{}", k.to_ascii_lowercase()), v.as_str());

@@ -1,10 +1,9 @@
 //! Routes one request to its handler and turns the outcome into frames.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use super::registry::Outbound;
+use super::registry::Conn;
 use super::wire::{self, Failure};
 use super::{custom, send, sync};
 use crate::app::AppState;
@@ -15,10 +14,8 @@ use crate::proto::pb::{ActiveEvent, RequestBody};
 pub(crate) struct ConnCtx {
     pub(crate) app: AppState,
     pub(crate) user: UserId,
-    pub(crate) platform: String,
-    pub(crate) device_id: String,
-    pub(crate) conn_id: String,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    /// This socket's registry entry: identity, queue and closer.
+    pub(crate) conn: Conn,
     pub(crate) meta: Vec<(String, String)>,
 }
 
@@ -46,7 +43,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         event = wire::event_name(req.event),
         req_id = %req.req_id,
         user = %ctx.user,
-        platform = %ctx.platform,
+        platform = %ctx.conn.platform,
         code = tracing::field::Empty,
     );
     handle_in(ctx, req).instrument(span).await

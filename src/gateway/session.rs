@@ -138,7 +138,7 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         user: id.user.to_string(),
         platform: id.platform.clone(),
         device_id: id.device_id.clone(),
-        tx: tx.clone(),
+        tx,
         closer: Closer::default(),
     };
     // Routable before the client hears "connected": whatever is pushed from then on
@@ -165,10 +165,7 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     let ctx = Arc::new(ConnCtx {
         app: app.clone(),
         user: id.user,
-        platform: id.platform.clone(),
-        device_id: id.device_id,
-        conn_id: conn_id.clone(),
-        tx,
+        conn: conn.clone(),
         meta: params.meta,
     });
     read_loop(&app, &ctx, &conn.closer, stream).await;
@@ -331,15 +328,7 @@ async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
 
 /// Queues a frame for the calling connection (a full queue closes it as slow).
 fn reply(ctx: &ConnCtx, frame: Bytes) {
-    let conns = ctx.app.registry.conns(ctx.user.as_str());
-    match conns.iter().find(|c| c.conn_id == ctx.conn_id) {
-        Some(c) => {
-            super::registry::send_or_close(c, Outbound::Binary(frame));
-        }
-        None => {
-            let _ = ctx.tx.try_send(Outbound::Binary(frame));
-        }
-    }
+    super::registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
 }
 
 /// Parses the query for the HTTP handler.
