@@ -645,12 +645,9 @@ impl MsgLog for KafkaLog {
     }
 
     async fn describe(&self, topic: &str) -> Result<Option<TopicInfo>, LogError> {
-        if self.partitions_of(topic).await?.is_none() {
-            return Ok(None);
-        }
-        let partitions = self.watermarks(topic).await?;
         let inner = self.inner.clone();
         let name = topic.to_owned();
+        // One metadata request: whether the topic exists, and its replication.
         let replication = blocking(move || {
             let md = inner
                 .admin
@@ -660,11 +657,14 @@ impl MsgLog for KafkaLog {
             Ok(md
                 .topics()
                 .iter()
-                .find(|t| t.name() == name)
-                .and_then(|t| t.partitions().first().map(|p| p.replicas().len() as i32))
-                .unwrap_or(0))
+                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.partitions()[0].replicas().len() as i32))
         })
         .await?;
+        let Some(replication) = replication else {
+            return Ok(None);
+        };
+        let partitions = self.watermarks(topic).await?;
         let opts = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
         let results = self
             .inner
