@@ -1,5 +1,5 @@
 //! The HTTP surface: `/ws` and `/` (WebSocket), `/healthz`, `/readyz`, `/metrics`,
-//! and the server API under `/api/v1`.
+//! the server API under `/api/v1`, and `/demo` with the development secret.
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -21,6 +21,9 @@ pub(crate) fn router(state: AppState, gateway: bool) -> Router {
             .route("/ws", get(ws))
             .route("/", get(ws))
             .nest("/api/v1", crate::api::router(state.clone()));
+        if let Some(demo) = crate::demo::router(&state) {
+            r = r.merge(demo);
+        }
     }
     r.with_state(state)
 }

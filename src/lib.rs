@@ -6,6 +6,7 @@
 //! - `telemetry` — logs and metrics
 //! - `app`       — wiring of backends and roles, shutdown tree
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
+//! - `demo`      — the browser chat demo at /demo (development secret only)
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
@@ -23,6 +24,7 @@ mod app;
 pub mod cli;
 mod client;
 mod config;
+mod demo;
 mod domain;
 mod gateway;
 mod http;
