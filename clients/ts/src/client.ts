@@ -302,8 +302,21 @@ export class FerryClient extends Emitter<FerryEvents> {
     }
     this.ws = ws;
     ws.binaryType = "arraybuffer";
+    // Ends this socket once, whichever of close, error or the timer comes first.
+    const finish = (code: number, reason: string) => {
+      clearTimeout(connectTimer);
+      if (this.ws !== ws) return;
+      this.ws = undefined;
+      this.closed(code, reason);
+    };
     const connectTimer = setTimeout(() => {
-      if (this.ws === ws && this._state !== "open") ws.close(4000, "connect timeout");
+      if (this.ws !== ws || this._state === "open") return;
+      try {
+        ws.close();
+      } catch {
+        // Already closing.
+      }
+      finish(1006, "connect timeout");
     }, this.opts.connectTimeoutMs ?? 10_000);
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
@@ -317,14 +330,12 @@ export class FerryClient extends Emitter<FerryEvents> {
       const bytes = frameBytes(ev.data);
       if (bytes) this.frame(bytes);
     };
-    ws.onclose = (ev) => {
-      clearTimeout(connectTimer);
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.closed(ev.code, ev.reason);
+    ws.onclose = (ev) => finish(ev.code, ev.reason);
+    // Browsers follow an error with a close that carries the code; some runtimes
+    // (Node 20's experimental WebSocket) never do when the connection fails.
+    ws.onerror = () => {
+      setTimeout(() => finish(1006, "connection failed"), 250);
     };
-    // An error is always followed by close, which decides what happens next.
-    ws.onerror = () => {};
   }
 
   private connected(): void {

@@ -1,0 +1,1 @@
+// built by scripts/bundle-demo.mjs
