@@ -36,7 +36,10 @@ before(async () => {
     const chunks = [];
     req.on("data", (d) => chunks.push(d));
     req.on("end", () => {
-      res.end(`${req.headers["x-ferry-user-id"]}:${Buffer.concat(chunks).toString()}`);
+      const answer = () => res.end(`${req.headers["x-ferry-user-id"]}:${Buffer.concat(chunks).toString()}`);
+      // /echo/slow answers after the client's timeout (and before ferry's upstream timeout).
+      if (req.url.includes("slow")) setTimeout(answer, 1500);
+      else answer();
     });
   });
   await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
@@ -137,8 +140,12 @@ test("failures reject with the server's code and message", async () => {
 });
 
 test("a request times out, and requests while closed are refused", async () => {
-  const { c } = await online("dave4", { requestTimeoutMs: 1 });
-  await assert.rejects(c.syncConvSeq(["single:dave4-e4"]), (e) => e.code === ClientCode.Timeout);
+  const { c } = await online("dave4", { requestTimeoutMs: 300 });
+  await assert.rejects(c.custom("/echo/slow"), (e) => e.code === ClientCode.Timeout && e.retryable);
+  // The late answer is dropped; the connection goes on.
+  assert.deepEqual(await c.syncConvSeq(["single:dave4-e4"]), {
+    "single:dave4-e4": { minSeq: 0, maxSeq: 0, updateTime: 0 },
+  });
   c.close();
   await eventually("closed", () => c.state === "closed");
   await assert.rejects(c.syncConvSeq(["single:dave4-e4"]), (e) => e.code === ClientCode.NotConnected);
