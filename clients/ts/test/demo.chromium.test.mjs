@@ -16,6 +16,8 @@ import { Ferry, repo } from "./support.mjs";
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(repo, "target/web-artifacts");
 const WAIT = { timeout: 20000 };
+/** Short, so that the pages sit silent through it several times. */
+const IDLE_SECS = 2;
 
 let ferry;
 let browser;
@@ -25,7 +27,9 @@ before(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`no Chromium at ${CHROMIUM}: apt-get install chromium (or set CHROMIUM)`);
   }
-  ferry = await new Ferry({ env: { FERRY_PIPELINE__NOTICE_REPUSH_SECS: "1" } }).start();
+  ferry = await new Ferry({
+    env: { FERRY_PIPELINE__NOTICE_REPUSH_SECS: "1", FERRY_SESSION__IDLE_TIMEOUT_SECS: String(IDLE_SECS) },
+  }).start();
   profile = mkdtempSync(join(tmpdir(), "ferry-chromium-"));
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
@@ -130,6 +134,15 @@ test("two users chat in the demo, with a delayed message and an acked notice", a
   const pushesLater = await bob.page.$eval("#notices li", (e) => Number(e.dataset.pushes));
   // One push may already have been on its way when the ack was sent.
   assert.ok(pushesLater <= pushesAtAck + 1, `pushed ${pushesLater - pushesAtAck} more times after the ack`);
+
+  // Both tabs sit silent for 3x the idle timeout: Chromium's pongs keep them connected.
+  await new Promise((r) => setTimeout(r, 3 * IDLE_SECS * 1000 + 500));
+  for (const { page } of [alice, bob]) {
+    assert.equal(await page.$eval("#state", (e) => e.textContent), "open");
+    assert.doesNotMatch(await page.$eval("#log", (e) => e.textContent), /closed/);
+  }
+  await say(bob.page, "still here");
+  await waitForText(alice.page, "still here");
 
   await alice.page.screenshot({ path: join(ARTIFACTS, "demo-alice.png") });
   await bob.page.screenshot({ path: join(ARTIFACTS, "demo-bob.png") });
