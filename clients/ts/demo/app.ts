@@ -99,7 +99,7 @@ function renderMessages(): void {
   ul.scrollTop = ul.scrollHeight;
   $("scheduled").replaceChildren(
     ...scheduled.map((s) =>
-      el("li", { "data-client-msg-id": s.clientMsgId }, `⏱ "${s.text}" due ${new Date(s.due).toLocaleTimeString()}`),
+      el("li", { "data-client-msg-id": s.clientMsgId }, `scheduled: "${s.text}", due ${new Date(s.due).toLocaleTimeString()}`),
     ),
   );
 }
