@@ -191,7 +191,7 @@ async function join(name: string): Promise<void> {
   me = name;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   // A device id per tab, kept across reloads, so a reload replaces its own socket.
-  const deviceId = sessionStorage.getItem("ferry-device") ?? `web-${crypto.randomUUID().slice(0, 8)}`;
+  const deviceId = sessionStorage.getItem("ferry-device") ?? `web-${Math.random().toString(36).slice(2, 10)}`;
   sessionStorage.setItem("ferry-device", deviceId);
   // The first token was minted above (a bad name fails before the page changes);
   // every reconnect mints a fresh one.

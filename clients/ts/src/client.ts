@@ -284,6 +284,10 @@ export class FerryClient extends Emitter<FerryEvents> {
       this.closed(1006, "token unavailable");
       return;
     }
+    if (this.stopped) {
+      this.setState("closed");
+      return;
+    }
     const q = new URLSearchParams({
       token,
       userId: this.userId,
