@@ -28,4 +28,4 @@ git diff --quiet -- demo/dist/demo.js \
 # Node 20 needs the flag for its built-in WebSocket; Node 22+ has it on by default.
 flag=""
 node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' || flag=--experimental-websocket
-node $flag --test --test-concurrency=1 test/
+node $flag --test --test-concurrency=1 test/*.test.mjs
