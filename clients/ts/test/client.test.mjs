@@ -60,7 +60,7 @@ before(async () => {
 
 after(async () => {
   for (const c of clients) c.close();
-  await ferry?.stop();
+  await ferry?.dispose();
   upstream?.close();
 });
 

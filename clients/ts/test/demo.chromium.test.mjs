@@ -51,7 +51,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await ferry?.stop();
+  await ferry?.dispose();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 

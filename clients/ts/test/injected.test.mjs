@@ -13,7 +13,7 @@ let ferry;
 const clients = [];
 after(async () => {
   for (const c of clients) c.close();
-  await ferry?.stop();
+  await ferry?.dispose();
 });
 
 test("an injected WebSocket constructor is used", async () => {

@@ -18,7 +18,7 @@ let child;
 after(async () => {
   child?.kill();
   rmSync(script, { force: true });
-  await ferry?.stop();
+  await ferry?.dispose();
 });
 
 test("the README example works as written", async () => {

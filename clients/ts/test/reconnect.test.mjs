@@ -16,7 +16,7 @@ let ferry;
 const clients = [];
 after(async () => {
   for (const c of clients) c.close();
-  await ferry?.stop();
+  await ferry?.dispose();
 });
 
 test("after a server restart the client catches up: no loss, no duplicate, in order", async () => {

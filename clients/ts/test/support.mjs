@@ -2,7 +2,7 @@
 // the embedded backend, and helpers that talk to its development endpoints.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, openSync, readFileSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -97,6 +97,12 @@ export class Ferry {
     await done;
     clearTimeout(t);
     this.proc = undefined;
+  }
+
+  /** Stops ferry and removes its data directory. */
+  async dispose() {
+    await this.stop();
+    rmSync(this.dataDir, { recursive: true, force: true });
   }
 
   async restart() {
