@@ -4,7 +4,8 @@
 //! - `cli`       — command line: serve, token, client
 //! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
 //! - `telemetry` — logs and metrics
-//! - `app`       — wiring of backends and roles, shutdown tree
+//! - `app`       — wiring of backends and roles
+//! - `shutdown`  — the shutdown tree: roles under one tracker, a failed role fails the process
 //! - `backends`  — opens the configured log and store; the topics ferry uses
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
@@ -43,6 +44,7 @@ mod proto;
 mod proto_vectors;
 mod recovery;
 mod secrets;
+mod shutdown;
 mod store;
 mod telemetry;
 

@@ -491,32 +491,49 @@ impl Client {
     }
 
     /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
+    /// None when nothing matched in time or the socket closed.
     pub async fn wait(
         &mut self,
         within: Duration,
         pred: impl Fn(&pb::PushBody) -> bool,
     ) -> Option<pb::PushBody> {
+        match self.wait_for(within, pred).await {
+            Waited::Matched(p) => Some(p),
+            Waited::TimedOut | Waited::Closed(_) => None,
+        }
+    }
+
+    async fn wait_for(&mut self, within: Duration, pred: impl Fn(&pb::PushBody) -> bool) -> Waited {
         if let Some(i) = self.backlog.iter().position(&pred) {
-            return Some(self.backlog.remove(i));
+            return Waited::Matched(self.backlog.remove(i));
         }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return None,
-                Ok(None) => return None,
+                Err(_) => return Waited::TimedOut,
+                Ok(None) => return Waited::Closed("stream ended".into()),
                 Ok(Some(f)) => f,
             };
             match frame {
                 Ok(WsMessage::Binary(b)) => {
                     let p = pb::PushBody::decode(b).expect("server frames are PushBody");
                     if pred(&p) {
-                        return Some(p);
+                        return Waited::Matched(p);
                     }
                     self.backlog.push(p);
                 }
-                Ok(WsMessage::Close(_)) | Err(_) => return None,
+                Ok(WsMessage::Close(f)) => return Waited::Closed(format!("close frame {f:?}")),
+                Err(e) => return Waited::Closed(format!("socket error {e}")),
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Reads for `within` and panics if the socket closes meanwhile; frames read are
+    /// kept for later waits.
+    pub async fn stays_open(&mut self, within: Duration) {
+        if let Waited::Closed(why) = self.wait_for(within, |_| false).await {
+            panic!("{}: socket closed: {why}", self.user);
         }
     }
 
@@ -550,16 +567,20 @@ impl Client {
         out
     }
 
+    /// No message push arrives within `within`, and the socket stays open meanwhile
+    /// (a closed socket would receive nothing either).
     pub async fn no_messages(&mut self, within: Duration) {
-        if let Some(p) = self
-            .wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
+        match self
+            .wait_for(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
             .await
         {
-            panic!(
+            Waited::TimedOut => {}
+            Waited::Matched(p) => panic!(
                 "{}: unexpected push {:?}",
                 self.user,
                 pb::MsgDataList::decode(p.data).unwrap()
-            );
+            ),
+            Waited::Closed(why) => panic!("{}: socket closed: {why}", self.user),
         }
     }
 
@@ -677,4 +698,11 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How a wait for a frame ended.
+enum Waited {
+    Matched(pb::PushBody),
+    TimedOut,
+    Closed(String),
 }
