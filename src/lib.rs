@@ -14,6 +14,7 @@
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
+//! - `faults`    — named fault points that tests arm through `FERRY_FAULTS`
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 
@@ -24,6 +25,7 @@ pub mod cli;
 mod client;
 mod config;
 mod domain;
+mod faults;
 mod gateway;
 mod http;
 mod msglog;

@@ -120,11 +120,17 @@ impl Cluster {
     }
 
     pub fn start_with(&self, pod: &str, args: &[&str]) -> Ferry {
+        self.start_env(pod, args, &[])
+    }
+
+    /// Starts a pod with extra environment (e.g. `FERRY_FAULTS` arming fault points).
+    pub fn start_env(&self, pod: &str, args: &[&str], env: &[(&str, &str)]) -> Ferry {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let log = self.dir.path().join(format!("{pod}.log"));
         let mut child = self
             .ferry(&all, pod)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -243,6 +249,43 @@ impl Ferry {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of this pod's log containing every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> usize {
+        self.logs()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until at least `n` log lines contain every one of `needles`.
+    pub async fn wait_log(&self, needles: &[&str], n: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.log_lines(needles) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: fewer than {n} log lines with {needles:?} within {within:?}",
+                self.pod
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the process to end on its own; its exit status.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: still running after {within:?}",
+                self.pod
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Calls the server API.
