@@ -30,6 +30,7 @@ mod custom;
 mod delay;
 mod durability;
 mod fault;
+mod matrix;
 mod messaging;
 mod multipod;
 mod notices;
