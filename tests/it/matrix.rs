@@ -933,10 +933,22 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         };
         let max = rows.len() as u64;
         let seqs: Vec<u64> = rows.iter().map(|m| m.seq.parse().unwrap_or(0)).collect();
-        if seqs != (1..=max).collect::<Vec<u64>>()
-            || rows.iter().any(|m| m.client_msg_id.is_empty())
-        {
-            gaps.push(format!("{conv}: seqs {seqs:?}"));
+        let holes: Vec<u64> = rows
+            .iter()
+            .filter(|m| m.client_msg_id.is_empty())
+            .map(|m| m.seq.parse().unwrap_or(0))
+            .collect();
+        if seqs != (1..=max).collect::<Vec<u64>>() || !holes.is_empty() {
+            let odd: Vec<(usize, u64)> = seqs
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| **s != *i as u64 + 1)
+                .map(|(i, s)| (i, *s))
+                .take(10)
+                .collect();
+            gaps.push(format!(
+                "{conv}: {max} rows, empty at seqs {holes:?}, out of place (index, seq) {odd:?}"
+            ));
         }
         let mut seen: HashMap<&str, u32> = HashMap::new();
         for m in &rows {
