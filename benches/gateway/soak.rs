@@ -230,7 +230,9 @@ pub async fn soak(kafka: bool, minutes: usize, pairs: usize, rate: usize, sample
     let lag_last = mean(last.iter().map(|s| s.lag as f64));
     let rss_flat = rss_last <= rss_mid * 1.10 + 8.0;
     let fds_flat = fds_last <= fds_mid + 8.0;
-    let lag_flat = lag_last <= lag_mid.max(1.0) * 2.0 + (rate * pairs) as f64;
+    // Not growing, and keeping up: at most ten seconds of traffic behind at the end.
+    let lag_flat =
+        lag_last <= lag_mid * 1.5 + (rate * pairs) as f64 && lag_last <= (10 * rate * pairs) as f64;
     let acked = counts.acked.load(Ordering::Relaxed);
     let delivered = counts.delivered.load(Ordering::Relaxed);
     let backend = if kafka {
