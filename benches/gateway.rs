@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench gateway -- latency [--kafka] [--pairs N] [--messages M] [--rate R]
 //!   cargo bench --bench gateway -- idle [--conns N]
+//!   cargo bench --bench gateway -- soak [--kafka] [--minutes N] [--pairs N] [--rate R] [--sample-secs S]
 //!
 //! `--kafka` runs against Kafka + Cassandra from FERRY_TEST_KAFKA / FERRY_TEST_CQL.
 
@@ -22,6 +23,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 mod pb {
     include!(concat!(env!("OUT_DIR"), "/gateway.rs"));
 }
+
+#[path = "gateway/soak.rs"]
+mod soak;
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
 
@@ -314,9 +318,17 @@ fn main() {
             arg(&args, "--messages", 200),
             arg(&args, "--rate", 0),
         ));
+    } else if args.iter().any(|a| a == "soak") {
+        rt.block_on(soak::soak(
+            kafka,
+            arg(&args, "--minutes", 30),
+            arg(&args, "--pairs", 10),
+            arg(&args, "--rate", 10),
+            arg(&args, "--sample-secs", 30),
+        ));
     } else {
         eprintln!(
-            "usage: cargo bench --bench gateway -- latency [--kafka] [--pairs N] [--messages M] | idle [--conns N]"
+            "usage: cargo bench --bench gateway -- latency [--kafka] [--pairs N] [--messages M] | idle [--conns N] | soak [--kafka] [--minutes N]"
         );
     }
 }

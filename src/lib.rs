@@ -20,6 +20,7 @@
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
+//! - `faults`    — named fault points that tests arm through `FERRY_FAULTS`
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
@@ -34,6 +35,7 @@ mod config;
 mod connections;
 mod demo;
 mod domain;
+mod faults;
 mod gateway;
 mod http;
 mod msglog;

@@ -315,6 +315,8 @@ impl Sequencer {
             }
             tracing::debug!(conv = %conv_s, partition = rec.partition, offset = rec.offset, first = base, last = base + takes - 1, "claimed");
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
+            // Claimed, nothing written yet: the window the fence must repair.
+            crate::faults::point("sequencer.claimed").await;
         }
         let Stamped {
             stored,
@@ -339,6 +341,9 @@ impl Sequencer {
             self.store.put_messages(&stored).instrument(write).await?;
             tracing::debug!(conv = %conv_s, offset = rec.offset, first = base, redo = ours.is_some(), n = stored.len(), "written");
         }
+        // Written, offset not yet committed, nothing pushed: redelivery must not
+        // sequence these again.
+        crate::faults::point("sequencer.written").await;
         self.deliver(rec, conv, sender, &push, &echo).await;
         Ok(Pass::Done)
     }

@@ -34,6 +34,7 @@ mod demo;
 mod durability;
 mod fault;
 mod keepalive;
+mod matrix;
 mod messaging;
 mod multipod;
 mod notices;
