@@ -11,6 +11,7 @@ mod job;
 mod kafka_ceiling;
 mod machine;
 mod pb;
+mod perf;
 mod pool;
 mod procstat;
 mod report;
@@ -74,6 +75,10 @@ struct Cli {
     /// Fail unless every expected message arrived and nothing failed (CI smoke).
     #[arg(long, global = true)]
     check: bool,
+    /// Profile ferry with `perf record` during each measured round; reports are written
+    /// to this directory (one per round).
+    #[arg(long, global = true)]
+    perf: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -193,6 +198,7 @@ fn main() -> anyhow::Result<()> {
         payload: cli.payload,
         workers: cli.workers,
         check: cli.check,
+        perf: cli.perf.clone(),
     };
     let command: Vec<String> = std::env::args().collect();
     let command = command.join(" ");

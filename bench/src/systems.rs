@@ -29,6 +29,8 @@ pub struct Opts {
     pub payload: usize,
     pub workers: usize,
     pub check: bool,
+    /// Directory for perf reports of ferry's rounds.
+    pub perf: Option<PathBuf>,
 }
 
 impl Opts {
@@ -64,6 +66,8 @@ pub struct Running {
     pub procs: Vec<Proc>,
     /// Shared services this system depends on (Kafka, Cassandra), measured beside it.
     pub services: Vec<Watched>,
+    /// Where to put perf reports of this system's rounds (ferry only).
+    pub perf: Option<PathBuf>,
 }
 
 impl Running {
@@ -98,6 +102,7 @@ impl Running {
                     target: Target::Ferry,
                     procs,
                     services,
+                    perf: opts.perf.clone(),
                 }
             }
             System::Centrifugo => Self {
@@ -105,12 +110,14 @@ impl Running {
                 target: Target::Centrifugo,
                 procs: vec![servers::centrifugo(&opts.centrifugo_bin)?],
                 services: Vec::new(),
+                perf: None,
             },
             System::Bare => Self {
                 label: "bare WebSocket broadcast".into(),
                 target: Target::Bare,
                 procs: vec![servers::bare()?],
                 services: Vec::new(),
+                perf: None,
             },
         })
     }

@@ -50,6 +50,15 @@ pub async fn round(
     limit: Duration,
 ) -> anyhow::Result<Round> {
     let base = pool.counters();
+    let profile = run.perf.as_ref().and_then(|dir| {
+        let _ = std::fs::create_dir_all(dir);
+        let name: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let pids: Vec<u32> = run.procs.iter().map(|p| p.pid()).collect();
+        crate::perf::start(&pids, dir.join(format!("{name}.txt")))
+    });
     let win = Window::open(&run.watched(Some(pool)));
     pool.go(rate, count).await?;
     let (_, _) = pool
@@ -63,6 +72,9 @@ pub async fn round(
         .await?;
     let costs = win.close();
     let secs = win.secs();
+    if let Some(p) = profile {
+        p.finish();
+    }
     let outcome = pool.stop().await?;
     let counters = delta(&outcome.counters, &base);
     Ok(Round {
