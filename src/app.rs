@@ -176,6 +176,8 @@ pub(crate) async fn start(
     roles: &[Role],
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<Running> {
+    let mut cfg = cfg;
+    cfg.limits.max_connections = crate::serve::max_connections(cfg.limits.max_connections);
     let cfg = Arc::new(cfg);
     let dev = auth_dev_secret(&cfg)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth, dev.as_deref())?);
@@ -306,11 +308,11 @@ pub(crate) async fn start(
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
     let done = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
-                let stop = stop.clone();
-                async move { stop.cancelled().await }
-            });
+        let head = crate::serve::HeadBounds {
+            read_timeout: Duration::from_secs(state.cfg.server.header_read_timeout_secs),
+            max_bytes: state.cfg.server.max_header_bytes,
+        };
+        let server = crate::serve::serve(listener, router_http, head, stop.clone(), grace);
         // A failed role stops the whole process, as a signal would.
         let failed = roles_stop.clone();
         let watcher = tokio::spawn({
@@ -320,7 +322,7 @@ pub(crate) async fn start(
                 stop.cancel();
             }
         });
-        let result = server.await.map_err(anyhow::Error::from);
+        server.await;
         // Sockets are closed; now stop the roles, which flush and commit.
         roles_stop.cancel();
         watcher.abort();
@@ -329,7 +331,7 @@ pub(crate) async fn start(
             tracing::warn!("roles did not stop within the grace period");
         }
         let _ = state.log.delete_topic(&state.topics.push(&state.pod)).await;
-        result
+        Ok(())
     });
     Ok(Running {
         addr,

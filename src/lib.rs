@@ -6,6 +6,7 @@
 //! - `telemetry` — logs and metrics
 //! - `app`       — wiring of backends and roles, shutdown tree
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
+//! - `serve`     — the accept loop: bounded request heads, bounded drain
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
@@ -32,5 +33,6 @@ mod proto;
 #[cfg(test)]
 mod proto_vectors;
 mod recovery;
+mod serve;
 mod store;
 mod telemetry;

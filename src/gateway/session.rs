@@ -25,8 +25,17 @@ const IN_FLIGHT_PER_CONN: usize = 32;
 /// SendMsgList requests queued per connection.
 const SEND_QUEUE_PER_CONN: usize = 64;
 
+/// Longest token accepted, bytes: room for RS256/ES256 tokens with many claims.
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 << 10;
+/// Longest value of any other query parameter, bytes.
+pub(crate) const MAX_PARAM_BYTES: usize = 256;
+/// Longest query string, bytes: a token and every other parameter at their limits.
+pub(crate) const MAX_QUERY_BYTES: usize = 12 << 10;
+
 /// What the client said in the query string. The token stays out of Debug output.
 pub(crate) struct ConnectParams {
+    /// The query string was longer than MAX_QUERY_BYTES and was not parsed.
+    pub(crate) too_long: bool,
     pub(crate) token: Option<String>,
     pub(crate) user_id: Option<String>,
     pub(crate) platform: Option<String>,
@@ -38,12 +47,16 @@ pub(crate) struct ConnectParams {
 impl ConnectParams {
     pub(crate) fn parse(query: &str) -> Self {
         let mut p = ConnectParams {
+            too_long: query.len() > MAX_QUERY_BYTES,
             token: None,
             user_id: None,
             platform: None,
             device_id: None,
             meta: Vec::new(),
         };
+        if p.too_long {
+            return p;
+        }
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.into_owned();
             match k.as_ref() {
@@ -52,6 +65,8 @@ impl ConnectParams {
                 "platform" => p.platform = Some(v),
                 "deviceId" => p.device_id = Some(v),
                 "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => {
+                    // A repeated key replaces the earlier value.
+                    p.meta.retain(|(name, _)| name != k.as_ref());
                     p.meta.push((k.into_owned(), v))
                 }
                 _ => {}
@@ -67,10 +82,14 @@ impl ConnectParams {
     }
 }
 
-fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, AuthFailure> {
+fn required<'a>(
+    v: &'a Option<String>,
+    name: &'static str,
+    max: usize,
+) -> Result<&'a str, AuthFailure> {
     match v.as_deref() {
         None | Some("") => Err(AuthFailure::MissingParam(name)),
-        Some(s) if s.len() > 256 => Err(AuthFailure::InvalidParam(name)),
+        Some(s) if s.len() > max => Err(AuthFailure::InvalidParam(name)),
         Some(s) => Ok(s),
     }
 }
@@ -82,10 +101,17 @@ struct Identity {
 }
 
 fn authenticate(app: &AppState, p: &ConnectParams) -> Result<Identity, AuthFailure> {
-    let token = required(&p.token, "token")?;
-    let user = required(&p.user_id, "userId")?;
-    let platform = required(&p.platform, "platform")?;
-    let device = required(&p.device_id, "deviceId")?;
+    if p.too_long {
+        return Err(AuthFailure::QueryTooLong);
+    }
+    let token = required(&p.token, "token", MAX_TOKEN_BYTES)?;
+    let user = required(&p.user_id, "userId", MAX_PARAM_BYTES)?;
+    let platform = required(&p.platform, "platform", MAX_PARAM_BYTES)?;
+    let device = required(&p.device_id, "deviceId", MAX_PARAM_BYTES)?;
+    // Metadata is forwarded to CustomRequest upstreams as headers.
+    if let Some((k, _)) = p.meta.iter().find(|(_, v)| v.len() > MAX_PARAM_BYTES) {
+        return Err(AuthFailure::InvalidMeta(k.clone()));
+    }
     let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
     app.auth.verify(token, user, platform, device)?;
     Ok(Identity {
