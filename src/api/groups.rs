@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ApiError, bad};
 use crate::app::AppState;
-use crate::domain::{ConvId, UserId};
+use crate::domain::{ConvId, MAX_SEQ, UserId};
 use crate::gateway::registry::close;
 use crate::pipeline::router::PushPayload;
 use crate::pipeline::sequencer::member_record;
@@ -54,6 +54,7 @@ pub(crate) async fn add(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (group, user) = ids(&group, &user)?;
     let min_seq = match body.and_then(|b| b.0.min_seq) {
+        Some(s) if s > MAX_SEQ => return Err(bad(format!("minSeq must be at most {MAX_SEQ}"))),
         Some(s) => s,
         None => app
             .store

@@ -29,9 +29,18 @@ pub(crate) async fn publish(app: &AppState, user: &str) {
     }
 }
 
-pub(crate) async fn connected(app: &AppState, conn: &Conn) {
+/// Registers `conn`; false (nothing registered) when its user already has
+/// `limits.max_connections_per_user` sockets here that it would not replace.
+pub(crate) async fn connected(app: &AppState, conn: &Conn) -> bool {
     let one_per_platform = app.cfg.session.device_policy == DevicePolicy::OnePerPlatform;
-    for (old, same_device) in app.registry.insert(conn.clone(), one_per_platform) {
+    let per_user = app.cfg.limits.max_connections_per_user;
+    let Some(displaced) = app
+        .registry
+        .insert(conn.clone(), one_per_platform, per_user)
+    else {
+        return false;
+    };
+    for (old, same_device) in displaced {
         if same_device {
             old.closer.close(close::NORMAL, "duplicate connection");
         } else {
@@ -79,6 +88,7 @@ pub(crate) async fn connected(app: &AppState, conn: &Conn) {
     }
     publish(app, &conn.user).await;
     push_pending(&app.notices, &app.registry, &conn.user);
+    true
 }
 
 pub(crate) async fn disconnected(app: &AppState, conn: &Conn) {

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::limits::TokenBucket;
-use super::registry::{Closer, Conn, Outbound, close};
+use super::registry::{Closer, Conn, Outbound, QueuedBytes, close};
 use super::wire::{self, Failure};
 use crate::app::AppState;
 use crate::domain::UserId;
@@ -165,11 +165,20 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         platform: id.platform.clone(),
         device_id: id.device_id.clone(),
         tx,
+        queued: QueuedBytes::new(app.cfg.limits.send_queue_bytes),
         closer: Closer::default(),
     };
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
-    super::presence::connected(&app, &conn).await;
+    if !super::presence::connected(&app, &conn).await {
+        close_now(
+            &mut socket,
+            close::POLICY,
+            "too many connections for this user".into(),
+        )
+        .await;
+        return;
+    }
     if socket
         .send(WsMessage::Text("connected".into()))
         .await
@@ -185,6 +194,7 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
+        conn.queued.clone(),
         conn.closer.clone(),
         app.shutdown.clone(),
     ));
@@ -197,43 +207,68 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     read_loop(&app, &ctx, &conn.closer, stream).await;
 
     conn.closer.close(close::NORMAL, "");
+    // The writer gives up on a client that does not read within CLOSE_WAIT.
     let _ = writer.await;
     super::presence::disconnected(&app, &conn).await;
     metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
 }
 
+/// How long a Close frame may take to reach a client before the socket is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Writes queued frames. A write that cannot finish (a client that stopped reading)
+/// is abandoned as soon as the socket is closed, so a slow consumer's session, socket
+/// and queue are freed at once instead of when the client goes away.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
     mut rx: mpsc::Receiver<Outbound>,
+    queued: QueuedBytes,
     closer: Closer,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let (code, reason) = loop {
-        tokio::select! {
+        let out = tokio::select! {
             biased;
             why = closer.closed() => break why,
             _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
-            out = rx.recv() => match out {
-                Some(Outbound::Binary(b)) => {
-                    if sink.send(WsMessage::Binary(b)).await.is_err() {
-                        closer.close(close::NORMAL, "");
-                        return;
-                    }
-                }
-                None => break (close::NORMAL, String::new()),
-            },
+            out = rx.recv() => out,
+        };
+        let Some(Outbound::Binary(b)) = out else {
+            break (close::NORMAL, String::new());
+        };
+        let n = b.len();
+        let sent = tokio::select! {
+            biased;
+            why = closer.closed() => Err(why),
+            _ = shutdown.cancelled() => Err((close::RESTARTING, "server restarting".to_owned())),
+            r = sink.send(WsMessage::Binary(b)) => Ok(r.is_ok()),
+        };
+        queued.release(n);
+        match sent {
+            Ok(true) => {}
+            Ok(false) => {
+                closer.close(close::NORMAL, "");
+                return;
+            }
+            Err(why) => break why,
         }
     };
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        sink.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(WsMessage::Close(Some(frame)))).await;
     closer.close(code, "");
+}
+
+/// Whether a read error is a frame or message over `limits.max_frame_bytes`.
+fn too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    matches!(
+        e.into_inner().downcast_ref::<WsError>(),
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
+    )
 }
 
 async fn read_loop(
@@ -262,9 +297,7 @@ async fn read_loop(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                    || e.to_string().contains("Space limit");
-                if too_big {
+                if too_big(e) {
                     closer.close(close::TOO_BIG, "frame too large");
                 }
                 break;
@@ -278,31 +311,32 @@ async fn read_loop(
             _ => continue,
         };
         metrics::counter!("ferry_frames_received_total").increment(1);
-        let req = match RequestBody::decode(data) {
-            Ok(r) => r,
-            Err(e) => {
-                reply(
-                    ctx,
-                    wire::failure(
-                        0,
-                        "",
-                        &Failure::Request(format!("malformed RequestBody: {e}")),
-                    ),
-                );
-                continue;
-            }
-        };
+        // Every frame costs a token, well-formed or not: a flood of garbage is
+        // throttled like a flood of requests.
         if !bucket.take(Instant::now()) {
+            let (event, req_id) = RequestBody::decode(data)
+                .map(|r| (r.event, r.req_id))
+                .unwrap_or_default();
             reply(
                 ctx,
                 wire::failure(
-                    req.event,
-                    &req.req_id,
+                    event,
+                    &req_id,
                     &Failure::Retry("rate limit exceeded, slow down".into()),
                 ),
             );
             continue;
         }
+        let req = match RequestBody::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(
+                    ctx,
+                    wire::failure(0, "", &Failure::malformed("RequestBody", &e)),
+                );
+                continue;
+            }
+        };
         if req.event == ActiveEvent::SendMsgList as i32 {
             if let Err(
                 mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req),

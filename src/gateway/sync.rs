@@ -44,7 +44,7 @@ pub(crate) async fn sync_conv_seq(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
 }
 
 fn malformed(what: &'static str) -> impl Fn(bounded::Malformed) -> Failure {
-    move |e| Failure::Request(format!("malformed {what}: {e}"))
+    move |e| Failure::malformed(what, &e)
 }
 
 /// Store reads per SyncMsgList are made this many seqs at a time, so the response

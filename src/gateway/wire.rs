@@ -8,7 +8,8 @@ use crate::domain::{Message, Notice};
 use crate::proto::pb::{self, ActiveEvent, PushEvent};
 use crate::proto::{Code, msg_list, notice_list};
 
-/// Why a request failed, as the client will see it.
+/// Why a request failed, as the client will see it. Messages are ferry's own words:
+/// a backend's or a library's error text is logged under an error id and never sent.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
     /// The request is wrong; retrying it unchanged will fail again.
@@ -17,6 +18,10 @@ pub(crate) enum Failure {
     /// Temporary: retry later (backend busy or down, rate limit).
     #[error("{0}")]
     Retry(String),
+    /// A fault on ferry's side that a retry cannot fix (e.g. a stored row that cannot
+    /// be read).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Failure {
@@ -24,19 +29,53 @@ impl Failure {
         match self {
             Self::Request(_) => Code::RequestError,
             Self::Retry(_) => Code::RetryError,
+            Self::Internal(_) => Code::InternalError,
+        }
+    }
+
+    /// A request payload that does not decode as `what`. The decoder's own message
+    /// is logged, not sent.
+    pub(crate) fn malformed(what: &str, detail: &dyn std::fmt::Display) -> Self {
+        tracing::debug!(what, detail = %detail, "malformed request payload");
+        Self::Request(format!("malformed {what}: not a valid protobuf encoding"))
+    }
+
+    /// A backend failure: logged in full under a fresh error id; the client gets
+    /// `what` and the id to quote.
+    fn backend(what: &str, detail: &dyn std::fmt::Display, retry: bool) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        tracing::warn!(error_id = %id, error = %detail, "{what}");
+        let msg = format!("{what} (error id {id})");
+        if retry {
+            Self::Retry(msg)
+        } else {
+            Self::Internal(msg)
         }
     }
 }
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Retry(format!("storage temporarily unavailable: {e}"))
+        use crate::store::StoreError as E;
+        match &e {
+            E::Unavailable(_) => Self::backend("storage temporarily unavailable, retry", &e, true),
+            E::Corrupt(_) => Self::backend("stored data could not be read", &e, false),
+            E::Invalid(_) => Self::backend("the value cannot be stored", &e, false),
+        }
     }
 }
 
 impl From<crate::msglog::LogError> for Failure {
     fn from(e: crate::msglog::LogError) -> Self {
-        Self::Retry(format!("message log temporarily unavailable: {e}"))
+        use crate::msglog::LogError as E;
+        match &e {
+            E::Timeout | E::Unavailable(_) | E::Closed => {
+                Self::backend("message log temporarily unavailable, retry", &e, true)
+            }
+            E::UnknownTopic(_) | E::Refused(_) => {
+                Self::backend("message log refused the request", &e, false)
+            }
+        }
     }
 }
 
@@ -50,9 +89,10 @@ fn push(event: PushEvent, data: Vec<u8>) -> Bytes {
 }
 
 /// A successful response carrying `data` (already the event's encoded payload).
-pub(crate) fn success(event: ActiveEvent, req_id: &str, data: Bytes) -> Bytes {
+/// `event` is echoed as the client sent it.
+pub(crate) fn success(event: i32, req_id: &str, data: Bytes) -> Bytes {
     let body = pb::ResponseBody {
-        event: event as i32,
+        event,
         req_id: req_id.to_owned(),
         code: Code::Success as i32,
         data,
