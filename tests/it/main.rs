@@ -30,6 +30,8 @@ mod custom;
 mod delay;
 mod durability;
 mod fault;
+mod flood;
+mod limits;
 mod messaging;
 mod multipod;
 mod notices;
