@@ -286,6 +286,9 @@ async fn read_loop(
     let (send_tx, send_rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
     let send_worker = tokio::spawn(send_worker(ctx.clone(), send_rx));
     loop {
+        // One frame per turn: a socket with a backlog of frames would otherwise keep
+        // a worker for a whole scheduling budget while other sockets wait.
+        tokio::task::yield_now().await;
         let frame = tokio::select! {
             _ = closer.closed() => break,
             f = tokio::time::timeout(idle, stream.next()) => f,
@@ -313,7 +316,8 @@ async fn read_loop(
         metrics::counter!("ferry_frames_received_total").increment(1);
         // Every frame costs a token, well-formed or not: a flood of garbage is
         // throttled like a flood of requests.
-        if !bucket.take(Instant::now()) {
+        let now = Instant::now();
+        if !bucket.take(now) {
             let (event, req_id) = RequestBody::decode(data)
                 .map(|r| (r.event, r.req_id))
                 .unwrap_or_default();
@@ -325,6 +329,12 @@ async fn read_loop(
                     &Failure::Retry("rate limit exceeded, slow down".into()),
                 ),
             );
+            // Stop reading until the next token: a client over its rate is held back
+            // by TCP instead of costing a refusal per frame.
+            tokio::select! {
+                _ = closer.closed() => break,
+                _ = tokio::time::sleep(bucket.next_token_in(now)) => {}
+            }
             continue;
         }
         let req = match RequestBody::decode(data) {
