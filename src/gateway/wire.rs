@@ -143,3 +143,33 @@ pub(crate) fn event_name(event: i32) -> &'static str {
         .map(|e| e.as_str_name())
         .unwrap_or("Unknown")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn backend_failures_keep_their_details_out_of_the_message() {
+        let corrupt = Failure::from(StoreError::Corrupt("row 7: invalid wire type".into()));
+        assert_eq!(corrupt.code(), Code::InternalError, "a retry cannot fix it");
+        let down = Failure::from(StoreError::Unavailable(
+            "Connection refused (os error 111)".into(),
+        ));
+        assert_eq!(down.code(), Code::RetryError);
+        let log = Failure::from(crate::msglog::LogError::Unavailable("broker 1 down".into()));
+        assert_eq!(log.code(), Code::RetryError);
+        for (f, detail) in [
+            (&corrupt, "wire type"),
+            (&down, "os error"),
+            (&log, "broker"),
+        ] {
+            let msg = f.to_string();
+            assert!(!msg.contains(detail), "{msg}");
+            assert!(msg.contains("error id "), "{msg}");
+        }
+        let m = Failure::malformed("SendMsgListReq", &"invalid varint");
+        assert_eq!(m.code(), Code::RequestError);
+        assert!(!m.to_string().contains("varint"));
+    }
+}
