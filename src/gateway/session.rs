@@ -15,8 +15,8 @@ use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::limits::TokenBucket;
-use super::wire::{self, Failure};
-use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes, close};
+use super::wire::{self, Closing, Failure};
+use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
@@ -121,10 +121,10 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     })
 }
 
-async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
+async fn close_now(socket: &mut WebSocket, why: Closing<'_>) {
     let frame = CloseFrame {
-        code,
-        reason: reason.into(),
+        code: why.code(),
+        reason: why.reason().into(),
     };
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
@@ -139,22 +139,12 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         Err(f) => {
             metrics::counter!("ferry_auth_failures_total").increment(1);
             tracing::info!(reason = f.reason(false), "connection refused");
-            close_now(
-                &mut socket,
-                close::AUTH_FAILED,
-                f.reason(params.language_zh()),
-            )
-            .await;
+            close_now(&mut socket, Closing::Auth(&f, params.language_zh())).await;
             return;
         }
     };
     if app.registry.connection_count() >= app.cfg.limits.max_connections {
-        close_now(
-            &mut socket,
-            close::TRY_AGAIN_LATER,
-            "connection limit reached".into(),
-        )
-        .await;
+        close_now(&mut socket, Closing::ServerFull).await;
         return;
     }
     let conn_id = uuid::Uuid::new_v4().simple().to_string();
@@ -171,12 +161,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
     if !super::lifecycle::connected(&app, &conn).await {
-        close_now(
-            &mut socket,
-            close::POLICY,
-            "too many connections for this user".into(),
-        )
-        .await;
+        close_now(&mut socket, Closing::UserFull).await;
         return;
     }
     if socket
@@ -206,7 +191,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     });
     read_loop(&app, &ctx, &conn.closer, stream).await;
 
-    conn.closer.close(close::NORMAL, "");
+    Closing::Normal.close(&conn.closer);
     // The writer gives up on a client that does not read within CLOSE_WAIT.
     let _ = writer.await;
     super::lifecycle::disconnected(&app, &conn).await;
@@ -230,24 +215,24 @@ async fn write_loop(
         let out = tokio::select! {
             biased;
             why = closer.closed() => break why,
-            _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
+            _ = shutdown.cancelled() => break Closing::Restarting.pair(),
             out = rx.recv() => out,
         };
         let Some(Outbound::Binary(b)) = out else {
-            break (close::NORMAL, String::new());
+            break Closing::Normal.pair();
         };
         let n = b.len();
         let sent = tokio::select! {
             biased;
             why = closer.closed() => Err(why),
-            _ = shutdown.cancelled() => Err((close::RESTARTING, "server restarting".to_owned())),
+            _ = shutdown.cancelled() => Err(Closing::Restarting.pair()),
             r = sink.send(WsMessage::Binary(b)) => Ok(r.is_ok()),
         };
         queued.release(n);
         match sent {
             Ok(true) => {}
             Ok(false) => {
-                closer.close(close::NORMAL, "");
+                Closing::Normal.close(&closer);
                 return;
             }
             Err(why) => break why,
@@ -295,13 +280,13 @@ async fn read_loop(
         };
         let msg = match frame {
             Err(_) => {
-                closer.close(close::NORMAL, "idle timeout");
+                Closing::Idle.close(closer);
                 break;
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 if too_big(e) {
-                    closer.close(close::TOO_BIG, "frame too large");
+                    Closing::TooBig.close(closer);
                 }
                 break;
             }

@@ -1,10 +1,13 @@
 //! The one place where outcomes become wire frames: responses with their code and a
-//! readable CommonResp message (push frames are in connections::frames).
+//! readable CommonResp message (push frames are in connections::frames), and the
+//! close code and reason of every socket ferry closes.
 
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::auth::AuthFailure;
 use crate::connections::frames::push;
+use crate::connections::registry::{Closer, close};
 use crate::proto::Code;
 use crate::proto::pb::{self, ActiveEvent, PushEvent};
 
@@ -117,6 +120,69 @@ pub(crate) fn event_name(event: i32) -> &'static str {
     ActiveEvent::try_from(event)
         .map(|e| e.as_str_name())
         .unwrap_or("Unknown")
+}
+
+/// Why ferry closes a socket. Close codes and reasons are chosen here; the one
+/// exception is the slow-consumer close (1013), chosen in the connections registry,
+/// which sits below the gateway and cannot depend on it.
+#[derive(Debug)]
+pub(crate) enum Closing<'a> {
+    /// Authentication failed; the reason in the client's language.
+    Auth(&'a AuthFailure, bool),
+    /// The process holds `limits.max_connections` sockets.
+    ServerFull,
+    /// The user holds `limits.max_connections_per_user` sockets here.
+    UserFull,
+    /// A frame or message over `limits.max_frame_bytes`.
+    TooBig,
+    /// No frame within `session.idle_timeout_secs`.
+    Idle,
+    /// The same device connected again.
+    Duplicate,
+    /// Kicked by the server API, or by one_per_platform.
+    Kick,
+    /// The process is shutting down.
+    Restarting,
+    /// The client went away or the session ended.
+    Normal,
+}
+
+impl Closing<'_> {
+    pub(crate) fn code(&self) -> u16 {
+        match self {
+            Self::Auth(..) => close::AUTH_FAILED,
+            Self::ServerFull => close::TRY_AGAIN_LATER,
+            Self::UserFull => close::POLICY,
+            Self::TooBig => close::TOO_BIG,
+            Self::Idle | Self::Duplicate | Self::Normal => close::NORMAL,
+            Self::Kick => close::GOING_AWAY,
+            Self::Restarting => close::RESTARTING,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Self::Auth(f, zh) => f.reason(*zh),
+            Self::ServerFull => "connection limit reached".into(),
+            Self::UserFull => "too many connections for this user".into(),
+            Self::TooBig => "frame too large".into(),
+            Self::Idle => "idle timeout".into(),
+            Self::Duplicate => "duplicate connection".into(),
+            Self::Kick => "kick".into(),
+            Self::Restarting => "server restarting".into(),
+            Self::Normal => String::new(),
+        }
+    }
+
+    /// Closes `conn`'s socket for this reason.
+    pub(crate) fn close(&self, closer: &Closer) {
+        closer.close(self.code(), &self.reason());
+    }
+
+    /// As a (code, reason) pair, for Disconnect records and writers.
+    pub(crate) fn pair(&self) -> (u16, String) {
+        (self.code(), self.reason())
+    }
 }
 
 #[cfg(test)]
