@@ -9,11 +9,12 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
+use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
 use super::wire::{self, Closing, Failure};
 use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
@@ -176,12 +177,14 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
 
     let (sink, stream) = socket.split();
+    let ping = Arc::new(Notify::new());
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         conn.queued.clone(),
         conn.closer.clone(),
         app.shutdown.clone(),
+        ping.clone(),
     ));
     let ctx = Arc::new(ConnCtx {
         app: app.clone(),
@@ -189,7 +192,8 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         conn: conn.clone(),
         meta: params.meta,
     });
-    read_loop(&app, &ctx, &conn.closer, stream).await;
+    let keepalive = Keepalive::new(Duration::from_secs(app.cfg.session.idle_timeout_secs), ping);
+    read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
 
     Closing::Normal.close(&conn.closer);
     // The writer gives up on a client that does not read within CLOSE_WAIT.
@@ -210,23 +214,28 @@ async fn write_loop(
     queued: QueuedBytes,
     closer: Closer,
     shutdown: tokio_util::sync::CancellationToken,
+    ping: Arc<Notify>,
 ) {
     let (code, reason) = loop {
-        let out = tokio::select! {
+        // A server ping (keep-alive) or the next queued frame, with its queued bytes.
+        let (msg, n) = tokio::select! {
             biased;
             why = closer.closed() => break why,
             _ = shutdown.cancelled() => break Closing::Restarting.pair(),
-            out = rx.recv() => out,
+            _ = ping.notified() => (WsMessage::Ping(Bytes::new()), 0),
+            out = rx.recv() => match out {
+                Some(Outbound::Binary(b)) => {
+                    let n = b.len();
+                    (WsMessage::Binary(b), n)
+                }
+                None => break Closing::Normal.pair(),
+            },
         };
-        let Some(Outbound::Binary(b)) = out else {
-            break Closing::Normal.pair();
-        };
-        let n = b.len();
         let sent = tokio::select! {
             biased;
             why = closer.closed() => Err(why),
             _ = shutdown.cancelled() => Err(Closing::Restarting.pair()),
-            r = sink.send(WsMessage::Binary(b)) => Ok(r.is_ok()),
+            r = sink.send(msg) => Ok(r.is_ok()),
         };
         queued.release(n);
         match sent {
@@ -261,8 +270,8 @@ async fn read_loop(
     ctx: &Arc<ConnCtx>,
     closer: &Closer,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut keepalive: Keepalive,
 ) {
-    let idle = Duration::from_secs(app.cfg.session.idle_timeout_secs);
     let mut bucket = TokenBucket::new(
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
@@ -276,13 +285,16 @@ async fn read_loop(
         tokio::task::yield_now().await;
         let frame = tokio::select! {
             _ = closer.closed() => break,
-            f = tokio::time::timeout(idle, stream.next()) => f,
+            f = tokio::time::timeout(keepalive.wait(), stream.next()) => f,
         };
         let msg = match frame {
-            Err(_) => {
-                Closing::Idle.close(closer);
-                break;
-            }
+            Err(_) => match keepalive.on_silence() {
+                Silence::Ping => continue,
+                Silence::Close => {
+                    Closing::Idle.close(closer);
+                    break;
+                }
+            },
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 if too_big(e) {
@@ -290,12 +302,16 @@ async fn read_loop(
                 }
                 break;
             }
-            Ok(Some(Ok(m))) => m,
+            Ok(Some(Ok(m))) => {
+                keepalive.on_frame();
+                m
+            }
         };
         let data: Bytes = match msg {
             WsMessage::Binary(b) => b,
             WsMessage::Close(_) => break,
-            // Pings are answered by the WebSocket layer; text frames carry nothing.
+            // Pings are answered by the WebSocket layer; pongs only prove liveness;
+            // text frames carry nothing.
             _ => continue,
         };
         metrics::counter!("ferry_frames_received_total").increment(1);
