@@ -51,6 +51,8 @@ pub(crate) async fn start(
     roles: &[Role],
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<Running> {
+    let mut cfg = cfg;
+    cfg.limits.max_connections = crate::serve::max_connections(cfg.limits.max_connections);
     let cfg = Arc::new(cfg);
     let dev = crate::secrets::auth_dev_secret(&cfg)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth, dev.as_deref())?);
@@ -179,18 +181,15 @@ pub(crate) async fn start(
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
     let done = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
-                let stop = stop.clone();
-                async move { stop.cancelled().await }
-            });
+        let head = crate::serve::HeadBounds {
+            read_timeout: Duration::from_secs(cfg.server.header_read_timeout_secs),
+            max_bytes: cfg.server.max_header_bytes,
+        };
+        let server = crate::serve::serve(listener, router_http, head, stop.clone(), grace);
         // A failed role stops the whole process, as a signal would.
-        let result = tokio::select! {
-            r = server.into_future() => r,
-            _ = tasks.failed() => {
-                stop.cancel();
-                Ok(())
-            }
+        tokio::select! {
+            () = server => {}
+            _ = tasks.failed() => stop.cancel(),
         };
         // Sockets are closed (or the server gave up); now stop the roles, which
         // flush and commit. The grace period bounds the whole drain.
@@ -204,8 +203,7 @@ pub(crate) async fn start(
                 tracing::warn!(topic = %push_topic, "push topic not deleted within the grace period")
             }
         }
-        roles_result?;
-        result.map_err(anyhow::Error::from)
+        roles_result.map_err(anyhow::Error::from)
     });
     Ok(Running {
         addr,

@@ -81,12 +81,19 @@ fn default_pod() -> String {
 pub(crate) struct ServerConfig {
     /// Address of the WebSocket, server API, health and metrics listener.
     pub(crate) listen: String,
+    /// A connection that has not sent a complete request head within this time is
+    /// closed (it would otherwise hold a file descriptor and the shutdown drain).
+    pub(crate) header_read_timeout_secs: u64,
+    /// Largest request head (request line and headers), bytes; at least 8192.
+    pub(crate) max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            header_read_timeout_secs: 10,
+            max_header_bytes: 32 << 10,
         }
     }
 }
@@ -120,11 +127,22 @@ pub(crate) struct Limits {
     /// Burst above the sustained rate.
     pub(crate) request_burst: u32,
     pub(crate) max_msgs_per_send: usize,
+    /// Seqs per SyncMsgList, over all its items (a seq asked twice counts twice).
     pub(crate) max_seqs_per_sync: usize,
+    /// Conversations (items) per SyncMsgList.
+    pub(crate) max_convs_per_msg_sync: usize,
     pub(crate) max_convs_per_seq_sync: usize,
+    /// Largest response or push of requested data (SyncMsgList, CustomRequest), bytes.
+    pub(crate) max_response_bytes: usize,
+    /// Sockets per process. Capped at startup below what the file-descriptor limit
+    /// (RLIMIT_NOFILE) allows, keeping room for the backends' own files.
     pub(crate) max_connections: usize,
+    /// Sockets per user on one process.
+    pub(crate) max_connections_per_user: usize,
     /// Frames queued for one socket before it counts as a slow consumer and is closed.
     pub(crate) send_queue: usize,
+    /// Bytes queued for one socket before it counts as a slow consumer and is closed.
+    pub(crate) send_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -135,9 +153,13 @@ impl Default for Limits {
             request_burst: 100,
             max_msgs_per_send: 100,
             max_seqs_per_sync: 1000,
+            max_convs_per_msg_sync: 100,
             max_convs_per_seq_sync: 1000,
+            max_response_bytes: 4 << 20,
             max_connections: 100_000,
+            max_connections_per_user: 20,
             send_queue: 512,
+            send_queue_bytes: 8 << 20,
         }
     }
 }
@@ -418,15 +440,31 @@ impl Config {
         {
             bad.push(invalid("pod", "letters, digits, '-', '_' and '.' only"));
         }
+        if self.server.header_read_timeout_secs == 0 {
+            bad.push(invalid(
+                "server.header_read_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.max_header_bytes < 8192 {
+            bad.push(invalid("server.max_header_bytes", "must be at least 8192"));
+        }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
             ("limits.requests_per_second", l.requests_per_second as usize),
             ("limits.max_msgs_per_send", l.max_msgs_per_send),
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
+            ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),
             ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
+            ("limits.max_response_bytes", l.max_response_bytes),
             ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
             ("limits.send_queue", l.send_queue),
+            ("limits.send_queue_bytes", l.send_queue_bytes),
         ] {
             if v == 0 {
                 bad.push(invalid(key, "must be greater than 0"));

@@ -131,6 +131,9 @@ impl fmt::Display for Seq {
 }
 
 /// `<convId>-<seq>`: the server's id of a stored message.
+/// The largest seq (and minSeq) ferry stores: the CQL schema holds seqs as bigint.
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
+
 pub(crate) fn server_msg_id(conv: &ConvId, seq: Seq) -> String {
     format!("{conv}-{seq}")
 }

@@ -10,6 +10,7 @@
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
 //! - `demo`      — the browser chat demo at /demo (development secret only)
+//! - `serve`     — the accept loop: bounded request heads, bounded drain
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
@@ -46,6 +47,7 @@ mod proto;
 mod proto_vectors;
 mod recovery;
 mod secrets;
+mod serve;
 mod shutdown;
 mod store;
 mod telemetry;

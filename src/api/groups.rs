@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::{ApiError, bad};
-use crate::connections::registry::close;
-use crate::domain::{ConvId, UserId};
+use crate::domain::{ConvId, MAX_SEQ, UserId};
 use crate::gateway::Gateway;
+use crate::gateway::wire::Closing;
 use crate::pipeline::records;
 use crate::pipeline::router::PushPayload;
 use crate::proto::records::{Disconnect, MemberChange};
@@ -54,6 +54,7 @@ pub(crate) async fn add(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (group, user) = ids(&group, &user)?;
     let min_seq = match body.and_then(|b| b.0.min_seq) {
+        Some(s) if s > MAX_SEQ => return Err(bad(format!("minSeq must be at most {MAX_SEQ}"))),
         Some(s) => s,
         None => app
             .store
@@ -135,12 +136,13 @@ pub(crate) async fn kick(
         .map_err(|e| bad(e.to_string()))?
         .to_string();
     let k = body.map(|b| b.0).unwrap_or_default();
+    let (code, reason) = Closing::Kick.pair();
     let d = Disconnect {
         platform: k.platform.unwrap_or_default(),
         device_id: k.device_id.unwrap_or_default(),
         except_conn_id: String::new(),
-        close_code: u32::from(close::GOING_AWAY),
-        reason: "kick".into(),
+        close_code: u32::from(code),
+        reason,
     };
     let pods = app.presence.pods(&user).len();
     app.router

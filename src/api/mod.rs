@@ -72,6 +72,7 @@ impl From<Failure> for ApiError {
         let status = match f {
             Failure::Request(_) => StatusCode::BAD_REQUEST,
             Failure::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, f.to_string())
     }

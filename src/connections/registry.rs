@@ -3,6 +3,7 @@
 //! never hold up fan-out to the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -14,11 +15,51 @@ pub(crate) enum Outbound {
     Binary(Bytes),
 }
 
+impl Outbound {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outbound::Binary(b) => b.len(),
+        }
+    }
+}
+
+/// Bytes queued for one socket, against its limit: the queue is bounded in bytes as
+/// well as in frames, so a client that stops reading holds at most `limit` bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct QueuedBytes {
+    used: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl QueuedBytes {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// Reserves `n` bytes; false (nothing reserved) when that would pass the limit.
+    fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` bytes (the frame was written, or never queued).
+    pub(crate) fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// Close codes used by ferry, beside 3000 (authentication failed).
 pub(crate) mod close {
     pub(crate) const AUTH_FAILED: u16 = 3000;
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const POLICY: u16 = 1008;
     pub(crate) const TOO_BIG: u16 = 1009;
     pub(crate) const RESTARTING: u16 = 1012;
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
@@ -31,6 +72,7 @@ pub(crate) struct Conn {
     pub(crate) platform: String,
     pub(crate) device_id: String,
     pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) queued: QueuedBytes,
     pub(crate) closer: Closer,
 }
 
@@ -49,6 +91,9 @@ impl Closer {
             *why = Some((code, reason.to_owned()));
         }
         self.token.cancel();
+    }
+    pub(crate) fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
     }
     pub(crate) async fn closed(&self) -> (u16, String) {
         self.token.cancelled().await;
@@ -75,23 +120,41 @@ impl Registry {
     }
 
     /// Adds `conn`; returns the local connections it displaces under `one_per_platform`
-    /// (same platform) or always (same platform and device).
-    pub(crate) fn insert(&self, conn: Conn, one_per_platform: bool) -> Vec<(Conn, bool)> {
+    /// (same platform) or always (same platform and device). None, and nothing
+    /// changed, when the user would keep more than `per_user` sockets.
+    pub(crate) fn insert(
+        &self,
+        conn: Conn,
+        one_per_platform: bool,
+        per_user: usize,
+    ) -> Option<Vec<(Conn, bool)>> {
         let mut users = self.users.write().unwrap();
         let list = users.entry(conn.user.clone()).or_default();
-        let mut displaced = Vec::new();
-        list.retain(|c| {
-            let same_device = c.platform == conn.platform && c.device_id == conn.device_id;
+        let replaces = |c: &Conn| {
             let same_platform = c.platform == conn.platform;
-            if same_device || (one_per_platform && same_platform) {
+            let same_device = same_platform && c.device_id == conn.device_id;
+            (
+                same_device || (one_per_platform && same_platform),
+                same_device,
+            )
+        };
+        let kept = list.iter().filter(|c| !replaces(c).0).count();
+        if kept >= per_user {
+            if list.is_empty() {
+                users.remove(&conn.user);
+            }
+            return None;
+        }
+        let mut displaced = Vec::new();
+        list.retain(|c| match replaces(c) {
+            (true, same_device) => {
                 displaced.push((c.clone(), same_device));
                 false
-            } else {
-                true
             }
+            (false, _) => true,
         });
         list.push(conn);
-        displaced
+        Some(displaced)
     }
 
     /// Removes a connection; true if it was still registered.
@@ -134,16 +197,32 @@ impl Registry {
     }
 }
 
-/// Queues without waiting; a full queue closes the socket as a slow consumer.
+/// Queues without waiting; a queue full in frames or in bytes closes the socket as a
+/// slow consumer (its writer then drops what is queued).
 pub(crate) fn send_or_close(c: &Conn, out: Outbound) -> bool {
+    let n = out.len();
+    if !c.queued.reserve(n) {
+        slow_consumer(c);
+        return false;
+    }
     match c.tx.try_send(out) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);
-            tracing::warn!(user = %c.user, conn = %c.conn_id, "slow consumer disconnected");
-            c.closer.close(close::TRY_AGAIN_LATER, "slow consumer");
+            c.queued.release(n);
+            slow_consumer(c);
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            c.queued.release(n);
+            false
+        }
     }
+}
+
+fn slow_consumer(c: &Conn) {
+    if !c.closer.is_closed() {
+        metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);
+        tracing::warn!(user = %c.user, conn = %c.conn_id, "slow consumer disconnected");
+    }
+    c.closer.close(close::TRY_AGAIN_LATER, "slow consumer");
 }

@@ -16,6 +16,9 @@ use crate::config::AuthConfig;
 pub(crate) enum AuthFailure {
     MissingParam(&'static str),
     InvalidParam(&'static str),
+    /// A metadata parameter (deviceModel, …) over its length limit.
+    InvalidMeta(String),
+    QueryTooLong,
     Malformed,
     BadSignature,
     Expired,
@@ -43,6 +46,11 @@ impl AuthFailure {
                 format!("invalid query parameter {p}"),
                 format!("参数 {p} 无效"),
             ),
+            InvalidMeta(p) => (
+                format!("query parameter {p} is too long"),
+                format!("参数 {p} 过长"),
+            ),
+            QueryTooLong => ("query string is too long".into(), "查询字符串过长".into()),
             Malformed => ("token is not a valid JWT".into(), "token 格式错误".into()),
             BadSignature => ("token signature is invalid".into(), "token 签名无效".into()),
             Expired => ("token expired".into(), "token 已过期".into()),

@@ -9,6 +9,45 @@ use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
 use crate::proto::pb;
 
+/// Longest CustomRequest method accepted, bytes.
+pub(crate) const MAX_METHOD_BYTES: usize = 512;
+
+/// Checks that `method` is a plain absolute path: only unreserved characters and
+/// '/', no empty, "." or ".." segment. Percent-encoding is refused outright, so no
+/// encoded dot segment or separator can reach the upstream and escape the route's
+/// base path.
+pub(crate) fn valid_method(method: &str) -> Result<(), String> {
+    if method.len() > MAX_METHOD_BYTES {
+        return Err(format!("method longer than {MAX_METHOD_BYTES} bytes"));
+    }
+    let Some(path) = method.strip_prefix('/') else {
+        return Err("method must start with '/'".into());
+    };
+    if let Some(c) = method
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.~/".contains(*c)))
+    {
+        return Err(format!("method may not contain {c:?}"));
+    }
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("method may not contain empty, '.' or '..' segments".into());
+    }
+    Ok(())
+}
+
+/// Whether `prefix` covers `method` on a segment boundary: `/v1/relation` covers
+/// `/v1/relation` and `/v1/relation/x`, not `/v1/relationship`.
+fn covers(prefix: &str, method: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match method.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 /// The upstream URL for `method`, by longest matching prefix.
 pub(crate) fn route(
     routes: &std::collections::BTreeMap<String, String>,
@@ -16,16 +55,14 @@ pub(crate) fn route(
 ) -> Option<String> {
     routes
         .iter()
-        .filter(|(prefix, _)| method.starts_with(prefix.as_str()))
-        .max_by_key(|(prefix, _)| prefix.len())
+        .filter(|(prefix, _)| covers(prefix, method))
+        .max_by_key(|(prefix, _)| prefix.trim_end_matches('/').len())
         .map(|(_, base)| format!("{}{}", base.trim_end_matches('/'), method))
 }
 
 pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let req: pb::CustomRequestBody = decode(data, "CustomRequestBody")?;
-    if !req.method.starts_with('/') || req.method.contains("..") {
-        return Err(Failure::Request(format!("invalid method {:?}", req.method)));
-    }
+    valid_method(&req.method).map_err(|why| Failure::Request(format!("invalid method: {why}")))?;
     let app = &ctx.app;
     let Some(url) = route(&app.cfg.custom.routes, &req.method) else {
         return Err(Failure::Request(format!("unknown method {}", req.method)));
@@ -51,10 +88,15 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         }
     })?;
     let status = resp.status();
-    let body = resp
-        .bytes()
+    let body = read_bounded(resp, app.cfg.limits.max_response_bytes)
         .await
-        .map_err(|_| Failure::Retry(format!("upstream for {} broke off", req.method)))?;
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => Failure::Request(format!(
+                "upstream for {} answered more than {limit} bytes",
+                req.method
+            )),
+            BodyError::Broken => Failure::Retry(format!("upstream for {} broke off", req.method)),
+        })?;
     if status.is_success() {
         return Ok(Reply::data(body));
     }
@@ -66,6 +108,27 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
     } else {
         Err(Failure::Retry(format!("upstream answered {status}")))
     }
+}
+
+enum BodyError {
+    TooLarge(usize),
+    Broken,
+}
+
+/// Reads the upstream body, refusing it as soon as it exceeds `limit` bytes (it would
+/// become one frame to the client).
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| BodyError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]
@@ -89,5 +152,33 @@ mod tests {
             Some("http://a/v1/user")
         );
         assert_eq!(route(&routes, "/v2/x"), None);
+        // A prefix matches whole segments only.
+        assert_eq!(
+            route(&routes, "/v1/relationship").as_deref(),
+            Some("http://a/v1/relationship")
+        );
+        assert_eq!(route(&routes, "/v1x"), None);
+    }
+
+    #[test]
+    fn methods_are_plain_paths() {
+        assert!(valid_method("/v1/relation/getFriendList").is_ok());
+        assert!(valid_method("/v1/a.b~c-d_e").is_ok());
+        for bad in [
+            "v1/x",
+            "/v1/../admin",
+            "/v1/./x",
+            "/v1//x",
+            "/v1/",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E%2E/admin",
+            "/v1/x?y=1",
+            "/v1/x#y",
+            "/v1/x\\..\\y",
+            "/v1/\u{e9}",
+        ] {
+            assert!(valid_method(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(valid_method(&format!("/{}", "a".repeat(MAX_METHOD_BYTES))).is_err());
     }
 }

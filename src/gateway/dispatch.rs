@@ -68,8 +68,7 @@ async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
             let code = "Success";
             metrics::counter!("ferry_requests_total", "event" => name, "code" => code).increment(1);
             tracing::Span::current().record("code", code);
-            let event = ActiveEvent::try_from(req.event).unwrap_or(ActiveEvent::SendMsgList);
-            let mut frames = vec![wire::success(event, &req.req_id, reply.data)];
+            let mut frames = vec![wire::success(req.event, &req.req_id, reply.data)];
             if !reply.push.is_empty() {
                 frames.push(crate::connections::frames::messages(&reply.push));
             }
@@ -86,5 +85,5 @@ async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
 
 /// Decodes a request payload or fails with a message naming the event.
 pub(crate) fn decode<T: prost::Message + Default>(data: Bytes, what: &str) -> Result<T, Failure> {
-    T::decode(data).map_err(|e| Failure::Request(format!("malformed {what}: {e}")))
+    T::decode(data).map_err(|e| Failure::malformed(what, &e))
 }

@@ -2,22 +2,37 @@
 //! replacement (here and on other pods), presence, pending notices.
 
 use super::Gateway;
+use super::wire::Closing;
 use crate::config::DevicePolicy;
-use crate::connections::registry::{Conn, close};
+use crate::connections::registry::Conn;
 use crate::pipeline::notices::push_pending;
 use crate::pipeline::router::PushPayload;
 use crate::proto::records::Disconnect;
 
-pub(crate) async fn connected(app: &Gateway, conn: &Conn) {
+/// Registers `conn`; false (nothing registered) when its user already has
+/// `limits.max_connections_per_user` sockets here that it would not replace.
+pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> bool {
     let one_per_platform = app.cfg.session.device_policy == DevicePolicy::OnePerPlatform;
-    for (old, same_device) in app.registry.insert(conn.clone(), one_per_platform) {
+    let per_user = app.cfg.limits.max_connections_per_user;
+    let Some(displaced) = app
+        .registry
+        .insert(conn.clone(), one_per_platform, per_user)
+    else {
+        return false;
+    };
+    for (old, same_device) in displaced {
         if same_device {
-            old.closer.close(close::NORMAL, "duplicate connection");
+            Closing::Duplicate.close(&old.closer);
         } else {
-            old.closer.close(close::GOING_AWAY, "kick");
+            Closing::Kick.close(&old.closer);
         }
     }
     // The same device (or, by policy, platform) connected to another pod earlier.
+    let (code, reason) = if one_per_platform {
+        Closing::Kick.pair()
+    } else {
+        Closing::Duplicate.pair()
+    };
     let remote = Disconnect {
         platform: conn.platform.clone(),
         device_id: if one_per_platform {
@@ -26,16 +41,8 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) {
             conn.device_id.clone()
         },
         except_conn_id: conn.conn_id.clone(),
-        close_code: u32::from(if one_per_platform {
-            close::GOING_AWAY
-        } else {
-            close::NORMAL
-        }),
-        reason: if one_per_platform {
-            "kick".into()
-        } else {
-            "duplicate connection".into()
-        },
+        close_code: u32::from(code),
+        reason,
     };
     let others: Vec<String> = app
         .presence
@@ -58,6 +65,7 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) {
     }
     app.publisher.publish(&conn.user).await;
     push_pending(&app.notices, &app.registry, &conn.user);
+    true
 }
 
 pub(crate) async fn disconnected(app: &Gateway, conn: &Conn) {

@@ -34,6 +34,18 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// How long after `now` the next token is due (zero when one is there).
+    pub(crate) fn next_token_in(&self, now: Instant) -> std::time::Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if tokens >= 1.0 || self.rate <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64((1.0 - tokens) / self.rate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +59,7 @@ mod tests {
         assert!(!b.take(t0));
         assert!(b.take(t0 + Duration::from_millis(100)));
         assert!(!b.take(t0 + Duration::from_millis(100)));
+        let wait = b.next_token_in(t0 + Duration::from_millis(100));
+        assert!(wait > Duration::from_millis(99) && wait <= Duration::from_millis(100));
     }
 }

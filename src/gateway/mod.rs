@@ -2,6 +2,7 @@
 //! dispatch, and CustomRequest upstreams.
 
 pub(crate) mod auth;
+pub(crate) mod bounded;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
 pub(crate) mod keepalive;

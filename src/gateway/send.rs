@@ -132,10 +132,20 @@ pub(crate) async fn append(
         Err(_) => Err(LogError::Timeout),
     };
     metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
-    res.map_err(|e| Failure::Retry(format!("message not accepted, retry: {e}")))
+    res.map_err(Failure::from)
 }
 
 pub(crate) async fn send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
+    // The list length is checked on the encoded request: an over-long list costs
+    // one pass over its bytes, not the decoding of every message.
+    let max = ctx.app.cfg.limits.max_msgs_per_send;
+    let n =
+        super::bounded::count(&data, 2).map_err(|e| Failure::malformed("SendMsgListReq", &e))?;
+    if n > max {
+        return Err(Failure::Request(format!(
+            "at most {max} messages per SendMsgList"
+        )));
+    }
     let req: pb::SendMsgListReq = decode(data, "SendMsgListReq")?;
     let due = due_at(req.deliver_after, now_ms())?;
     let batches = validate(&ctx.app, Some(&ctx.user), req.msg_data_list).await?;

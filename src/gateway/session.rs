@@ -16,8 +16,8 @@ use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
-use super::wire::{self, Failure};
-use crate::connections::registry::{self, Closer, Conn, Outbound, close};
+use super::wire::{self, Closing, Failure};
+use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
@@ -26,8 +26,17 @@ const IN_FLIGHT_PER_CONN: usize = 32;
 /// SendMsgList requests queued per connection.
 const SEND_QUEUE_PER_CONN: usize = 64;
 
+/// Longest token accepted, bytes: room for RS256/ES256 tokens with many claims.
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 << 10;
+/// Longest value of any other query parameter, bytes.
+pub(crate) const MAX_PARAM_BYTES: usize = 256;
+/// Longest query string, bytes: a token and every other parameter at their limits.
+pub(crate) const MAX_QUERY_BYTES: usize = 12 << 10;
+
 /// What the client said in the query string. The token stays out of Debug output.
 pub(crate) struct ConnectParams {
+    /// The query string was longer than MAX_QUERY_BYTES and was not parsed.
+    pub(crate) too_long: bool,
     pub(crate) token: Option<String>,
     pub(crate) user_id: Option<String>,
     pub(crate) platform: Option<String>,
@@ -39,12 +48,16 @@ pub(crate) struct ConnectParams {
 impl ConnectParams {
     pub(crate) fn parse(query: &str) -> Self {
         let mut p = ConnectParams {
+            too_long: query.len() > MAX_QUERY_BYTES,
             token: None,
             user_id: None,
             platform: None,
             device_id: None,
             meta: Vec::new(),
         };
+        if p.too_long {
+            return p;
+        }
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.into_owned();
             match k.as_ref() {
@@ -53,6 +66,8 @@ impl ConnectParams {
                 "platform" => p.platform = Some(v),
                 "deviceId" => p.device_id = Some(v),
                 "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => {
+                    // A repeated key replaces the earlier value.
+                    p.meta.retain(|(name, _)| name != k.as_ref());
                     p.meta.push((k.into_owned(), v))
                 }
                 _ => {}
@@ -68,10 +83,14 @@ impl ConnectParams {
     }
 }
 
-fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, AuthFailure> {
+fn required<'a>(
+    v: &'a Option<String>,
+    name: &'static str,
+    max: usize,
+) -> Result<&'a str, AuthFailure> {
     match v.as_deref() {
         None | Some("") => Err(AuthFailure::MissingParam(name)),
-        Some(s) if s.len() > 256 => Err(AuthFailure::InvalidParam(name)),
+        Some(s) if s.len() > max => Err(AuthFailure::InvalidParam(name)),
         Some(s) => Ok(s),
     }
 }
@@ -83,10 +102,17 @@ struct Identity {
 }
 
 fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailure> {
-    let token = required(&p.token, "token")?;
-    let user = required(&p.user_id, "userId")?;
-    let platform = required(&p.platform, "platform")?;
-    let device = required(&p.device_id, "deviceId")?;
+    if p.too_long {
+        return Err(AuthFailure::QueryTooLong);
+    }
+    let token = required(&p.token, "token", MAX_TOKEN_BYTES)?;
+    let user = required(&p.user_id, "userId", MAX_PARAM_BYTES)?;
+    let platform = required(&p.platform, "platform", MAX_PARAM_BYTES)?;
+    let device = required(&p.device_id, "deviceId", MAX_PARAM_BYTES)?;
+    // Metadata is forwarded to CustomRequest upstreams as headers.
+    if let Some((k, _)) = p.meta.iter().find(|(_, v)| v.len() > MAX_PARAM_BYTES) {
+        return Err(AuthFailure::InvalidMeta(k.clone()));
+    }
     let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
     app.auth.verify(token, user, platform, device)?;
     Ok(Identity {
@@ -96,10 +122,10 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     })
 }
 
-async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
+async fn close_now(socket: &mut WebSocket, why: Closing<'_>) {
     let frame = CloseFrame {
-        code,
-        reason: reason.into(),
+        code: why.code(),
+        reason: why.reason().into(),
     };
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
@@ -114,22 +140,12 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         Err(f) => {
             metrics::counter!("ferry_auth_failures_total").increment(1);
             tracing::info!(reason = f.reason(false), "connection refused");
-            close_now(
-                &mut socket,
-                close::AUTH_FAILED,
-                f.reason(params.language_zh()),
-            )
-            .await;
+            close_now(&mut socket, Closing::Auth(&f, params.language_zh())).await;
             return;
         }
     };
     if app.registry.connection_count() >= app.cfg.limits.max_connections {
-        close_now(
-            &mut socket,
-            close::TRY_AGAIN_LATER,
-            "connection limit reached".into(),
-        )
-        .await;
+        close_now(&mut socket, Closing::ServerFull).await;
         return;
     }
     let conn_id = uuid::Uuid::new_v4().simple().to_string();
@@ -140,11 +156,15 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         platform: id.platform.clone(),
         device_id: id.device_id.clone(),
         tx,
+        queued: QueuedBytes::new(app.cfg.limits.send_queue_bytes),
         closer: Closer::default(),
     };
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
-    super::lifecycle::connected(&app, &conn).await;
+    if !super::lifecycle::connected(&app, &conn).await {
+        close_now(&mut socket, Closing::UserFull).await;
+        return;
+    }
     if socket
         .send(WsMessage::Text("connected".into()))
         .await
@@ -161,6 +181,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
+        conn.queued.clone(),
         conn.closer.clone(),
         app.shutdown.clone(),
         ping.clone(),
@@ -174,51 +195,74 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     let keepalive = Keepalive::new(Duration::from_secs(app.cfg.session.idle_timeout_secs), ping);
     read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
 
-    conn.closer.close(close::NORMAL, "");
+    Closing::Normal.close(&conn.closer);
+    // The writer gives up on a client that does not read within CLOSE_WAIT.
     let _ = writer.await;
     super::lifecycle::disconnected(&app, &conn).await;
     metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
 }
 
+/// How long a Close frame may take to reach a client before the socket is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Writes queued frames. A write that cannot finish (a client that stopped reading)
+/// is abandoned as soon as the socket is closed, so a slow consumer's session, socket
+/// and queue are freed at once instead of when the client goes away.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
     mut rx: mpsc::Receiver<Outbound>,
+    queued: QueuedBytes,
     closer: Closer,
     shutdown: tokio_util::sync::CancellationToken,
     ping: Arc<Notify>,
 ) {
     let (code, reason) = loop {
-        tokio::select! {
+        // A server ping (keep-alive) or the next queued frame, with its queued bytes.
+        let (msg, n) = tokio::select! {
             biased;
             why = closer.closed() => break why,
-            _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
-            _ = ping.notified() => {
-                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    closer.close(close::NORMAL, "");
-                    return;
-                }
-            }
+            _ = shutdown.cancelled() => break Closing::Restarting.pair(),
+            _ = ping.notified() => (WsMessage::Ping(Bytes::new()), 0),
             out = rx.recv() => match out {
                 Some(Outbound::Binary(b)) => {
-                    if sink.send(WsMessage::Binary(b)).await.is_err() {
-                        closer.close(close::NORMAL, "");
-                        return;
-                    }
+                    let n = b.len();
+                    (WsMessage::Binary(b), n)
                 }
-                None => break (close::NORMAL, String::new()),
+                None => break Closing::Normal.pair(),
             },
+        };
+        let sent = tokio::select! {
+            biased;
+            why = closer.closed() => Err(why),
+            _ = shutdown.cancelled() => Err(Closing::Restarting.pair()),
+            r = sink.send(msg) => Ok(r.is_ok()),
+        };
+        queued.release(n);
+        match sent {
+            Ok(true) => {}
+            Ok(false) => {
+                Closing::Normal.close(&closer);
+                return;
+            }
+            Err(why) => break why,
         }
     };
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        sink.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(WsMessage::Close(Some(frame)))).await;
     closer.close(code, "");
+}
+
+/// Whether a read error is a frame or message over `limits.max_frame_bytes`.
+fn too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    matches!(
+        e.into_inner().downcast_ref::<WsError>(),
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
+    )
 }
 
 async fn read_loop(
@@ -236,6 +280,9 @@ async fn read_loop(
     let (send_tx, send_rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
     let send_worker = tokio::spawn(send_worker(ctx.clone(), send_rx));
     loop {
+        // One frame per turn: a socket with a backlog of frames would otherwise keep
+        // a worker for a whole scheduling budget while other sockets wait.
+        tokio::task::yield_now().await;
         let frame = tokio::select! {
             _ = closer.closed() => break,
             f = tokio::time::timeout(keepalive.wait(), stream.next()) => f,
@@ -244,16 +291,14 @@ async fn read_loop(
             Err(_) => match keepalive.on_silence() {
                 Silence::Ping => continue,
                 Silence::Close => {
-                    closer.close(close::NORMAL, "idle timeout");
+                    Closing::Idle.close(closer);
                     break;
                 }
             },
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                    || e.to_string().contains("Space limit");
-                if too_big {
-                    closer.close(close::TOO_BIG, "frame too large");
+                if too_big(e) {
+                    Closing::TooBig.close(closer);
                 }
                 break;
             }
@@ -270,31 +315,39 @@ async fn read_loop(
             _ => continue,
         };
         metrics::counter!("ferry_frames_received_total").increment(1);
+        // Every frame costs a token, well-formed or not: a flood of garbage is
+        // throttled like a flood of requests.
+        let now = Instant::now();
+        if !bucket.take(now) {
+            let (event, req_id) = RequestBody::decode(data)
+                .map(|r| (r.event, r.req_id))
+                .unwrap_or_default();
+            reply(
+                ctx,
+                wire::failure(
+                    event,
+                    &req_id,
+                    &Failure::Retry("rate limit exceeded, slow down".into()),
+                ),
+            );
+            // Stop reading until the next token: a client over its rate is held back
+            // by TCP instead of costing a refusal per frame.
+            tokio::select! {
+                _ = closer.closed() => break,
+                _ = tokio::time::sleep(bucket.next_token_in(now)) => {}
+            }
+            continue;
+        }
         let req = match RequestBody::decode(data) {
             Ok(r) => r,
             Err(e) => {
                 reply(
                     ctx,
-                    wire::failure(
-                        0,
-                        "",
-                        &Failure::Request(format!("malformed RequestBody: {e}")),
-                    ),
+                    wire::failure(0, "", &Failure::malformed("RequestBody", &e)),
                 );
                 continue;
             }
         };
-        if !bucket.take(Instant::now()) {
-            reply(
-                ctx,
-                wire::failure(
-                    req.event,
-                    &req.req_id,
-                    &Failure::Retry("rate limit exceeded, slow down".into()),
-                ),
-            );
-            continue;
-        }
         if req.event == ActiveEvent::SendMsgList as i32 {
             if let Err(
                 mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req),

@@ -3,6 +3,9 @@
 use bytes::Bytes;
 use prost::Message as _;
 
+use std::collections::HashSet;
+
+use super::bounded;
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
 use crate::access;
@@ -11,13 +14,13 @@ use crate::pipeline::notices;
 use crate::proto::pb;
 
 pub(crate) async fn sync_conv_seq(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
-    let req: pb::BatchGetConvSeqReq = decode(data, "BatchGetConvSeqReq")?;
     let max = ctx.app.cfg.limits.max_convs_per_seq_sync;
-    if req.conv_id_list.len() > max {
+    if bounded::count(&data, 2).map_err(malformed("BatchGetConvSeqReq"))? > max {
         return Err(Failure::Request(format!(
             "at most {max} convIds per SyncConvSeq"
         )));
     }
+    let req: pb::BatchGetConvSeqReq = decode(data, "BatchGetConvSeqReq")?;
     let store = ctx.app.store.as_ref();
     let mut resp = pb::BatchGetConvSeqResp::default();
     for raw in req.conv_id_list {
@@ -40,17 +43,43 @@ pub(crate) async fn sync_conv_seq(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     Ok(Reply::data(resp.encode_to_vec()))
 }
 
+fn malformed(what: &'static str) -> impl Fn(bounded::Malformed) -> Failure {
+    move |e| Failure::malformed(what, &e)
+}
+
+/// Store reads per SyncMsgList are made this many seqs at a time, so the response
+/// budget is checked before much more than it has been read.
+const READ_CHUNK: usize = 50;
+
 pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
-    let req: pb::BatchGetMsgListByConvIdReq = decode(data, "BatchGetMsgListByConvIdReq")?;
-    let max = ctx.app.cfg.limits.max_seqs_per_sync;
-    let total: usize = req.items.iter().map(|i| i.seq_list.len()).sum();
-    if total > max {
+    let limits = &ctx.app.cfg.limits;
+    // Both lengths are checked on the encoded request, before anything is decoded.
+    let (mut items, mut total) = (0usize, 0usize);
+    bounded::each(&data, 2, |item| {
+        items += 1;
+        total += bounded::count(item, 2)?;
+        Ok(())
+    })
+    .map_err(malformed("BatchGetMsgListByConvIdReq"))?;
+    if items > limits.max_convs_per_msg_sync {
         return Err(Failure::Request(format!(
-            "at most {max} seqs per SyncMsgList"
+            "at most {} items per SyncMsgList",
+            limits.max_convs_per_msg_sync
         )));
     }
+    if total > limits.max_seqs_per_sync {
+        return Err(Failure::Request(format!(
+            "at most {} seqs per SyncMsgList",
+            limits.max_seqs_per_sync
+        )));
+    }
+    let req: pb::BatchGetMsgListByConvIdReq = decode(data, "BatchGetMsgListByConvIdReq")?;
     let store = ctx.app.store.as_ref();
-    let mut out = Vec::with_capacity(total);
+    let budget = limits.max_response_bytes;
+    let mut used = 0usize;
+    // A (conversation, seq) asked for twice is answered once.
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut out = Vec::new();
     for item in req.items {
         let conv = ConvId::parse(&item.conv_id).map_err(|e| Failure::Request(e.to_string()))?;
         let seqs = item
@@ -62,13 +91,25 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
         let Some(min) = access::read_from(store, &ctx.user, &conv).await? else {
             continue;
         };
-        let visible: Vec<u64> = seqs.into_iter().filter(|s| *s >= min).collect();
         let conv_s = conv.to_string();
-        let found = store.messages(&conv_s, &visible).await?;
-        for s in visible {
-            match found.iter().find(|m| m.seq == s) {
-                Some(m) => out.push(m.clone()),
-                None => out.push(Message::placeholder(&conv, Seq(s))),
+        let visible: Vec<u64> = seqs
+            .into_iter()
+            .filter(|s| *s >= min && seen.insert((conv_s.clone(), *s)))
+            .collect();
+        for chunk in visible.chunks(READ_CHUNK) {
+            let found = store.messages(&conv_s, chunk).await?;
+            for s in chunk {
+                let m = match found.iter().find(|m| m.seq == *s) {
+                    Some(m) => m.clone(),
+                    None => Message::placeholder(&conv, Seq(*s)),
+                };
+                used += pb::MsgData::from(&m).encoded_len();
+                if used > budget {
+                    return Err(Failure::Request(format!(
+                        "the messages asked for exceed {budget} bytes; ask for fewer seqs at a time"
+                    )));
+                }
+                out.push(m);
             }
         }
     }
@@ -95,6 +136,16 @@ fn with_push(push: bool, msgs: Vec<Message>, encode: impl Fn(&[Message]) -> Vec<
 
 pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let req: pb::GetMsgByIdReq = decode(data, "GetMsgByIdReq")?;
+    for id in [&req.server_msg_id, &req.client_msg_id]
+        .into_iter()
+        .flatten()
+    {
+        if id.len() > MAX_ID_BYTES {
+            return Err(Failure::Request(format!(
+                "message ids are at most {MAX_ID_BYTES} bytes"
+            )));
+        }
+    }
     let store = ctx.app.store.as_ref();
     let mut found = None;
     if let Some(id) = req.server_msg_id.as_deref().filter(|s| !s.is_empty()) {
@@ -129,10 +180,21 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     }))
 }
 
+/// Longest serverMsgId, clientMsgId, noticeId or notice convId accepted, bytes.
+const MAX_ID_BYTES: usize = 256;
+
+/// Acks a pending notice with a tombstone. Only a notice pending for this user is
+/// tombstoned: acking one that is unknown or already acked succeeds without writing,
+/// so a client cannot fill the notices topic with tombstones of its own invention.
 pub(crate) async fn ack_notice(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let req: pb::AckNoticeDataReq = decode(data, "AckNoticeDataReq")?;
     if req.notice_id.is_empty() {
         return Err(Failure::Request("noticeId is required".into()));
+    }
+    if req.notice_id.len() > MAX_ID_BYTES || req.conv_id.len() > MAX_ID_BYTES {
+        return Err(Failure::Request(format!(
+            "convId and noticeId are at most {MAX_ID_BYTES} bytes"
+        )));
     }
     if req.conv_id.contains('|') || req.notice_id.contains('|') {
         return Err(Failure::Request(
@@ -140,14 +202,20 @@ pub(crate) async fn ack_notice(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Fail
         ));
     }
     let app = &ctx.app;
-    app.log
-        .append(vec![notices::ack(
-            &app.topics,
-            ctx.user.as_str(),
-            &req.conv_id,
-            &req.notice_id,
-        )])
-        .await?;
+    let user = ctx.user.as_str();
+    if app.notices.is_pending(user, &req.conv_id, &req.notice_id) {
+        metrics::counter!("ferry_notice_acks_total", "outcome" => "acked").increment(1);
+        app.log
+            .append(vec![notices::ack(
+                &app.topics,
+                user,
+                &req.conv_id,
+                &req.notice_id,
+            )])
+            .await?;
+    } else {
+        metrics::counter!("ferry_notice_acks_total", "outcome" => "not_pending").increment(1);
+    }
     Ok(Reply::data(
         pb::AckNoticeDataResp::default().encode_to_vec(),
     ))

@@ -1,14 +1,18 @@
 //! The one place where outcomes become wire frames: responses with their code and a
-//! readable CommonResp message (push frames are in connections::frames).
+//! readable CommonResp message (push frames are in connections::frames), and the
+//! close code and reason of every socket ferry closes.
 
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::auth::AuthFailure;
 use crate::connections::frames::push;
+use crate::connections::registry::{Closer, close};
 use crate::proto::Code;
 use crate::proto::pb::{self, ActiveEvent, PushEvent};
 
-/// Why a request failed, as the client will see it.
+/// Why a request failed, as the client will see it. Messages are ferry's own words:
+/// a backend's or a library's error text is logged under an error id and never sent.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
     /// The request is wrong; retrying it unchanged will fail again.
@@ -17,6 +21,10 @@ pub(crate) enum Failure {
     /// Temporary: retry later (backend busy or down, rate limit).
     #[error("{0}")]
     Retry(String),
+    /// A fault on ferry's side that a retry cannot fix (e.g. a stored row that cannot
+    /// be read).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Failure {
@@ -24,26 +32,61 @@ impl Failure {
         match self {
             Self::Request(_) => Code::RequestError,
             Self::Retry(_) => Code::RetryError,
+            Self::Internal(_) => Code::InternalError,
+        }
+    }
+
+    /// A request payload that does not decode as `what`. The decoder's own message
+    /// is logged, not sent.
+    pub(crate) fn malformed(what: &str, detail: &dyn std::fmt::Display) -> Self {
+        tracing::debug!(what, detail = %detail, "malformed request payload");
+        Self::Request(format!("malformed {what}: not a valid protobuf encoding"))
+    }
+
+    /// A backend failure: logged in full under a fresh error id; the client gets
+    /// `what` and the id to quote.
+    fn backend(what: &str, detail: &dyn std::fmt::Display, retry: bool) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        tracing::warn!(error_id = %id, error = %detail, "{what}");
+        let msg = format!("{what} (error id {id})");
+        if retry {
+            Self::Retry(msg)
+        } else {
+            Self::Internal(msg)
         }
     }
 }
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Retry(format!("storage temporarily unavailable: {e}"))
+        use crate::store::StoreError as E;
+        match &e {
+            E::Unavailable(_) => Self::backend("storage temporarily unavailable, retry", &e, true),
+            E::Corrupt(_) => Self::backend("stored data could not be read", &e, false),
+            E::Invalid(_) => Self::backend("the value cannot be stored", &e, false),
+        }
     }
 }
 
 impl From<crate::msglog::LogError> for Failure {
     fn from(e: crate::msglog::LogError) -> Self {
-        Self::Retry(format!("message log temporarily unavailable: {e}"))
+        use crate::msglog::LogError as E;
+        match &e {
+            E::Timeout | E::Unavailable(_) | E::Closed => {
+                Self::backend("message log temporarily unavailable, retry", &e, true)
+            }
+            E::UnknownTopic(_) | E::Refused(_) => {
+                Self::backend("message log refused the request", &e, false)
+            }
+        }
     }
 }
 
 /// A successful response carrying `data` (already the event's encoded payload).
-pub(crate) fn success(event: ActiveEvent, req_id: &str, data: Bytes) -> Bytes {
+/// `event` is echoed as the client sent it.
+pub(crate) fn success(event: i32, req_id: &str, data: Bytes) -> Bytes {
     let body = pb::ResponseBody {
-        event: event as i32,
+        event,
         req_id: req_id.to_owned(),
         code: Code::Success as i32,
         data,
@@ -77,4 +120,97 @@ pub(crate) fn event_name(event: i32) -> &'static str {
     ActiveEvent::try_from(event)
         .map(|e| e.as_str_name())
         .unwrap_or("Unknown")
+}
+
+/// Why ferry closes a socket. Close codes and reasons are chosen here; the one
+/// exception is the slow-consumer close (1013), chosen in the connections registry,
+/// which sits below the gateway and cannot depend on it.
+#[derive(Debug)]
+pub(crate) enum Closing<'a> {
+    /// Authentication failed; the reason in the client's language.
+    Auth(&'a AuthFailure, bool),
+    /// The process holds `limits.max_connections` sockets.
+    ServerFull,
+    /// The user holds `limits.max_connections_per_user` sockets here.
+    UserFull,
+    /// A frame or message over `limits.max_frame_bytes`.
+    TooBig,
+    /// No frame within `session.idle_timeout_secs`.
+    Idle,
+    /// The same device connected again.
+    Duplicate,
+    /// Kicked by the server API, or by one_per_platform.
+    Kick,
+    /// The process is shutting down.
+    Restarting,
+    /// The client went away or the session ended.
+    Normal,
+}
+
+impl Closing<'_> {
+    pub(crate) fn code(&self) -> u16 {
+        match self {
+            Self::Auth(..) => close::AUTH_FAILED,
+            Self::ServerFull => close::TRY_AGAIN_LATER,
+            Self::UserFull => close::POLICY,
+            Self::TooBig => close::TOO_BIG,
+            Self::Idle | Self::Duplicate | Self::Normal => close::NORMAL,
+            Self::Kick => close::GOING_AWAY,
+            Self::Restarting => close::RESTARTING,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Self::Auth(f, zh) => f.reason(*zh),
+            Self::ServerFull => "connection limit reached".into(),
+            Self::UserFull => "too many connections for this user".into(),
+            Self::TooBig => "frame too large".into(),
+            Self::Idle => "idle timeout".into(),
+            Self::Duplicate => "duplicate connection".into(),
+            Self::Kick => "kick".into(),
+            Self::Restarting => "server restarting".into(),
+            Self::Normal => String::new(),
+        }
+    }
+
+    /// Closes `conn`'s socket for this reason.
+    pub(crate) fn close(&self, closer: &Closer) {
+        closer.close(self.code(), &self.reason());
+    }
+
+    /// As a (code, reason) pair, for Disconnect records and writers.
+    pub(crate) fn pair(&self) -> (u16, String) {
+        (self.code(), self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn backend_failures_keep_their_details_out_of_the_message() {
+        let corrupt = Failure::from(StoreError::Corrupt("row 7: invalid wire type".into()));
+        assert_eq!(corrupt.code(), Code::InternalError, "a retry cannot fix it");
+        let down = Failure::from(StoreError::Unavailable(
+            "Connection refused (os error 111)".into(),
+        ));
+        assert_eq!(down.code(), Code::RetryError);
+        let log = Failure::from(crate::msglog::LogError::Unavailable("broker 1 down".into()));
+        assert_eq!(log.code(), Code::RetryError);
+        for (f, detail) in [
+            (&corrupt, "wire type"),
+            (&down, "os error"),
+            (&log, "broker"),
+        ] {
+            let msg = f.to_string();
+            assert!(!msg.contains(detail), "{msg}");
+            assert!(msg.contains("error id "), "{msg}");
+        }
+        let m = Failure::malformed("SendMsgListReq", &"invalid varint");
+        assert_eq!(m.code(), Code::RequestError);
+        assert!(!m.to_string().contains("varint"));
+    }
 }

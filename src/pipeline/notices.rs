@@ -61,6 +61,15 @@ impl NoticeBook {
             .unwrap_or_default()
     }
 
+    /// Whether (`conv`, `notice_id`) is pending for `user`.
+    pub(crate) fn is_pending(&self, user: &str, conv: &str, notice_id: &str) -> bool {
+        self.pending
+            .read()
+            .unwrap()
+            .get(user)
+            .is_some_and(|m| m.contains_key(&(conv.to_owned(), notice_id.to_owned())))
+    }
+
     pub(crate) fn total(&self) -> usize {
         self.pending
             .read()

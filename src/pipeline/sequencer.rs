@@ -161,6 +161,12 @@ impl Sequencer {
             loop {
                 match self.apply(&rec).instrument(span.clone()).await {
                     Ok(()) => break,
+                    // Retrying cannot help: the record leaves the lane for the
+                    // dead-letter topic instead of stalling the records behind it.
+                    Err(StoreError::Invalid(why)) => {
+                        self.dead_letter(&rec, &why).instrument(span.clone()).await;
+                        break;
+                    }
                     Err(e) => {
                         attempt += 1;
                         metrics::counter!("ferry_sequencer_retries_total").increment(1);
@@ -245,9 +251,13 @@ impl Sequencer {
             self.dead_letter(rec, "invalid convId").await;
             return Ok(());
         };
+        let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
         for _ in 0..16 {
-            if let Pass::Done = self.pass(rec, &conv, &batch.sender_id, &msgs).await? {
+            if let Pass::Done = self
+                .pass(rec, &conv, &batch.sender_id, &msgs, delayed)
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -262,6 +272,7 @@ impl Sequencer {
         conv: &ConvId,
         sender: &str,
         msgs: &[Message],
+        delayed: bool,
     ) -> Result<Pass, StoreError> {
         let conv_s = conv.to_string();
         let state = self
@@ -280,6 +291,20 @@ impl Sequencer {
             }
             _ => None,
         };
+        // A delayed batch was checked when it was sent; the sender may have left the
+        // group since. Checked when first sequenced only: a redelivered record that
+        // already claimed its seqs finishes what it started.
+        if delayed
+            && ours.is_none()
+            && !sender.is_empty()
+            && let Ok(user) = crate::domain::UserId::parse(sender)
+            && !access::can_write(self.store.as_ref(), &user, conv).await?
+        {
+            metrics::counter!("ferry_delayed_dropped_total", "reason" => "sender_not_member")
+                .increment(1);
+            tracing::info!(conv = %conv_s, sender, offset = rec.offset, "delayed batch dropped: the sender may no longer write here");
+            return Ok(Pass::Done);
+        }
         let mut existing = Vec::with_capacity(msgs.len());
         for m in msgs {
             existing.push(match m.client_msg_id.as_str() {

@@ -365,6 +365,18 @@ async fn read(
                 if opts.convs.as_ref().is_some_and(|c| !c.contains(&conv_s)) {
                     continue;
                 }
+                // As the live sequencer: a delayed batch whose sender has left the
+                // group by the time it is due is dropped.
+                if b.due_at_ms > 0
+                    && !b.sender_id.is_empty()
+                    && let Some(g) = conv.group_id()
+                    && !matches!(
+                        sim.members.get(&(g.to_owned(), b.sender_id.clone())),
+                        Some(Some(_))
+                    )
+                {
+                    continue;
+                }
                 let msgs: Vec<Message> = b.msgs.into_iter().map(Message::from).collect();
                 let wrote = sim.convs.entry(conv_s.clone()).or_default().step(
                     &conv,
@@ -379,6 +391,12 @@ async fn read(
             Inbound::Member(m) => {
                 let conv_s = format!("group:{}", m.group_id);
                 if opts.convs.as_ref().is_some_and(|c| !c.contains(&conv_s)) {
+                    continue;
+                }
+                // The live sequencer sends a minSeq the store cannot hold to the
+                // dead-letter topic.
+                if !m.removed && m.min_seq > crate::domain::MAX_SEQ {
+                    report.undecodable += 1;
                     continue;
                 }
                 let key = (m.group_id, m.user_id);

@@ -86,25 +86,34 @@ impl EmbeddedStore {
         .map_err(unavailable)?
     }
 
-    fn read<T>(
+    /// Runs a read transaction on the blocking pool: a read that waits for the disk
+    /// must not hold up the async workers that serve every other socket.
+    async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read().map_err(unavailable)?;
-        f(&tx)
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(unavailable)?;
+            f(&tx)
+        })
+        .await
+        .map_err(unavailable)?
     }
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
-        self.read(|tx| {
+        let conv = conv.to_owned();
+        self.read(move |tx| {
             let t = tx.open_table(CONVS).map_err(unavailable)?;
-            t.get(conv)
+            t.get(conv.as_str())
                 .map_err(unavailable)?
                 .map(|v| decode_conv(v.value()))
                 .transpose()
         })
+        .await
     }
 
     async fn claim(
@@ -166,16 +175,18 @@ impl Store for EmbeddedStore {
     }
 
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
-        self.read(|tx| {
+        let (conv, seqs) = (conv.to_owned(), seqs.to_vec());
+        self.read(move |tx| {
             let t = tx.open_table(MSGS).map_err(unavailable)?;
             let mut out = Vec::with_capacity(seqs.len());
             for s in seqs {
-                if let Some(v) = t.get((conv, *s)).map_err(unavailable)? {
+                if let Some(v) = t.get((conv.as_str(), s)).map_err(unavailable)? {
                     out.push(decode_msg(v.value())?);
                 }
             }
             Ok(out)
         })
+        .await
     }
 
     async fn by_client_msg_id(
@@ -184,12 +195,15 @@ impl Store for EmbeddedStore {
         sender: &str,
         client_msg_id: &str,
     ) -> Result<Option<Message>, StoreError> {
-        let seq = self.read(|tx| {
-            let t = tx.open_table(CMID).map_err(unavailable)?;
-            Ok(t.get((client_msg_id, conv, sender))
-                .map_err(unavailable)?
-                .map(|v| v.value()))
-        })?;
+        let key = (client_msg_id.to_owned(), conv.to_owned(), sender.to_owned());
+        let seq = self
+            .read(move |tx| {
+                let t = tx.open_table(CMID).map_err(unavailable)?;
+                Ok(t.get((key.0.as_str(), key.1.as_str(), key.2.as_str()))
+                    .map_err(unavailable)?
+                    .map(|v| v.value()))
+            })
+            .await?;
         match seq {
             Some(s) => Ok(self.messages(conv, &[s]).await?.pop()),
             None => Ok(None),
@@ -197,19 +211,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
-        let hits = self.read(|tx| {
-            let t = tx.open_table(CMID).map_err(unavailable)?;
-            let mut hits = Vec::new();
-            for row in t.range((client_msg_id, "", "")..).map_err(unavailable)? {
-                let (k, v) = row.map_err(unavailable)?;
-                let (id, conv, _) = k.value();
-                if id != client_msg_id {
-                    break;
+        let wanted = client_msg_id.to_owned();
+        let hits = self
+            .read(move |tx| {
+                let t = tx.open_table(CMID).map_err(unavailable)?;
+                let mut hits = Vec::new();
+                for row in t.range((wanted.as_str(), "", "")..).map_err(unavailable)? {
+                    let (k, v) = row.map_err(unavailable)?;
+                    let (id, conv, _) = k.value();
+                    if id != wanted {
+                        break;
+                    }
+                    hits.push((conv.to_owned(), v.value()));
                 }
-                hits.push((conv.to_owned(), v.value()));
-            }
-            Ok(hits)
-        })?;
+                Ok(hits)
+            })
+            .await?;
         let mut out = Vec::new();
         for (conv, seq) in hits {
             out.extend(self.messages(&conv, &[seq]).await?);
@@ -242,19 +259,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
-        self.read(|tx| {
+        let (group, user) = (group.to_owned(), user.to_owned());
+        self.read(move |tx| {
             let t = tx.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(t.get((group, user))
+            Ok(t.get((group.as_str(), user.as_str()))
                 .map_err(unavailable)?
                 .map(|v| v.value()))
         })
+        .await
     }
 
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.read(|tx| {
+        let group = group.to_owned();
+        self.read(move |tx| {
             let t = tx.open_table(MEMBERS).map_err(unavailable)?;
             let mut out = Vec::new();
-            for row in t.range((group, "")..).map_err(unavailable)? {
+            for row in t.range((group.as_str(), "")..).map_err(unavailable)? {
                 let (k, v) = row.map_err(unavailable)?;
                 let (g, u) = k.value();
                 if g != group {
@@ -264,6 +284,7 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -279,6 +300,7 @@ impl Store for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|tx| tx.open_table(CONVS).map(|_| ()).map_err(unavailable))
+            .await
     }
     async fn conversations(&self) -> Result<Vec<String>, StoreError> {
         self.read(|tx| {
@@ -289,6 +311,7 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+        .await
     }
 
     async fn groups(&self) -> Result<Vec<String>, StoreError> {
@@ -305,5 +328,6 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+        .await
     }
 }

@@ -32,6 +32,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt stored row: {0}")]
     Corrupt(String),
+    /// The value can never be stored (e.g. a number beyond what the schema holds):
+    /// retrying cannot help.
+    #[error("value cannot be stored: {0}")]
+    Invalid(String),
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {

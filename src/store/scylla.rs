@@ -63,7 +63,7 @@ fn bucket(seq: u64) -> u64 {
 
 /// u64 domain values are stored as CQL bigint.
 fn big(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("{v} does not fit a CQL bigint")))
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} does not fit a CQL bigint")))
 }
 
 fn unsigned(v: i64) -> Result<u64, StoreError> {

@@ -100,3 +100,98 @@ async fn custom_requests_reach_the_upstream_and_map_failures() {
     assert_eq!(cu, pb::response_body::Code::RequestError as i32);
     assert!(mu.contains("unknown method"), "{mu}");
 }
+
+/// Methods cannot leave their route: no dot segments (plain or percent-encoded), and
+/// a route prefix covers whole path segments only. The upstream sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_methods_cannot_escape_their_route() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            format!("reached {uri}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = Cluster::new(
+        Backend::Embedded,
+        &format!("[custom]\nroutes = {{ \"/v1/relation\" = \"{up}/base\" }}\n"),
+    );
+    let f = c.start("pod-a");
+    let mut a = f.connect("alice").await;
+    let call = |method: &str| {
+        pb::CustomRequestBody {
+            method: method.into(),
+            data: Vec::new().into(),
+        }
+        .encode_to_vec()
+    };
+    let ok = a
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/relation/list"))
+        .await;
+    assert_eq!(ok.ok().data.as_ref(), b"reached /base/v1/relation/list");
+    for method in [
+        "/v1/relation/%2e%2e/%2e%2e/admin",
+        "/v1/relation/%2E%2E/admin",
+        "/v1/relation/../admin",
+        "/v1/relation/./x",
+        "/v1/relation/x%2fy",
+        "/v1/relationship",
+        "/v1/relation?x=1",
+    ] {
+        let r = a
+            .request(pb::ActiveEvent::CustomRequest, call(method))
+            .await;
+        assert_eq!(
+            r.code,
+            pb::response_body::Code::RequestError as i32,
+            "{method}: {r:?}"
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "only the valid call reached the upstream"
+    );
+}
+
+/// An upstream answer larger than limits.max_response_bytes is refused, not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_responses_are_bounded() {
+    let app = axum::Router::new()
+        .route("/v1/big", post(|| async { vec![b'x'; 300_000] }))
+        .route("/v1/small", post(|| async { vec![b'x'; 1000] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = Cluster::new(
+        Backend::Embedded,
+        &format!(
+            "[limits]\nmax_response_bytes = 100000\n[custom]\nroutes = {{ \"/v1\" = \"{up}\" }}\n"
+        ),
+    );
+    let f = c.start("pod-a");
+    let mut a = f.connect("alice").await;
+    let call = |method: &str| {
+        pb::CustomRequestBody {
+            method: method.into(),
+            data: Vec::new().into(),
+        }
+        .encode_to_vec()
+    };
+    let r = a
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/big"))
+        .await;
+    assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
+    assert!(r.msg.unwrap_or_default().contains("100000 bytes"));
+    let r = a
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/small"))
+        .await;
+    assert_eq!(r.ok().data.len(), 1000);
+}

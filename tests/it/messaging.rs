@@ -265,7 +265,9 @@ async fn one_client_cannot_hurt_another(b: Backend) {
             retry += 1;
         }
     }
-    assert!(retry >= 10, "only {retry} of 20 were rate limited");
+    // Past the burst of 5, a refused frame pauses reading until the next token, so
+    // about every other frame of the rest is refused.
+    assert!(retry >= 5, "only {retry} of 20 were rate limited");
     // The calm user is unaffected.
     calm.send_text(&conv, "still fine").await.ok();
     assert_eq!(text(&calm.messages(10 * SEC).await[0]), "still fine");

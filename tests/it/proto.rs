@@ -6,3 +6,8 @@ pub mod gateway {
 }
 
 pub use gateway as pb;
+
+#[allow(clippy::all, dead_code)]
+pub mod records {
+    include!(concat!(env!("OUT_DIR"), "/records.rs"));
+}

@@ -85,6 +85,11 @@ impl Cluster {
         c
     }
 
+    /// The full name of one of the deployment's Kafka topics.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     fn config(&self, pod: &str) -> PathBuf {
         let data = self.dir.path().join(match self.backend {
             Backend::Embedded => "data".to_owned(),

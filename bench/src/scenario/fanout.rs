@@ -20,9 +20,8 @@ async fn add_members(addr: String, group: String, members: usize) -> anyhow::Res
         tasks.spawn_blocking(move || -> anyhow::Result<()> {
             for j in (lane..members).step_by(8) {
                 let path = format!("/api/v1/groups/{group}/members/u{j}");
-                let (status, body) =
-                    crate::http::request(&addr, "PUT", &path, Some(SERVICE_TOKEN))
-                        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+                let (status, body) = crate::http::request(&addr, "PUT", &path, Some(SERVICE_TOKEN))
+                    .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
                 if status / 100 != 2 {
                     anyhow::bail!("{path}: {status} {body}");
                 }

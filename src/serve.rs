@@ -1,0 +1,133 @@
+//! The accept loop. Every connection's request head is bounded in size and in time
+//! (a client that never finishes its request would otherwise hold a file descriptor
+//! and the shutdown drain forever), and the drain waits for open connections only
+//! within the grace period.
+
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What bounds one connection's request head.
+pub(crate) struct HeadBounds {
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_bytes: usize,
+}
+
+/// Pause after a failed accept (typically EMFILE: out of file descriptors), so the
+/// loop does not spin while the process is at its limit.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `router` on `listener` until `stop`, then lets open HTTP connections finish
+/// for at most `grace`. Upgraded WebSockets are not waited for here: they follow
+/// their own shutdown (close 1012).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    head: HeadBounds,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head.read_timeout)
+        .max_buf_size(head.max_bytes);
+    let conns = TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    metrics::counter!("ferry_accept_errors_total").increment(1);
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
+            .with_upgrades();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    conns.close();
+    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "HTTP connections still open after the grace period; dropped"
+        );
+    }
+}
+
+/// File descriptors kept for everything that is not a client socket: the backends'
+/// connections and files, the HTTP connections that are not WebSockets.
+fn reserved_fds(limit: u64) -> u64 {
+    (limit / 10).max(256)
+}
+
+/// The open-file soft limit of this process (RLIMIT_NOFILE), where the platform
+/// tells it (Linux: /proc/self/limits).
+fn fd_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `configured` lowered to what the file-descriptor limit can hold, with a warning
+/// when it had to be lowered: accepting sockets beyond it would fail with EMFILE for
+/// every client and for the backends alike.
+pub(crate) fn max_connections(configured: usize) -> usize {
+    let Some(limit) = fd_limit() else {
+        return configured;
+    };
+    let usable = usize::try_from(limit.saturating_sub(reserved_fds(limit)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if configured > usable {
+        tracing::warn!(
+            configured,
+            fd_limit = limit,
+            effective = usable,
+            "limits.max_connections is above what the open-file limit allows; lowered"
+        );
+        usable
+    } else {
+        configured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_below_the_fd_limit() {
+        let limit = fd_limit().expect("/proc/self/limits names the open-file limit");
+        let capped = max_connections(usize::MAX) as u64;
+        assert!(capped < limit, "{capped} sockets with {limit} fds");
+        assert!(capped >= limit - reserved_fds(limit));
+        assert_eq!(max_connections(10), 10);
+    }
+}
