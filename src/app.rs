@@ -22,6 +22,7 @@ use crate::pipeline::notices::{NoticeBook, NoticeRole};
 use crate::pipeline::presence::PresenceView;
 use crate::pipeline::pusher::Pusher;
 use crate::pipeline::router::PushRouter;
+use crate::pipeline::routing::PresenceRouting;
 use crate::pipeline::sequencer::Sequencer;
 use crate::store::Store;
 use crate::store::scylla::{ScyllaSettings, ScyllaStore};
@@ -37,6 +38,9 @@ pub(crate) enum Role {
     Delay,
     /// Delivers this pod's push topic to its sockets.
     Pusher,
+    /// Posts offline hand-off events to `offline.forwarder.url`; runs by default
+    /// when that is set.
+    Forwarder,
 }
 
 pub(crate) const ALL_ROLES: [Role; 4] = [Role::Gateway, Role::Sequencer, Role::Delay, Role::Pusher];
@@ -153,6 +157,10 @@ pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
             retention: Retention::Full,
         },
         TopicSpec {
+            name: topics.offline(),
+            retention: Retention::Full,
+        },
+        TopicSpec {
             name: topics.push(&cfg.pod),
             retention: Retention::Ephemeral,
         },
@@ -176,6 +184,9 @@ pub(crate) async fn start(
     roles: &[Role],
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<Running> {
+    if roles.contains(&Role::Forwarder) && cfg.offline.forwarder.url.is_none() {
+        anyhow::bail!("the forwarder role needs offline.forwarder.url (the push service endpoint)");
+    }
     let cfg = Arc::new(cfg);
     let dev = auth_dev_secret(&cfg)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth, dev.as_deref())?);
@@ -196,11 +207,15 @@ pub(crate) async fn start(
     let local = roles
         .contains(&Role::Gateway)
         .then(|| (cfg.pod.clone(), registry.clone()));
+    // The routing hook (pipeline/routing.rs): a deployment with its own placement
+    // passes its implementation here.
     let router = PushRouter {
         log: log.clone(),
-        topics: topics.clone(),
-        presence: presence.clone(),
-        local,
+        routing: Arc::new(PresenceRouting {
+            topics: topics.clone(),
+            presence: presence.clone(),
+            local,
+        }),
     };
     let shutdown = CancellationToken::new();
     let state = AppState {
@@ -252,6 +267,7 @@ pub(crate) async fn start(
             store: store.clone(),
             topics: topics.clone(),
             router: router.clone(),
+            offline: cfg.offline.enabled,
         };
         spawn_role("sequencer", Box::pin(s.run(roles_stop.clone())));
     }
@@ -280,6 +296,18 @@ pub(crate) async fn start(
             registry: registry.clone(),
         };
         spawn_role("pusher", Box::pin(p.run(roles_stop.clone())));
+    }
+    if roles.contains(&Role::Forwarder)
+        && let Some(url) = cfg.offline.forwarder.url.clone()
+    {
+        let f = crate::pipeline::forwarder::Forwarder {
+            log: log.clone(),
+            topics: topics.clone(),
+            cfg: cfg.offline.forwarder.clone(),
+            url,
+            http: state.http.clone(),
+        };
+        spawn_role("forwarder", Box::pin(f.run(roles_stop.clone())));
     }
     if roles.contains(&Role::Gateway) {
         let n = NoticeRole {
