@@ -33,6 +33,7 @@ mod fault;
 mod messaging;
 mod multipod;
 mod notices;
+mod offline;
 mod recovery;
 mod sessions;
 mod sync;
