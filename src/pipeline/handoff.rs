@@ -154,6 +154,107 @@ mod tests {
         assert!(events("ann", &unsequenced, &offline).is_empty());
     }
 
+    /// The sequencer's side of the design above, on the embedded backends: a record
+    /// applied twice emits once; a redelivered record whose claim was made but whose
+    /// messages were never written (a crash in between) emits.
+    #[tokio::test]
+    async fn the_sequencer_emits_once_per_claim_and_again_only_for_an_unwritten_one() {
+        use std::sync::Arc;
+
+        use crate::msglog::embedded::EmbeddedLog;
+        use crate::msglog::{MsgLog, Retention, TopicSpec};
+        use crate::pipeline::presence::PresenceView;
+        use crate::pipeline::router::PushRouter;
+        use crate::pipeline::routing::PresenceRouting;
+        use crate::pipeline::sequencer::{Sequencer, batch, batch_record};
+        use crate::store::embedded::EmbeddedStore;
+        use crate::store::{Claim, ConvState, Store};
+
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn MsgLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let topics = Topics::new("t.");
+        for name in [topics.inbound(), topics.offline()] {
+            let spec = TopicSpec {
+                name,
+                retention: Retention::Full,
+            };
+            log.ensure_topic(&spec).await.unwrap();
+        }
+        let seq = Sequencer {
+            log: log.clone(),
+            store: store.clone(),
+            topics: topics.clone(),
+            router: PushRouter {
+                log: log.clone(),
+                routing: Arc::new(PresenceRouting {
+                    topics: topics.clone(),
+                    presence: PresenceView::new(90),
+                    local: None,
+                }),
+            },
+            offline: true,
+        };
+        let conv = crate::domain::ConvId::parse("single:ann-bob").unwrap();
+        let inbound = |offset: i64, text: &str| {
+            let mut m = stored(0, true);
+            m.client_msg_id = text.into();
+            m.content = text.as_bytes().to_vec().into();
+            let out = batch_record(&topics, batch(&conv, "ann", &[m], 0, 0));
+            LogRecord {
+                topic: out.topic,
+                partition: 0,
+                offset,
+                key: out.key,
+                value: out.value,
+                timestamp_ms: 1000 + offset,
+                headers: Vec::new(),
+            }
+        };
+        let events = || async { log.watermarks(&topics.offline()).await.unwrap()[0].high };
+
+        let first = inbound(5, "one");
+        seq.apply(&first).await.unwrap();
+        assert_eq!(events().await, 1, "bob is offline: one event");
+        seq.apply(&first).await.unwrap();
+        assert_eq!(
+            events().await,
+            1,
+            "redelivered after the write: nothing again"
+        );
+
+        // A crash after claiming seq 2 for offset 6, before the message write.
+        let claimed = ConvState {
+            max_seq: 2,
+            update_time_ms: 1006,
+            claim: Claim {
+                partition: 0,
+                offset: 6,
+                first_seq: 2,
+            },
+        };
+        assert!(
+            store
+                .claim("single:ann-bob", Some(1), &claimed)
+                .await
+                .unwrap()
+        );
+        let second = inbound(6, "two");
+        seq.apply(&second).await.unwrap();
+        assert_eq!(events().await, 2, "claimed but never written: handed off");
+        seq.apply(&second).await.unwrap();
+        assert_eq!(events().await, 2);
+        let mut sub = log.read_from(&topics.offline(), &[(0, 0)]).await.unwrap();
+        let keys: Vec<String> = [sub.next().await.unwrap(), sub.next().await.unwrap()]
+            .iter()
+            .map(|r| {
+                let e = decode(r).unwrap();
+                idempotency_key(&e.user_id, &e.server_msg_id)
+            })
+            .collect();
+        assert_eq!(keys, ["bob/single:ann-bob-1", "bob/single:ann-bob-2"]);
+    }
+
     #[test]
     fn record_is_keyed_by_user_and_carries_the_key() {
         let e = &events("ann", &[stored(4, true)], &["bob".into()])[0];
