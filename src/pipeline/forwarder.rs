@@ -49,7 +49,10 @@ impl Forwarder {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let topic = self.topics.offline();
         let group = self.topics.group("offline-forwarder");
-        let mut sub = self.log.subscribe(&group, &[topic.clone()]).await?;
+        let mut sub = self
+            .log
+            .subscribe(&group, std::slice::from_ref(&topic))
+            .await?;
         let lag = tokio::spawn(sample_lag(
             self.log.clone(),
             group,
