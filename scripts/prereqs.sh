@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build prerequisites: Debian packages librdkafka's bundled build and TLS need, and the
-# pinned Rust toolchain (the machine's stable when it is that version).
+# Build prerequisites: Debian packages librdkafka's bundled build and TLS need, the
+# pinned Rust toolchain (the machine's stable when it is that version), and
+# cargo-nextest, the test runner scripts/test.sh uses.
 set -euo pipefail
 need_apt=()
 for p in build-essential pkg-config libssl-dev zlib1g-dev; do
@@ -11,3 +12,7 @@ if ((${#need_apt[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 bash "$(dirname "$0")/toolchain.sh"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi

@@ -30,4 +30,7 @@ fi
 eval "$(bash "$services" env)"
 
 # Kafka and Cassandra tests fail (they never skip) when these are unreachable.
-cargo test --all-targets --locked -- --test-threads "${FERRY_TEST_THREADS:-3}"
+# nextest (.config/nextest.toml) names and then kills a test that hangs.
+cargo nextest run --locked --test-threads "${FERRY_TEST_THREADS:-3}"
+# nextest does not run doctests.
+cargo test --doc --locked

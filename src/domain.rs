@@ -147,18 +147,18 @@ pub(crate) fn parse_server_msg_id(s: &str) -> Result<(ConvId, Seq), DomainError>
 
 /// Per-message flags, as clients set them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct MsgOptions {
-    pub(crate) storage_for_server: bool,
-    pub(crate) storage_for_client: bool,
-    pub(crate) need_decrypt: bool,
-    pub(crate) offline_push: bool,
-    pub(crate) update_conv_msg: bool,
-    pub(crate) update_unread_count: bool,
+pub struct MsgOptions {
+    pub storage_for_server: bool,
+    pub storage_for_client: bool,
+    pub need_decrypt: bool,
+    pub offline_push: bool,
+    pub update_conv_msg: bool,
+    pub update_unread_count: bool,
 }
 
 impl MsgOptions {
     /// What a message without options means: store it and count it.
-    pub(crate) fn stored() -> Self {
+    pub fn stored() -> Self {
         Self {
             storage_for_server: true,
             storage_for_client: true,
@@ -170,29 +170,29 @@ impl MsgOptions {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OfflinePush {
-    pub(crate) title: String,
-    pub(crate) content: String,
-    pub(crate) payload: String,
+pub struct OfflinePush {
+    pub title: String,
+    pub content: String,
+    pub payload: String,
 }
 
 /// One message. `seq`, `server_msg_id` and `server_time_ms` are owned by the sequencer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Message {
-    pub(crate) client_msg_id: String,
-    pub(crate) server_msg_id: String,
-    pub(crate) client_time_ms: i64,
-    pub(crate) server_time_ms: i64,
-    pub(crate) sender_id: String,
-    pub(crate) sender_info: Bytes,
-    pub(crate) conv_id: String,
-    pub(crate) at_users: Vec<String>,
-    pub(crate) content_type: i32,
-    pub(crate) content: Bytes,
-    pub(crate) seq: u64,
-    pub(crate) options: MsgOptions,
-    pub(crate) offline_push: Option<OfflinePush>,
-    pub(crate) ext: Bytes,
+pub struct Message {
+    pub client_msg_id: String,
+    pub server_msg_id: String,
+    pub client_time_ms: i64,
+    pub server_time_ms: i64,
+    pub sender_id: String,
+    pub sender_info: Bytes,
+    pub conv_id: String,
+    pub at_users: Vec<String>,
+    pub content_type: i32,
+    pub content: Bytes,
+    pub seq: u64,
+    pub options: MsgOptions,
+    pub offline_push: Option<OfflinePush>,
+    pub ext: Bytes,
 }
 
 impl Message {
@@ -234,7 +234,7 @@ pub(crate) struct Notice {
 }
 
 /// Milliseconds since the epoch, now.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -16,6 +16,7 @@
 //! - `api`       — the server API for backends
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
+//! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
 
 mod access;
 mod api;
@@ -34,3 +35,22 @@ mod proto_vectors;
 mod recovery;
 mod store;
 mod telemetry;
+
+/// The two backend traits, their implementations and the types in their signatures,
+/// public only so that the integration tests (tests/it/contract) can run the same
+/// scenarios on real Kafka, a real CQL node and the embedded backends. Not an API.
+#[doc(hidden)]
+pub mod testkit {
+    pub use crate::domain::{Message, MsgOptions, OfflinePush, now_ms};
+    pub use crate::msglog::embedded::EmbeddedLog;
+    pub use crate::msglog::kafka::{KafkaLog, KafkaSettings};
+    pub use crate::msglog::{
+        LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TRACEPARENT, TopicInfo,
+        TopicSpec, Watermarks,
+    };
+    pub use crate::store::embedded::EmbeddedStore;
+    pub use crate::store::scylla::{
+        MigrateReport, ScyllaSettings, ScyllaStore, drop_keyspace, migrate,
+    };
+    pub use crate::store::{Claim, ConvState, Store, StoreError};
+}

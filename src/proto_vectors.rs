@@ -1,4 +1,4 @@
-//! Conformance: every frame in the spec's vectors/ decodes to the content described
+//! Conformance: every frame in tests/vectors/ (from docs/SPEC.md §1) decodes to the content described
 //! beside it (protobuf JSON mapping), and push frames survive a re-encode.
 
 use std::path::PathBuf;
@@ -11,12 +11,12 @@ use serde_json::{Map, Value, json};
 use crate::proto::pb;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 fn load(name: &str) -> (Bytes, Value) {
     let hex = std::fs::read_to_string(dir().join(format!("{name}.hex")))
-        .unwrap_or_else(|e| panic!("vector {name}.hex (shared/spec beside the repo): {e}"));
+        .unwrap_or_else(|e| panic!("vector tests/vectors/{name}.hex: {e}"));
     let hex = hex.trim();
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)

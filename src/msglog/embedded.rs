@@ -62,12 +62,12 @@ struct Inner {
 }
 
 #[derive(Clone)]
-pub(crate) struct EmbeddedLog {
+pub struct EmbeddedLog {
     inner: Arc<Inner>,
 }
 
 impl EmbeddedLog {
-    pub(crate) fn open(dir: &Path) -> Result<Self, LogError> {
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let db = Database::create(dir.join("log.redb")).map_err(unavailable)?;
         let mut known = HashSet::new();

@@ -54,18 +54,18 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(1);
 
 /// Where and how to reach Kafka. Topic names arrive already prefixed.
 #[derive(Clone, Debug)]
-pub(crate) struct KafkaSettings {
+pub struct KafkaSettings {
     /// `bootstrap.servers`, comma separated.
-    pub(crate) brokers: String,
+    pub brokers: String,
     /// The prefix callers apply to topic and group names; kept for diagnostics.
-    pub(crate) topic_prefix: String,
+    pub topic_prefix: String,
     /// Partitions of `Full` and `Compacted` topics (`Ephemeral` ones get 1).
-    pub(crate) partitions: i32,
-    pub(crate) replication: i32,
+    pub partitions: i32,
+    pub replication: i32,
     /// Extra librdkafka properties applied to every client (TLS, SASL, tuning).
-    pub(crate) properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, String>,
     /// How long `append` may take before it answers `LogError::Timeout`.
-    pub(crate) append_timeout: Duration,
+    pub append_timeout: Duration,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LogError {
@@ -77,7 +77,7 @@ fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
 }
 
 #[derive(Clone)]
-pub(crate) struct KafkaLog {
+pub struct KafkaLog {
     inner: Arc<Inner>,
 }
 
@@ -93,7 +93,7 @@ impl KafkaLog {
     /// Builds the producer and admin clients. Nothing is contacted yet: librdkafka
     /// connects lazily, so this only fails on bad configuration; `ping` tells whether
     /// the brokers answer.
-    pub(crate) fn connect(cfg: &KafkaSettings) -> Result<Self, LogError> {
+    pub fn connect(cfg: &KafkaSettings) -> Result<Self, LogError> {
         let timeout_ms = cfg.append_timeout.as_millis().max(10).to_string();
         let producer: FutureProducer = cfg
             .client_config(
@@ -121,8 +121,7 @@ impl KafkaLog {
     }
 
     /// Partitions currently assigned to this process's group consumers.
-    #[cfg(test)]
-    pub(crate) fn assigned_partitions(&self) -> usize {
+    pub fn assigned_partitions(&self) -> usize {
         let mut groups = self.inner.groups.lock().unwrap();
         groups.retain(|g| g.strong_count() > 0);
         groups

@@ -2,8 +2,6 @@
 //! committed offsets, compacted topics. Two backends side by side: `kafka` for
 //! production, `embedded` for one machine with no external services.
 
-#[cfg(test)]
-mod contract_tests;
 pub(crate) mod embedded;
 pub(crate) mod kafka;
 pub(crate) mod topics;
@@ -15,20 +13,19 @@ pub(crate) use topics::Topics;
 
 /// One record as consumed.
 #[derive(Clone, Debug)]
-pub(crate) struct LogRecord {
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) key: Bytes,
+pub struct LogRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Bytes,
     /// None is a tombstone (compacted topics).
-    pub(crate) value: Option<Bytes>,
-    pub(crate) timestamp_ms: i64,
-    pub(crate) headers: Vec<(String, Bytes)>,
+    pub value: Option<Bytes>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Bytes)>,
 }
 
 impl LogRecord {
-    #[cfg(test)]
-    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -38,19 +35,15 @@ impl LogRecord {
 
 /// One record to append.
 #[derive(Clone, Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) topic: String,
-    pub(crate) key: Bytes,
-    pub(crate) value: Option<Bytes>,
-    pub(crate) headers: Vec<(String, Bytes)>,
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
 }
 
 impl Outgoing {
-    pub(crate) fn new(
-        topic: impl Into<String>,
-        key: impl Into<Bytes>,
-        value: impl Into<Bytes>,
-    ) -> Self {
+    pub fn new(topic: impl Into<String>, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             key: key.into(),
@@ -58,7 +51,7 @@ impl Outgoing {
             headers: Vec::new(),
         }
     }
-    pub(crate) fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> Self {
+    pub fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             key: key.into(),
@@ -70,7 +63,7 @@ impl Outgoing {
 
 /// How a topic keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Retention {
+pub enum Retention {
     /// Every record, for replay.
     Full,
     /// Every record and never deleted: the inbound topic, the history `replay`
@@ -85,30 +78,30 @@ pub(crate) enum Retention {
 /// The offsets of one partition now: `low` is the first record still kept, `high` the
 /// offset the next appended record will get (so `high - low` records are readable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Watermarks {
-    pub(crate) partition: i32,
-    pub(crate) low: i64,
-    pub(crate) high: i64,
+pub struct Watermarks {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
 }
 
 /// A topic as the backend knows it (`ferry topics describe`).
 #[derive(Clone, Debug)]
-pub(crate) struct TopicInfo {
-    pub(crate) partitions: Vec<Watermarks>,
+pub struct TopicInfo {
+    pub partitions: Vec<Watermarks>,
     /// Replicas per partition (1 on the embedded log).
-    pub(crate) replication: i32,
+    pub replication: i32,
     /// Settings that differ from the backend's defaults, or that ferry relies on.
-    pub(crate) configs: Vec<(String, String)>,
+    pub configs: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct TopicSpec {
-    pub(crate) name: String,
-    pub(crate) retention: Retention,
+pub struct TopicSpec {
+    pub name: String,
+    pub retention: Retention,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum LogError {
+pub enum LogError {
     #[error("log did not acknowledge within the deadline")]
     Timeout,
     #[error("log unavailable: {0}")]
@@ -123,7 +116,7 @@ pub(crate) enum LogError {
 }
 
 #[async_trait]
-pub(crate) trait MsgLog: Send + Sync + 'static {
+pub trait MsgLog: Send + Sync + 'static {
     /// Appends and returns once the records are durable (acks=all on Kafka),
     /// all of them or an error; records with the same topic and key keep their order.
     async fn append(&self, records: Vec<Outgoing>) -> Result<(), LogError>;
@@ -192,7 +185,7 @@ pub(crate) trait MsgLog: Send + Sync + 'static {
 }
 
 #[async_trait]
-pub(crate) trait Subscription: Send {
+pub trait Subscription: Send {
     /// The next record. Cancel-safe: dropping the future loses nothing.
     async fn next(&mut self) -> Result<LogRecord, LogError>;
 
@@ -210,5 +203,4 @@ pub(crate) trait Subscription: Send {
 }
 
 /// W3C trace context header carried on every record.
-#[cfg(test)]
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = "traceparent";

@@ -19,7 +19,7 @@ const CMID: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cli
 const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("members");
 
 #[derive(Clone)]
-pub(crate) struct EmbeddedStore {
+pub struct EmbeddedStore {
     db: Arc<Database>,
 }
 
@@ -54,7 +54,7 @@ fn encode_conv(s: &ConvState) -> Vec<u8> {
 }
 
 impl EmbeddedStore {
-    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let db = Database::create(dir.join("store.redb")).map_err(unavailable)?;
         let tx = db.begin_write().map_err(unavailable)?;

@@ -2,8 +2,6 @@
 //! group members. Two backends side by side: `scylla` for production (ScyllaDB or
 //! Apache Cassandra), `embedded` for one machine.
 
-#[cfg(test)]
-mod contract_tests;
 pub(crate) mod embedded;
 pub(crate) mod scylla;
 
@@ -14,22 +12,22 @@ use crate::domain::Message;
 /// A conversation's seq row. `claim` records which inbound record took the last
 /// range of seqs: the sequencer's fence (see pipeline::sequencer).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ConvState {
-    pub(crate) max_seq: u64,
-    pub(crate) update_time_ms: i64,
-    pub(crate) claim: Claim,
+pub struct ConvState {
+    pub max_seq: u64,
+    pub update_time_ms: i64,
+    pub claim: Claim,
 }
 
 /// The inbound record (partition, offset) that claimed seqs `first_seq..=max_seq`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Claim {
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) first_seq: u64,
+pub struct Claim {
+    pub partition: i32,
+    pub offset: i64,
+    pub first_seq: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("corrupt stored row: {0}")]
@@ -41,7 +39,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 #[async_trait]
-pub(crate) trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError>;
 
     /// Compare-and-set on the seq row: writes `next` only if the row's max_seq is still

@@ -36,25 +36,25 @@ const SCHEMA: &str = include_str!("../../schemas/ferry.cql");
 
 /// Where the cluster is and which keyspace holds ferry's tables.
 #[derive(Clone, Debug)]
-pub(crate) struct ScyllaSettings {
+pub struct ScyllaSettings {
     /// Contact points, `host:port`.
-    pub(crate) nodes: Vec<String>,
-    pub(crate) keyspace: String,
+    pub nodes: Vec<String>,
+    pub keyspace: String,
     /// Replicas per datacenter (used by `migrate` only).
-    pub(crate) replication: u32,
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
+    pub replication: u32,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// What `migrate` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct MigrateReport {
-    pub(crate) keyspace: String,
+pub struct MigrateReport {
+    pub keyspace: String,
     /// Statements run (all idempotent).
-    pub(crate) statements: usize,
+    pub statements: usize,
     /// The keyspace (if new) and the tables that did not exist before; empty when the
     /// schema was already in place.
-    pub(crate) created: Vec<String>,
+    pub created: Vec<String>,
 }
 
 fn bucket(seq: u64) -> u64 {
@@ -168,7 +168,7 @@ async fn existing(session: &Session, ks: &str) -> Result<BTreeSet<String>, Store
 
 /// Applies `schemas/ferry.cql` idempotently and waits until every node agrees on
 /// the schema. Running it again changes nothing and reports nothing created.
-pub(crate) async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, StoreError> {
+pub async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, StoreError> {
     let session = session(settings).await?;
     let ks = &settings.keyspace;
     let before = existing(&session, ks).await?;
@@ -192,8 +192,7 @@ pub(crate) async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, 
 }
 
 /// Drops the keyspace: for tests, which each migrate a fresh one.
-#[cfg(test)]
-pub(crate) async fn drop_keyspace(settings: &ScyllaSettings) -> Result<(), StoreError> {
+pub async fn drop_keyspace(settings: &ScyllaSettings) -> Result<(), StoreError> {
     let session = session(settings).await?;
     session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", settings.keyspace), ())
@@ -282,7 +281,7 @@ impl Statements {
 }
 
 #[derive(Clone)]
-pub(crate) struct ScyllaStore {
+pub struct ScyllaStore {
     inner: Arc<Inner>,
 }
 
@@ -303,7 +302,7 @@ type ConvRow = (
 
 impl ScyllaStore {
     /// Connects and prepares every statement; the schema must already be migrated.
-    pub(crate) async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+    pub async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
         Ok(Self {

@@ -26,6 +26,7 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod contract;
 mod custom;
 mod delay;
 mod durability;

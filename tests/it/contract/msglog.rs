@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::domain::now_ms;
-use crate::msglog::embedded::EmbeddedLog;
-use crate::msglog::kafka::{KafkaLog, KafkaSettings};
-use crate::msglog::{LogRecord, MsgLog, Outgoing, Retention, Subscription, TRACEPARENT, TopicSpec};
+use ferry::testkit::EmbeddedLog;
+use ferry::testkit::now_ms;
+use ferry::testkit::{KafkaLog, KafkaSettings};
+use ferry::testkit::{
+    LogRecord, MsgLog, Outgoing, Retention, Subscription, TRACEPARENT, TopicSpec,
+};
 
 /// Long enough for a consumer group's first join on a fresh broker.
 const WAIT: Duration = Duration::from_secs(30);
@@ -19,7 +21,7 @@ fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-pub(crate) fn kafka_settings() -> KafkaSettings {
+fn kafka_settings() -> KafkaSettings {
     KafkaSettings {
         brokers: std::env::var("FERRY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         topic_prefix: format!("ferry-test-{}.", suffix()),
@@ -60,7 +62,7 @@ async fn topic(log: &dyn MsgLog, retention: Retention) -> String {
 }
 
 /// A record appended with headers comes back with key, value, headers and timestamp.
-pub(crate) async fn round_trip_with_headers(log: &dyn MsgLog) {
+async fn round_trip_with_headers(log: &dyn MsgLog) {
     let t = topic(log, Retention::Full).await;
     let before = now_ms();
     let mut o = Outgoing::new(&t, "conv-1", "hello");
@@ -100,7 +102,7 @@ pub(crate) async fn round_trip_with_headers(log: &dyn MsgLog) {
 
 /// A new subscriber of the same group resumes after the last committed record;
 /// a delivered but uncommitted record is delivered again.
-pub(crate) async fn commit_then_resume(log: &dyn MsgLog) {
+async fn commit_then_resume(log: &dyn MsgLog) {
     let t = topic(log, Retention::Full).await;
     let group = format!("g-{}", suffix());
     let recs = ["v1", "v2", "v3"]
@@ -139,7 +141,7 @@ pub(crate) async fn commit_then_resume(log: &dyn MsgLog) {
 /// A paused partition delivers nothing (not even records already prefetched) until
 /// resumed; then delivery continues exactly where it stopped.
 /// `alive` is checked while paused (e.g. that the consumer still holds its partitions).
-pub(crate) async fn pause_and_resume(log: &dyn MsgLog, alive: &(dyn Fn() -> bool + Sync)) {
+async fn pause_and_resume(log: &dyn MsgLog, alive: &(dyn Fn() -> bool + Sync)) {
     let t = topic(log, Retention::Full).await;
     let recs = ["a1", "a2", "a3"]
         .map(|v| Outgoing::new(&t, "same-key", v))
@@ -177,7 +179,7 @@ pub(crate) async fn pause_and_resume(log: &dyn MsgLog, alive: &(dyn Fn() -> bool
 
 /// `read_from_start` replays a compacted topic: latest value per key, tombstones
 /// as `None`; then it follows new records.
-pub(crate) async fn read_from_start_sees_values_and_tombstones(log: &dyn MsgLog) {
+async fn read_from_start_sees_values_and_tombstones(log: &dyn MsgLog) {
     let t = topic(log, Retention::Compacted).await;
     log.append(vec![
         Outgoing::new(&t, "k1", "v1"),
@@ -217,7 +219,7 @@ pub(crate) async fn read_from_start_sees_values_and_tombstones(log: &dyn MsgLog)
 
 /// Bounded reads and offsets administration: watermarks, offsets by time, reading
 /// from given offsets, a group's committed offsets, describe.
-pub(crate) async fn offsets_and_bounded_reads(log: &dyn MsgLog) {
+async fn offsets_and_bounded_reads(log: &dyn MsgLog) {
     let t = topic(log, Retention::Forever).await;
     let marks = log.watermarks(&t).await.unwrap();
     assert!(marks.iter().all(|m| m.low == 0 && m.high == 0), "{marks:?}");
@@ -292,7 +294,7 @@ pub(crate) async fn offsets_and_bounded_reads(log: &dyn MsgLog) {
     );
     assert!(matches!(
         log.watermarks(&format!("missing-{}", suffix())).await,
-        Err(crate::msglog::LogError::UnknownTopic(_))
+        Err(ferry::testkit::LogError::UnknownTopic(_))
     ));
 }
 
@@ -330,7 +332,7 @@ async fn kafka_append_to_dead_broker_times_out() {
         .append(vec![Outgoing::new("nowhere", "k", "v")])
         .await
         .unwrap_err();
-    assert!(matches!(err, crate::msglog::LogError::Timeout), "{err:?}");
+    assert!(matches!(err, ferry::testkit::LogError::Timeout), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 

@@ -2,16 +2,16 @@
 //! (FERRY_TEST_CQL, default 127.0.0.1:9042; ScyllaDB or Apache Cassandra) and on the
 //! embedded store. Each Scylla test migrates a fresh keyspace and drops it after.
 
-use crate::domain::{Message, MsgOptions};
-use crate::store::embedded::EmbeddedStore;
-use crate::store::scylla::{self, ScyllaSettings, ScyllaStore};
-use crate::store::{Claim, ConvState, Store};
+use ferry::testkit::EmbeddedStore;
+use ferry::testkit::{Claim, ConvState, Store};
+use ferry::testkit::{Message, MsgOptions};
+use ferry::testkit::{ScyllaSettings, ScyllaStore, StoreError, drop_keyspace, migrate};
 
 fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-pub(crate) fn scylla_settings() -> ScyllaSettings {
+fn scylla_settings() -> ScyllaSettings {
     ScyllaSettings {
         nodes: vec![std::env::var("FERRY_TEST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".into())],
         keyspace: format!("ferry_test_{}", suffix()),
@@ -52,7 +52,7 @@ fn state(max_seq: u64, offset: i64, first_seq: u64) -> ConvState {
 
 /// The seq row is a compare-and-set: created once, then advanced only from the
 /// max_seq the writer read.
-pub(crate) async fn claim_is_compare_and_set(store: &dyn Store) {
+async fn claim_is_compare_and_set(store: &dyn Store) {
     let conv = format!("single:a{}-b", suffix());
     assert_eq!(store.conv_state(&conv).await.unwrap(), None);
     let s1 = state(3, 10, 1);
@@ -85,7 +85,7 @@ pub(crate) async fn claim_is_compare_and_set(store: &dyn Store) {
 }
 
 /// Messages round-trip across buckets, answered in the order asked, missing left out.
-pub(crate) async fn messages_across_buckets(store: &dyn Store) {
+async fn messages_across_buckets(store: &dyn Store) {
     let conv = format!("group:g{}", suffix());
     let msgs: Vec<Message> = [5, 999, 1000, 1001, 2500]
         .iter()
@@ -122,7 +122,7 @@ pub(crate) async fn messages_across_buckets(store: &dyn Store) {
 }
 
 /// The clientMsgId index answers the highest seq, whatever order the writes came in.
-pub(crate) async fn client_msg_id_index(store: &dyn Store) {
+async fn client_msg_id_index(store: &dyn Store) {
     let (conv, conv2) = (
         format!("single:a{}-b", suffix()),
         format!("group:g{}", suffix()),
@@ -175,7 +175,7 @@ pub(crate) async fn client_msg_id_index(store: &dyn Store) {
     assert!(store.find_client_msg_id("").await.unwrap().is_empty());
 }
 
-pub(crate) async fn group_members(store: &dyn Store) {
+async fn group_members(store: &dyn Store) {
     let g = format!("g{}", suffix());
     assert!(store.members(&g).await.unwrap().is_empty());
     store.set_member(&g, "alice", 0).await.unwrap();
@@ -200,16 +200,16 @@ pub(crate) async fn group_members(store: &dyn Store) {
 /// Migrates a fresh keyspace, runs `f` on a connected store, drops the keyspace.
 async fn with_scylla<F: AsyncFnOnce(&ScyllaStore)>(f: F) {
     let settings = scylla_settings();
-    scylla::migrate(&settings).await.unwrap();
+    migrate(&settings).await.unwrap();
     let store = ScyllaStore::connect(&settings).await.unwrap();
     f(&store).await;
-    scylla::drop_keyspace(&settings).await.unwrap();
+    drop_keyspace(&settings).await.unwrap();
 }
 
 #[tokio::test]
 async fn scylla_migrate_twice_is_a_no_op() {
     let settings = scylla_settings();
-    let first = scylla::migrate(&settings).await.unwrap();
+    let first = migrate(&settings).await.unwrap();
     let ks = &settings.keyspace;
     let mut want: Vec<String> = [
         "",
@@ -223,7 +223,7 @@ async fn scylla_migrate_twice_is_a_no_op() {
     .collect();
     want.sort();
     assert_eq!(first.created, want);
-    let second = scylla::migrate(&settings).await.unwrap();
+    let second = migrate(&settings).await.unwrap();
     assert!(second.created.is_empty(), "{second:?}");
     assert_eq!(second.statements, first.statements);
     ScyllaStore::connect(&settings)
@@ -232,16 +232,35 @@ async fn scylla_migrate_twice_is_a_no_op() {
         .ping()
         .await
         .unwrap();
-    scylla::drop_keyspace(&settings).await.unwrap();
+    drop_keyspace(&settings).await.unwrap();
 }
 
+/// The name is refused before any CQL is sent: the node address is one nothing
+/// listens on, so only the name check (not a connection error) can produce the
+/// invalid-name error for each of these.
 #[tokio::test]
 async fn scylla_rejects_bad_keyspace_names() {
-    let settings = ScyllaSettings {
-        keyspace: "x; DROP KEYSPACE system".into(),
-        ..scylla_settings()
-    };
-    assert!(scylla::migrate(&settings).await.is_err());
+    for bad in [
+        "x; DROP KEYSPACE system",
+        "9lives",
+        "",
+        "k".repeat(49).as_str(),
+    ] {
+        let settings = ScyllaSettings {
+            nodes: vec!["127.0.0.1:1".into()],
+            keyspace: bad.to_owned(),
+            ..scylla_settings()
+        };
+        match migrate(&settings).await {
+            Err(StoreError::Unavailable(m)) if m.contains("invalid keyspace name") => {}
+            other => panic!("{bad:?}: {:?}", other.map(|r| r.keyspace)),
+        }
+        match ScyllaStore::connect(&settings).await {
+            Err(StoreError::Unavailable(m)) if m.contains("invalid keyspace name") => {}
+            Err(e) => panic!("{bad:?}: {e}"),
+            Ok(_) => panic!("{bad:?}: connected"),
+        }
+    }
 }
 
 #[tokio::test]
