@@ -589,4 +589,17 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("pipeline.delay_tiers_secs"), "{err}");
     }
+
+    #[test]
+    fn the_forwarder_needs_an_http_url_and_sane_retries() {
+        let mut c = Config::default();
+        c.offline.forwarder.url = Some("push.internal/v1".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("offline.forwarder.url"), "{err}");
+        c.offline.forwarder.url = Some("https://push.internal/v1".into());
+        c.validate().unwrap();
+        c.offline.forwarder.retry_max_ms = 10;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("offline.forwarder.retry_max_ms"), "{err}");
+    }
 }

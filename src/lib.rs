@@ -11,6 +11,7 @@
 //! - `access`    — who may read and write which conversation
 //! - `gateway`   — sessions, auth, registry, request handlers, wire errors
 //! - `pipeline`  — sequencer, delay tiers, pusher, notices, presence, push routing
+//!                 hook, offline hand-off for mobile push and its forwarder
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
