@@ -27,9 +27,11 @@
 //!   live sequencer, and a replayed record's events went out when it was sequenced.
 //!
 //! The guarantee is therefore at least once with a stable key, and exactly once
-//! unless a sequencer dies in the few milliseconds between the offline append and
-//! the message write. Consumers dedupe by (userId, serverMsgId). Transient messages
-//! (`storageForServer` false) have no serverMsgId and are never handed off.
+//! unless a record is re-applied while its first application sits between the
+//! offline append and the message write (a sequencer killed in those milliseconds,
+//! or a zombie still finishing the record after a rebalance). Consumers dedupe by
+//! (userId, serverMsgId). Transient messages (`storageForServer` false) have no
+//! serverMsgId and are never handed off.
 
 use bytes::Bytes;
 use prost::Message as _;
