@@ -122,7 +122,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             platform,
             device_id,
         } => {
-            let dev = crate::app::auth_dev_secret(&cfg)?;
+            let dev = crate::secrets::auth_dev_secret(&cfg)?;
             let mut extra = Vec::new();
             if let Some(p) = &platform {
                 extra.push(("platform", p.as_str()));
@@ -143,7 +143,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let report = crate::store::scylla::migrate(&crate::app::scylla_settings(&cfg)).await?;
+            let report =
+                crate::store::scylla::migrate(&crate::backends::scylla_settings(&cfg)).await?;
             println!(
                 "keyspace {}: {} statements applied, created: {}",
                 report.keyspace,
@@ -157,11 +158,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ServiceToken => {
-            let t = match &cfg.api.service_token {
-                Some(t) => t.clone(),
-                None => crate::app::dev_secret(&cfg.data_dir, "dev-service-token")?,
-            };
-            println!("{t}");
+            println!("{}", crate::secrets::service_token(&cfg)?);
             Ok(())
         }
         Command::Client(c) => crate::client::run(c, &cfg).await,

@@ -8,25 +8,52 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
-use crate::gateway::session;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-pub(crate) fn router(state: AppState, gateway: bool) -> Router {
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::connections::registry::Registry;
+use crate::gateway::{Gateway, session};
+use crate::msglog::MsgLog;
+use crate::store::Store;
+
+/// What the health, readiness and metrics endpoints read.
+#[derive(Clone)]
+pub(crate) struct Probe {
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    /// Set once every role has started.
+    pub(crate) started: Arc<AtomicBool>,
+    /// Cancelled on shutdown: not ready any more.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+/// The probes always; sockets and the server API (behind `service_token`) when this
+/// process plays the gateway role.
+pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    if gateway {
-        r = r
-            .route("/ws", get(ws))
-            .route("/", get(ws))
-            .nest("/api/v1", crate::api::router(state.clone()));
+        .route("/metrics", get(metrics))
+        .with_state(probe);
+    if let Some((gateway, service_token)) = gateway {
+        r = r.merge(
+            Router::new()
+                .route("/ws", get(ws))
+                .route("/", get(ws))
+                .nest("/api/v1", crate::api::router(service_token))
+                .with_state(gateway),
+        );
     }
-    r.with_state(state)
+    r
 }
 
 async fn ws(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -46,7 +73,7 @@ async fn ws(
         .on_upgrade(move |socket| session::run(app, params, socket))
 }
 
-async fn readyz(State(app): State<AppState>) -> Response {
+async fn readyz(State(app): State<Probe>) -> Response {
     let started = app.started.load(std::sync::atomic::Ordering::SeqCst);
     let log = app.log.ping().await;
     let store = app.store.ping().await;
@@ -67,7 +94,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+async fn metrics(State(app): State<Probe>) -> Response {
     match &app.metrics {
         Some(h) => {
             metrics::gauge!("ferry_connections_total_open")

@@ -11,12 +11,12 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::limits::TokenBucket;
-use super::registry::{Closer, Conn, Outbound, close};
 use super::wire::{self, Failure};
-use crate::app::AppState;
+use crate::connections::registry::{self, Closer, Conn, Outbound, close};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
@@ -81,7 +81,7 @@ struct Identity {
     device_id: String,
 }
 
-fn authenticate(app: &AppState, p: &ConnectParams) -> Result<Identity, AuthFailure> {
+fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailure> {
     let token = required(&p.token, "token")?;
     let user = required(&p.user_id, "userId")?;
     let platform = required(&p.platform, "platform")?;
@@ -107,7 +107,7 @@ async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
     .await;
 }
 
-pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSocket) {
+pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSocket) {
     let id = match authenticate(&app, &params) {
         Ok(id) => id,
         Err(f) => {
@@ -143,13 +143,13 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     };
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
-    super::presence::connected(&app, &conn).await;
+    super::lifecycle::connected(&app, &conn).await;
     if socket
         .send(WsMessage::Text("connected".into()))
         .await
         .is_err()
     {
-        super::presence::disconnected(&app, &conn).await;
+        super::lifecycle::disconnected(&app, &conn).await;
         return;
     }
     tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
@@ -172,7 +172,7 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
 
     conn.closer.close(close::NORMAL, "");
     let _ = writer.await;
-    super::presence::disconnected(&app, &conn).await;
+    super::lifecycle::disconnected(&app, &conn).await;
     metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
 }
 
@@ -211,7 +211,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    app: &AppState,
+    app: &Gateway,
     ctx: &Arc<ConnCtx>,
     closer: &Closer,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
@@ -328,7 +328,7 @@ async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
 
 /// Queues a frame for the calling connection (a full queue closes it as slow).
 fn reply(ctx: &ConnCtx, frame: Bytes) {
-    super::registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
+    registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
 }
 
 /// Parses the query for the HTTP handler.

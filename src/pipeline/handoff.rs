@@ -165,10 +165,10 @@ mod tests {
 
         use crate::msglog::embedded::EmbeddedLog;
         use crate::msglog::{MsgLog, Retention, TopicSpec};
-        use crate::pipeline::presence::PresenceView;
         use crate::pipeline::router::PushRouter;
         use crate::pipeline::routing::PresenceRouting;
         use crate::pipeline::sequencer::{Sequencer, batch, batch_record};
+        use crate::presence::PresenceView;
         use crate::store::embedded::EmbeddedStore;
         use crate::store::{Claim, ConvState, Store};
 

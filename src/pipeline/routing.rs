@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::presence::PresenceView;
-use crate::gateway::registry::Registry;
+use crate::connections::registry::Registry;
 use crate::msglog::Topics;
+use crate::presence::PresenceView;
 
 /// Where one batch of users' pushes goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,7 +106,8 @@ mod tests {
             topic: "presence".into(),
             partition: 0,
             offset: 0,
-            key: super::super::presence::key(user, pod).into(),
+            // The presence topic's key, `user|pod`.
+            key: format!("{user}|{pod}").into(),
             value: Some(value.into()),
             timestamp_ms: 0,
             headers: Vec::new(),
