@@ -179,11 +179,15 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics();
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
+    let demo = roles.contains(&Role::Gateway) && crate::secrets::auth_dev_secret(&cfg)?.is_some();
     let running = crate::app::start(cfg, &roles, metrics).await?;
     println!(
         "ferry listening on http://{} (WebSocket ws://{}/ws)",
         running.addr, running.addr
     );
+    if demo {
+        println!("chat demo: http://{}/demo", running.addr);
+    }
     if embedded {
         println!(
             "embedded backend, data in {}; mint a token with `ferry token <userId>`",

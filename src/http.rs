@@ -1,5 +1,5 @@
 //! The HTTP surface: `/ws` and `/` (WebSocket), `/healthz`, `/readyz`, `/metrics`,
-//! and the server API under `/api/v1`.
+//! the server API under `/api/v1`, and `/demo` with the development secret.
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -41,6 +41,7 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
         .route("/metrics", get(metrics))
         .with_state(probe);
     if let Some((gateway, service_token)) = gateway {
+        let demo = crate::demo::router(&gateway);
         r = r.merge(
             Router::new()
                 .route("/ws", get(ws))
@@ -48,6 +49,9 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
                 .nest("/api/v1", crate::api::router(service_token))
                 .with_state(gateway),
         );
+        if let Some(demo) = demo {
+            r = r.merge(demo);
+        }
     }
     r
 }

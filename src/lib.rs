@@ -8,6 +8,7 @@
 //! - `backends`  — opens the configured log and store; the topics ferry uses
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
+//! - `demo`      — the browser chat demo at /demo (development secret only)
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
@@ -30,6 +31,7 @@ pub mod cli;
 mod client;
 mod config;
 mod connections;
+mod demo;
 mod domain;
 mod gateway;
 mod http;

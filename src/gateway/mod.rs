@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
+pub(crate) mod keepalive;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod send;

@@ -9,11 +9,12 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
+use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
 use super::wire::{self, Failure};
 use crate::connections::registry::{self, Closer, Conn, Outbound, close};
@@ -156,11 +157,13 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
 
     let (sink, stream) = socket.split();
+    let ping = Arc::new(Notify::new());
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         conn.closer.clone(),
         app.shutdown.clone(),
+        ping.clone(),
     ));
     let ctx = Arc::new(ConnCtx {
         app: app.clone(),
@@ -168,7 +171,8 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         conn: conn.clone(),
         meta: params.meta,
     });
-    read_loop(&app, &ctx, &conn.closer, stream).await;
+    let keepalive = Keepalive::new(Duration::from_secs(app.cfg.session.idle_timeout_secs), ping);
+    read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
 
     conn.closer.close(close::NORMAL, "");
     let _ = writer.await;
@@ -181,12 +185,19 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Outbound>,
     closer: Closer,
     shutdown: tokio_util::sync::CancellationToken,
+    ping: Arc<Notify>,
 ) {
     let (code, reason) = loop {
         tokio::select! {
             biased;
             why = closer.closed() => break why,
             _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
+            _ = ping.notified() => {
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    closer.close(close::NORMAL, "");
+                    return;
+                }
+            }
             out = rx.recv() => match out {
                 Some(Outbound::Binary(b)) => {
                     if sink.send(WsMessage::Binary(b)).await.is_err() {
@@ -215,8 +226,8 @@ async fn read_loop(
     ctx: &Arc<ConnCtx>,
     closer: &Closer,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut keepalive: Keepalive,
 ) {
-    let idle = Duration::from_secs(app.cfg.session.idle_timeout_secs);
     let mut bucket = TokenBucket::new(
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
@@ -227,13 +238,16 @@ async fn read_loop(
     loop {
         let frame = tokio::select! {
             _ = closer.closed() => break,
-            f = tokio::time::timeout(idle, stream.next()) => f,
+            f = tokio::time::timeout(keepalive.wait(), stream.next()) => f,
         };
         let msg = match frame {
-            Err(_) => {
-                closer.close(close::NORMAL, "idle timeout");
-                break;
-            }
+            Err(_) => match keepalive.on_silence() {
+                Silence::Ping => continue,
+                Silence::Close => {
+                    closer.close(close::NORMAL, "idle timeout");
+                    break;
+                }
+            },
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 let too_big = e.to_string().to_ascii_lowercase().contains("too long")
@@ -243,12 +257,16 @@ async fn read_loop(
                 }
                 break;
             }
-            Ok(Some(Ok(m))) => m,
+            Ok(Some(Ok(m))) => {
+                keepalive.on_frame();
+                m
+            }
         };
         let data: Bytes = match msg {
             WsMessage::Binary(b) => b,
             WsMessage::Close(_) => break,
-            // Pings are answered by the WebSocket layer; text frames carry nothing.
+            // Pings are answered by the WebSocket layer; pongs only prove liveness;
+            // text frames carry nothing.
             _ => continue,
         };
         metrics::counter!("ferry_frames_received_total").increment(1);
