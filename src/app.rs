@@ -20,6 +20,7 @@ use crate::pipeline::delay::DelayRole;
 use crate::pipeline::notices::{NoticeBook, NoticeRole};
 use crate::pipeline::pusher::Pusher;
 use crate::pipeline::router::PushRouter;
+use crate::pipeline::routing::PresenceRouting;
 use crate::pipeline::sequencer::Sequencer;
 use crate::presence::{PresenceView, Publisher};
 use crate::shutdown::Roles;
@@ -35,6 +36,9 @@ pub(crate) enum Role {
     Delay,
     /// Delivers this pod's push topic to its sockets.
     Pusher,
+    /// Posts offline hand-off events to `offline.forwarder.url`; runs by default
+    /// when that is set.
+    Forwarder,
 }
 
 pub(crate) const ALL_ROLES: [Role; 4] = [Role::Gateway, Role::Sequencer, Role::Delay, Role::Pusher];
@@ -51,6 +55,9 @@ pub(crate) async fn start(
     roles: &[Role],
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<Running> {
+    if roles.contains(&Role::Forwarder) && cfg.offline.forwarder.url.is_none() {
+        anyhow::bail!("the forwarder role needs offline.forwarder.url (the push service endpoint)");
+    }
     let mut cfg = cfg;
     cfg.limits.max_connections = crate::serve::max_connections(cfg.limits.max_connections);
     let cfg = Arc::new(cfg);
@@ -74,11 +81,15 @@ pub(crate) async fn start(
     let local = roles
         .contains(&Role::Gateway)
         .then(|| (cfg.pod.clone(), registry.clone()));
+    // The routing hook (pipeline/routing.rs): a deployment with its own placement
+    // passes its implementation here.
     let router = PushRouter {
         log: log.clone(),
-        topics: topics.clone(),
-        presence: presence.clone(),
-        local,
+        routing: Arc::new(PresenceRouting {
+            topics: topics.clone(),
+            presence: presence.clone(),
+            local,
+        }),
     };
     let shutdown = CancellationToken::new();
     let publisher = Publisher {
@@ -123,6 +134,7 @@ pub(crate) async fn start(
             store: store.clone(),
             topics: topics.clone(),
             router: router.clone(),
+            offline: cfg.offline.enabled,
         };
         tasks.spawn("sequencer", |stop| s.run(stop));
     }
@@ -151,6 +163,18 @@ pub(crate) async fn start(
             registry: registry.clone(),
         };
         tasks.spawn("pusher", |stop| p.run(stop));
+    }
+    if roles.contains(&Role::Forwarder)
+        && let Some(url) = cfg.offline.forwarder.url.clone()
+    {
+        let f = crate::pipeline::forwarder::Forwarder {
+            log: log.clone(),
+            topics: topics.clone(),
+            cfg: cfg.offline.forwarder.clone(),
+            url,
+            http: gateway.http.clone(),
+        };
+        tasks.spawn("forwarder", |stop| f.run(stop));
     }
     if roles.contains(&Role::Gateway) {
         let n = NoticeRole {

@@ -68,6 +68,10 @@ pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
             retention: Retention::Full,
         },
         TopicSpec {
+            name: topics.offline(),
+            retention: Retention::Full,
+        },
+        TopicSpec {
             name: topics.push(&cfg.pod),
             retention: Retention::Ephemeral,
         },

@@ -68,6 +68,9 @@ enum Command {
     /// Store inspection for recovery.
     #[command(subcommand)]
     Store(crate::recovery::StoreCommand),
+    /// Offline hand-off events for mobile push.
+    #[command(subcommand)]
+    Offline(crate::recovery::OfflineCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -102,15 +105,16 @@ pub fn main() -> ExitCode {
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { roles } => {
-            serve(
-                cfg,
-                if roles.is_empty() {
-                    ALL_ROLES.to_vec()
-                } else {
-                    roles
-                },
-            )
-            .await
+            let roles = if roles.is_empty() {
+                let mut all = ALL_ROLES.to_vec();
+                if cfg.offline.forwarder.url.is_some() {
+                    all.push(Role::Forwarder);
+                }
+                all
+            } else {
+                roles
+            };
+            serve(cfg, roles).await
         }
         Command::Token {
             user_id,
@@ -166,6 +170,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Topics(c) => crate::recovery::topics(c, &cfg).await,
         Command::Groups(c) => crate::recovery::groups(c, &cfg).await,
         Command::Store(c) => crate::recovery::store(c, &cfg).await,
+        Command::Offline(c) => crate::recovery::offline(c, &cfg).await,
     }
 }
 

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "pipeline",
     "api",
     "custom",
+    "offline",
     "telemetry",
 ];
 
@@ -45,6 +46,7 @@ pub(crate) struct Config {
     pub(crate) pipeline: PipelineConfig,
     pub(crate) api: ApiConfig,
     pub(crate) custom: CustomConfig,
+    pub(crate) offline: OfflineConfig,
     pub(crate) telemetry: TelemetryConfig,
 }
 
@@ -64,6 +66,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             api: ApiConfig::default(),
             custom: CustomConfig::default(),
+            offline: OfflineConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -330,6 +333,58 @@ impl Default for CustomConfig {
     }
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OfflineConfig {
+    /// Hand off stored messages with `options.offlinePush` for recipients with no
+    /// online device to the `<prefix>offline` topic.
+    pub(crate) enabled: bool,
+    pub(crate) forwarder: ForwarderConfig,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            forwarder: ForwarderConfig::default(),
+        }
+    }
+}
+
+/// The optional forwarder role: posts offline events to the app's push service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ForwarderConfig {
+    /// Endpoint the events are POSTed to (https://…; http:// only for local set-ups).
+    /// None: the forwarder role does not run.
+    pub(crate) url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub(crate) bearer_token: Option<String>,
+    /// Most events per request.
+    pub(crate) batch_max: usize,
+    /// How long a batch waits for more events after its first, ms.
+    pub(crate) batch_wait_ms: u64,
+    /// Timeout of one request, ms.
+    pub(crate) timeout_ms: u64,
+    /// First wait after a failed request, ms; doubled per failure up to `retry_max_ms`.
+    pub(crate) retry_initial_ms: u64,
+    pub(crate) retry_max_ms: u64,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            bearer_token: None,
+            batch_max: 100,
+            batch_wait_ms: 100,
+            timeout_ms: 5000,
+            retry_initial_ms: 200,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum LogFormat {
@@ -550,6 +605,33 @@ impl Config {
                 ));
             }
         }
+        let fw = &self.offline.forwarder;
+        if let Some(url) = &fw.url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bad.push(invalid(
+                "offline.forwarder.url",
+                format!("{url:?} must be an https:// (or, locally, http://) URL"),
+            ));
+        }
+        for (key, v) in [
+            ("offline.forwarder.batch_max", fw.batch_max as u64),
+            ("offline.forwarder.timeout_ms", fw.timeout_ms),
+            ("offline.forwarder.retry_initial_ms", fw.retry_initial_ms),
+        ] {
+            if v == 0 {
+                bad.push(invalid(key, "must be greater than 0"));
+            }
+        }
+        if fw.batch_max > 10_000 {
+            bad.push(invalid("offline.forwarder.batch_max", "at most 10000"));
+        }
+        if fw.retry_max_ms < fw.retry_initial_ms {
+            bad.push(invalid(
+                "offline.forwarder.retry_max_ms",
+                "must be at least offline.forwarder.retry_initial_ms",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
             bad.push(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }
@@ -683,5 +765,18 @@ mod tests {
         c.pipeline.delay_tiers_secs = vec![5, 1];
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("pipeline.delay_tiers_secs"), "{err}");
+    }
+
+    #[test]
+    fn the_forwarder_needs_an_http_url_and_sane_retries() {
+        let mut c = Config::default();
+        c.offline.forwarder.url = Some("push.internal/v1".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("offline.forwarder.url"), "{err}");
+        c.offline.forwarder.url = Some("https://push.internal/v1".into());
+        c.validate().unwrap();
+        c.offline.forwarder.retry_max_ms = 10;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("offline.forwarder.retry_max_ms"), "{err}");
     }
 }

@@ -15,7 +15,7 @@
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
 //! - `gateway`   — sessions, auth, socket lifecycle, request handlers, wire errors
-//! - `pipeline`  — sequencer, delay tiers, pusher, notices, push routing
+//! - `pipeline`  — sequencer, delay tiers, pusher, notices, push routing hook, offline hand-off and forwarder
 //! - `presence`  — which pods hold which users' sockets: published and followed
 //! - `connections` — this pod's socket registry and push framing (gateway and pusher share it)
 //! - `msglog`    — the log trait with its Kafka and embedded backends

@@ -30,6 +30,10 @@ impl Topics {
     pub(crate) fn presence(&self) -> String {
         format!("{}presence", self.prefix)
     }
+    /// Offline hand-off events for mobile push, keyed by userId.
+    pub(crate) fn offline(&self) -> String {
+        format!("{}offline", self.prefix)
+    }
     pub(crate) fn dead_letter(&self) -> String {
         format!("{}dead-letter", self.prefix)
     }

@@ -1,25 +1,21 @@
-//! Turns "deliver this to these users" into one record per pod that holds any of
-//! them, on that pod's push topic: never to every pod.
+//! Turns "deliver this to these users" into one record per push topic that holds any
+//! of them: never to every pod. Where each user goes is the routing hook's decision
+//! (`routing.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message as _;
 
+use super::routing::{PushRouting, Route};
 use crate::domain::{Message, Notice};
-use crate::msglog::{LogError, MsgLog, Outgoing, Topics};
-use crate::presence::PresenceView;
+use crate::msglog::{LogError, MsgLog, Outgoing};
 use crate::proto::records::{Disconnect, PushRecord, push_record::Payload};
 use crate::proto::{msg_list, notice_list};
 
 #[derive(Clone)]
 pub(crate) struct PushRouter {
     pub(crate) log: Arc<dyn MsgLog>,
-    pub(crate) topics: Topics,
-    pub(crate) presence: Arc<PresenceView>,
-    /// This pod and its sockets: local users are routed here without waiting for
-    /// the presence topic to come round.
-    pub(crate) local: Option<(String, Arc<crate::connections::registry::Registry>)>,
+    pub(crate) routing: Arc<dyn PushRouting>,
 }
 
 pub(crate) enum PushPayload<'a> {
@@ -29,27 +25,30 @@ pub(crate) enum PushPayload<'a> {
 }
 
 impl PushRouter {
-    /// Groups `users` by the pods that hold them and appends one push record per pod.
+    /// Where `users`' pushes go now, and who is offline.
+    pub(crate) async fn route(&self, users: &[String]) -> Route {
+        self.routing.route(users).await
+    }
+
+    /// Routes `users` and appends one push record per push topic.
     pub(crate) async fn push(
         &self,
         users: &[String],
         payload: PushPayload<'_>,
         headers: &[(String, bytes::Bytes)],
     ) -> Result<(), LogError> {
-        let mut by_pod: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for u in users {
-            let mut pods = self.presence.pods(u);
-            if let Some((pod, registry)) = &self.local
-                && !pods.contains(pod)
-                && !registry.conns(u).is_empty()
-            {
-                pods.push(pod.clone());
-            }
-            for pod in pods {
-                by_pod.entry(pod).or_default().push(u.clone());
-            }
-        }
-        if by_pod.is_empty() {
+        let route = self.route(users).await;
+        self.push_routed(&route, payload, headers).await
+    }
+
+    /// Appends one push record per topic of an already decided `route`.
+    pub(crate) async fn push_routed(
+        &self,
+        route: &Route,
+        payload: PushPayload<'_>,
+        headers: &[(String, bytes::Bytes)],
+    ) -> Result<(), LogError> {
+        if route.topics.is_empty() {
             return Ok(());
         }
         let payload = match payload {
@@ -57,14 +56,15 @@ impl PushRouter {
             PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
             PushPayload::Disconnect(d) => Payload::Disconnect(d),
         };
-        let records = by_pod
-            .into_iter()
-            .map(|(pod, user_ids)| {
+        let records = route
+            .topics
+            .iter()
+            .map(|(topic, user_ids)| {
                 let rec = PushRecord {
-                    user_ids,
+                    user_ids: user_ids.clone(),
                     payload: Some(payload.clone()),
                 };
-                let mut o = Outgoing::new(self.topics.push(&pod), pod.clone(), rec.encode_to_vec());
+                let mut o = Outgoing::new(topic.clone(), topic.clone(), rec.encode_to_vec());
                 o.headers = headers.to_vec();
                 o
             })

@@ -21,6 +21,10 @@
 //! Retries and edits: a message whose (convId, senderId, clientMsgId) is stored with
 //! the same content gets no new seq; different content updates the original and is
 //! appended with a new seq.
+//!
+//! Offline hand-off: between the claim and the message write, messages for
+//! recipients the routing hook counts as offline are appended to the offline topic;
+//! `handoff.rs` explains why there and how a redelivery avoids a second event.
 
 mod progress;
 
@@ -32,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use self::progress::Progress;
+use super::handoff;
 use super::records::{self, Inbound};
 use super::router::{PushPayload, PushRouter};
+use super::routing::Route;
 use super::stamping::{Stamped, plan, stamp};
 use crate::access;
 use crate::domain::{ConvId, Message};
@@ -64,6 +70,8 @@ pub(crate) struct Sequencer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) topics: Topics,
     pub(crate) router: PushRouter,
+    /// Hand off messages for offline recipients (`offline.enabled`).
+    pub(crate) offline: bool,
 }
 
 /// Outcome of one pass over a batch.
@@ -211,7 +219,7 @@ impl Sequencer {
         Ok(true)
     }
 
-    async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
+    pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
             Inbound::Messages(b) => self.sequence(rec, b).await,
             Inbound::Member(m) => self.member(m).await,
@@ -349,6 +357,18 @@ impl Sequencer {
             push,
             echo,
         } = stamp(conv, sender, rec.timestamp_ms, msgs, fates, base);
+        // One routing decision serves the hand-off and the live push: a recipient is
+        // either pushed live or handed off, never judged twice.
+        let hand_off = self.offline && stored.iter().any(|m| m.options.offline_push);
+        let route = if push.is_empty() {
+            None
+        } else {
+            self.route(conv, hand_off).await?
+        };
+        if hand_off && let Some(route) = &route {
+            self.hand_off(&conv_s, sender, &stored, route, ours.is_some())
+                .await?;
+        }
         // Originals are rewritten before the new messages: a redelivery finds the new
         // messages only once the originals are done.
         let write = tracing::info_span!(
@@ -369,16 +389,72 @@ impl Sequencer {
         // Written, offset not yet committed, nothing pushed: redelivery must not
         // sequence these again.
         crate::faults::point("sequencer.written").await;
-        self.deliver(rec, conv, sender, &push, &echo).await;
+        self.deliver(conv, sender, route.as_ref(), &push, &echo)
+            .await;
         Ok(Pass::Done)
+    }
+
+    /// Routes the conversation's recipients. Without a hand-off to make, recipients
+    /// that cannot be read only cost the live push (clients resync); with one, the
+    /// record is retried rather than lose the events.
+    async fn route(&self, conv: &ConvId, hand_off: bool) -> Result<Option<Route>, StoreError> {
+        match access::recipients(self.store.as_ref(), conv).await {
+            Ok(users) => Ok(Some(self.router.route(&users).await)),
+            Err(e) if hand_off => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, conv = %conv, "recipients unavailable; push dropped");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends the offline events of `stored` before they are written. `redo`: this
+    /// record claimed these seqs before (it is redelivered); if its messages are all
+    /// stored, that earlier run got past this point and the events are out already.
+    async fn hand_off(
+        &self,
+        conv: &str,
+        sender: &str,
+        stored: &[Message],
+        route: &Route,
+        redo: bool,
+    ) -> Result<(), StoreError> {
+        let events = handoff::events(sender, stored, &route.offline);
+        if events.is_empty() {
+            return Ok(());
+        }
+        if redo {
+            let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+            if self.store.messages(conv, &seqs).await?.len() == seqs.len() {
+                tracing::debug!(conv, "redelivered record already handed off");
+                return Ok(());
+            }
+        }
+        let n = events.len() as u64;
+        let records = events
+            .iter()
+            .map(|e| handoff::record(&self.topics, e))
+            .collect();
+        self.log
+            .append(records)
+            .instrument(tracing::info_span!(
+                "offline.handoff",
+                otel.name = "offline hand-off",
+                events = n
+            ))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("offline topic: {e}")))?;
+        metrics::counter!("ferry_offline_events_produced_total").increment(n);
+        tracing::debug!(conv, events = n, redo, "handed off");
+        Ok(())
     }
 
     /// Best effort: a push that cannot be routed is dropped (clients resync).
     async fn deliver(
         &self,
-        rec: &LogRecord,
         conv: &ConvId,
         sender: &str,
+        route: Option<&Route>,
         push: &[Message],
         echo: &[Message],
     ) {
@@ -392,25 +468,15 @@ impl Sequencer {
         let mut headers = Vec::new();
         crate::telemetry::inject(&mut headers);
         drop(_guard);
-        let _ = rec;
-        if !push.is_empty() {
-            match access::recipients(self.store.as_ref(), conv).await {
-                Ok(users) => {
-                    if let Err(e) = self
-                        .router
-                        .push(&users, PushPayload::Messages(push), &headers)
-                        .instrument(span.clone())
-                        .await
-                    {
-                        metrics::counter!("ferry_pushes_dropped_total")
-                            .increment(push.len() as u64);
-                        tracing::warn!(error = %e, conv = %conv, "push dropped");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, conv = %conv, "recipients unavailable; push dropped")
-                }
-            }
+        if let Some(route) = route.filter(|_| !push.is_empty())
+            && let Err(e) = self
+                .router
+                .push_routed(route, PushPayload::Messages(push), &headers)
+                .instrument(span.clone())
+                .await
+        {
+            metrics::counter!("ferry_pushes_dropped_total").increment(push.len() as u64);
+            tracing::warn!(error = %e, conv = %conv, "push dropped");
         }
         if !echo.is_empty() && !sender.is_empty() {
             let _ = self

@@ -14,6 +14,7 @@ pub(crate) fn ferry_groups(topics: &Topics, tiers: &[u64]) -> Vec<(String, Vec<S
             "delay".to_owned(),
             tiers.iter().map(|t| topics.delay(*t)).collect(),
         ),
+        ("offline-forwarder".to_owned(), vec![topics.offline()]),
     ]
 }
 

@@ -1,9 +1,11 @@
 //! Recovery and administration commands: `replay` (rebuild the store from the
-//! inbound topic), `topics create|describe|lag`, `groups reset` and
-//! `store checksum`. The operator's guide is the recovery runbook in README.md.
+//! inbound topic), `topics create|describe|lag`, `groups reset`,
+//! `store checksum` and `offline tail`. The operator's guide is the recovery
+//! runbook in README.md.
 
 mod admin;
 mod checksum;
+mod offline;
 mod replay;
 mod sim;
 mod time;
@@ -17,6 +19,8 @@ use crate::config::{Config, LogKind, StoreKind};
 use crate::domain::{ConvId, now_ms};
 use crate::msglog::{MsgLog, Retention, Topics};
 use crate::store::Store;
+
+pub(crate) use offline::OfflineCommand;
 
 #[derive(clap::Args)]
 pub(crate) struct ReplayArgs {
@@ -300,4 +304,16 @@ pub(crate) async fn store(cmd: StoreCommand, cfg: &Config) -> anyhow::Result<()>
         sum.conversations, sum.messages, sum.missing, sum.groups, sum.sha256
     );
     Ok(())
+}
+
+pub(crate) async fn offline(cmd: OfflineCommand, cfg: &Config) -> anyhow::Result<()> {
+    let OfflineCommand::Tail { from, follow } = cmd;
+    let log = open_log(cfg).await?;
+    offline::tail(
+        log.as_ref(),
+        &Topics::new(&cfg.kafka.topic_prefix),
+        &from,
+        follow,
+    )
+    .await
 }

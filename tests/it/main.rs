@@ -40,6 +40,7 @@ mod matrix;
 mod messaging;
 mod multipod;
 mod notices;
+mod offline;
 mod recovery;
 mod sessions;
 mod sync;
