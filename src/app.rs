@@ -169,6 +169,9 @@ pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) shutdown: CancellationToken,
     pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The handles the roles and sessions share (for in-process drivers such as the
+    /// fuzz targets).
+    pub(crate) state: AppState,
 }
 
 pub(crate) async fn start(
@@ -305,6 +308,7 @@ pub(crate) async fn start(
 
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
+    let state_out = state.clone();
     let done = tokio::spawn(async move {
         let server =
             axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
@@ -335,6 +339,7 @@ pub(crate) async fn start(
         addr,
         shutdown,
         done,
+        state: state_out,
     })
 }
 

@@ -81,12 +81,16 @@ fn default_pod() -> String {
 pub(crate) struct ServerConfig {
     /// Address of the WebSocket, server API, health and metrics listener.
     pub(crate) listen: String,
+    /// Testing only: mounts `/conformance/echo`, an unauthenticated WebSocket echo with
+    /// `/ws`'s limits, for the Autobahn conformance suite. Refused off loopback.
+    pub(crate) conformance_echo: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            conformance_echo: false,
         }
     }
 }
@@ -382,10 +386,16 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(listen) = self.server.listen.parse::<std::net::SocketAddr>() else {
             return Err(invalid(
                 "server.listen",
                 "expected host:port, e.g. 0.0.0.0:8080",
+            ));
+        };
+        if self.server.conformance_echo && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.conformance_echo",
+                "an unauthenticated test endpoint: allowed only on a loopback server.listen",
             ));
         }
         if self.pod.is_empty()
@@ -498,6 +508,16 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap();
         let err = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn the_conformance_echo_needs_a_loopback_listener() {
+        let mut c = Config::default();
+        c.server.conformance_echo = true;
+        c.validate().unwrap();
+        c.server.listen = "0.0.0.0:8080".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.conformance_echo"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) fn router(state: AppState, gateway: bool) -> Router {
             .route("/ws", get(ws))
             .route("/", get(ws))
             .nest("/api/v1", crate::api::router(state.clone()));
+        if state.cfg.server.conformance_echo {
+            r = r.route("/conformance/echo", get(conformance_echo));
+        }
     }
     r.with_state(state)
 }
@@ -36,14 +39,24 @@ async fn ws(
     // The query carries the token: only its redacted form is ever recorded.
     tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
+    sized(upgrade, &app).on_upgrade(move |socket| session::run(app, params, socket))
+}
+
+/// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
+/// sockets must stay cheap (see BENCHMARKS.md).
+fn sized(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
-    // Small per-socket buffers: idle sockets must stay cheap (see BENCHMARKS.md).
     upgrade
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session::run(app, params, socket))
+}
+
+/// `/conformance/echo` (only with `server.conformance_echo`): see gateway::conformance.
+async fn conformance_echo(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let idle = std::time::Duration::from_secs(app.cfg.session.idle_timeout_secs);
+    sized(upgrade, &app).on_upgrade(move |socket| crate::gateway::conformance::run(socket, idle))
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {

@@ -17,6 +17,7 @@
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
+//! - `fuzzing`   — entry points and invariants for the fuzz targets in `fuzz/` (not an API)
 
 mod access;
 mod api;
@@ -25,6 +26,8 @@ pub mod cli;
 mod client;
 mod config;
 mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod http;
 mod msglog;

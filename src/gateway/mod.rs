@@ -2,6 +2,7 @@
 //! registry, request dispatch, and CustomRequest upstreams.
 
 pub(crate) mod auth;
+pub(crate) mod conformance;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
 pub(crate) mod limits;
@@ -11,3 +12,4 @@ pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sync;
 pub(crate) mod wire;
+pub(crate) mod ws_close;

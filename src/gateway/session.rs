@@ -236,10 +236,9 @@ async fn read_loop(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                    || e.to_string().contains("Space limit");
-                if too_big {
-                    closer.close(close::TOO_BIG, "frame too large");
+                // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
+                if let Some((code, reason)) = super::ws_close::for_error(&e) {
+                    closer.close(code, reason);
                 }
                 break;
             }
@@ -247,7 +246,9 @@ async fn read_loop(
         };
         let data: Bytes = match msg {
             WsMessage::Binary(b) => b,
-            WsMessage::Close(_) => break,
+            // The WebSocket layer has queued its answer (the client's code, RFC 6455
+            // §5.5.1); the next read sends it and then ends the stream.
+            WsMessage::Close(_) => continue,
             // Pings are answered by the WebSocket layer; text frames carry nothing.
             _ => continue,
         };

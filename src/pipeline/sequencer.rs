@@ -386,7 +386,7 @@ impl Sequencer {
         Ok(true)
     }
 
-    async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
+    pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
         let decoded = rec.value.as_deref().map(InboundRecord::decode);
         match decoded {
             Some(Ok(InboundRecord {

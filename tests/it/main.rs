@@ -26,11 +26,13 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod conformance;
 mod contract;
 mod custom;
 mod delay;
 mod durability;
 mod fault;
+mod fuzz;
 mod messaging;
 mod multipod;
 mod notices;
