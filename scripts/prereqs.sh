@@ -16,3 +16,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
 fi
+bash "$(dirname "$0")/prereqs-web.sh"

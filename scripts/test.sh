@@ -34,3 +34,5 @@ eval "$(bash "$services" env)"
 cargo nextest run --locked --test-threads "${FERRY_TEST_THREADS:-3}"
 # nextest does not run doctests.
 cargo test --doc --locked
+# The TypeScript client against a real ferry in Node, and the chat demo in Chromium.
+bash scripts/test-web.sh

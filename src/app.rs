@@ -2,7 +2,6 @@
 //! binds the listener, and drains on shutdown.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,19 +11,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, LogKind, StoreKind};
+use crate::config::Config;
+use crate::connections::registry::Registry;
+use crate::gateway::Gateway;
 use crate::gateway::auth::Authenticator;
-use crate::gateway::registry::Registry;
-use crate::msglog::kafka::{KafkaLog, KafkaSettings};
-use crate::msglog::{MsgLog, Retention, TopicSpec, Topics};
+use crate::http::Probe;
+use crate::msglog::Topics;
 use crate::pipeline::delay::DelayRole;
 use crate::pipeline::notices::{NoticeBook, NoticeRole};
-use crate::pipeline::presence::PresenceView;
 use crate::pipeline::pusher::Pusher;
 use crate::pipeline::router::PushRouter;
 use crate::pipeline::sequencer::Sequencer;
-use crate::store::Store;
-use crate::store::scylla::{ScyllaSettings, ScyllaStore};
+use crate::presence::{PresenceView, Publisher};
 
 /// The roles one process can play; all of them by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -41,137 +39,13 @@ pub(crate) enum Role {
 
 pub(crate) const ALL_ROLES: [Role; 4] = [Role::Gateway, Role::Sequencer, Role::Delay, Role::Pusher];
 
-/// Everything a request handler or role needs; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) cfg: Arc<Config>,
-    pub(crate) log: Arc<dyn MsgLog>,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) topics: Topics,
-    pub(crate) pod: String,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) presence: Arc<PresenceView>,
-    pub(crate) router: PushRouter,
-    pub(crate) notices: Arc<NoticeBook>,
-    pub(crate) auth: Arc<Authenticator>,
-    pub(crate) http: reqwest::Client,
-    pub(crate) service_token: Arc<str>,
-    /// Cancelled on shutdown: sessions close with 1012.
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) metrics: Option<PrometheusHandle>,
-    /// Set once every role has started (readiness).
-    pub(crate) started: Arc<AtomicBool>,
-}
-
-/// Reads a development secret from `dir/name`, creating it on first use.
-pub(crate) fn dev_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(name);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(s.trim().to_owned());
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
-    let secret: String = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..48)
-            .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
-            .collect()
-    };
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
-    Ok(secret)
-}
-
-/// The JWT secret to use when the configuration names no key.
-pub(crate) fn auth_dev_secret(cfg: &Config) -> anyhow::Result<Option<String>> {
-    let a = &cfg.auth;
-    if a.hs256_secret.is_some() || a.public_key_file.is_some() || a.jwks_file.is_some() {
-        return Ok(None);
-    }
-    dev_secret(&cfg.data_dir, "dev-jwt-secret").map(Some)
-}
-
-pub(crate) fn kafka_settings(cfg: &Config) -> KafkaSettings {
-    KafkaSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        topic_prefix: cfg.kafka.topic_prefix.clone(),
-        partitions: cfg.kafka.partitions,
-        replication: cfg.kafka.replication,
-        properties: cfg.kafka.properties.clone(),
-        append_timeout: Duration::from_millis(cfg.log.append_timeout_ms),
-    }
-}
-
-pub(crate) fn scylla_settings(cfg: &Config) -> ScyllaSettings {
-    let s = &cfg.scylla;
-    ScyllaSettings {
-        nodes: s.nodes.clone(),
-        keyspace: s.keyspace.clone(),
-        replication: s.replication,
-        username: s.username.clone(),
-        password: s.password.clone(),
-    }
-}
-
-pub(crate) async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn MsgLog>> {
-    Ok(match cfg.log.kind {
-        LogKind::Embedded => Arc::new(crate::msglog::embedded::EmbeddedLog::open(&cfg.data_dir)?),
-        LogKind::Kafka => Arc::new(KafkaLog::connect(&kafka_settings(cfg))?),
-    })
-}
-
-pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match cfg.store.kind {
-        StoreKind::Embedded => {
-            Arc::new(crate::store::embedded::EmbeddedStore::open(&cfg.data_dir)?)
-        }
-        StoreKind::Scylla => Arc::new(ScyllaStore::connect(&scylla_settings(cfg)).await?),
-    })
-}
-
-/// Every topic ferry uses, with how each keeps its records.
-pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
-    let mut specs = vec![
-        TopicSpec {
-            name: topics.inbound(),
-            retention: Retention::Forever,
-        },
-        TopicSpec {
-            name: topics.notices(),
-            retention: Retention::Compacted,
-        },
-        TopicSpec {
-            name: topics.presence(),
-            retention: Retention::Compacted,
-        },
-        TopicSpec {
-            name: topics.dead_letter(),
-            retention: Retention::Full,
-        },
-        TopicSpec {
-            name: topics.push(&cfg.pod),
-            retention: Retention::Ephemeral,
-        },
-    ];
-    specs.extend(cfg.pipeline.delay_tiers_secs.iter().map(|t| TopicSpec {
-        name: topics.delay(*t),
-        retention: Retention::Full,
-    }));
-    specs
-}
-
 /// A started process: where it listens, and how to stop it.
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) shutdown: CancellationToken,
     pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// The handles the roles and sessions share (for in-process drivers such as the
-    /// fuzz targets).
-    pub(crate) state: AppState,
+    /// The gateway's handles (for in-process drivers such as the fuzz targets).
+    pub(crate) gateway: Gateway,
 }
 
 pub(crate) async fn start(
@@ -180,16 +54,17 @@ pub(crate) async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<Running> {
     let cfg = Arc::new(cfg);
-    let dev = auth_dev_secret(&cfg)?;
+    let dev = crate::secrets::auth_dev_secret(&cfg)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth, dev.as_deref())?);
-    let service_token: Arc<str> = match &cfg.api.service_token {
-        Some(t) => t.as_str().into(),
-        None => dev_secret(&cfg.data_dir, "dev-service-token")?.into(),
-    };
-    let log = open_log(&cfg).await.context("opening the log")?;
-    let store = open_store(&cfg).await.context("opening the store")?;
+    let service_token: Arc<str> = crate::secrets::service_token(&cfg)?.into();
+    let log = crate::backends::open_log(&cfg)
+        .await
+        .context("opening the log")?;
+    let store = crate::backends::open_store(&cfg)
+        .await
+        .context("opening the store")?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    for spec in topic_specs(&cfg, &topics) {
+    for spec in crate::backends::topic_specs(&cfg, &topics) {
         log.ensure_topic(&spec)
             .await
             .with_context(|| format!("creating topic {}", spec.name))?;
@@ -206,24 +81,35 @@ pub(crate) async fn start(
         local,
     };
     let shutdown = CancellationToken::new();
-    let state = AppState {
+    let publisher = Publisher {
+        log: log.clone(),
+        topics: topics.clone(),
+        pod: cfg.pod.clone(),
+        registry: registry.clone(),
+    };
+    let gateway = Gateway {
         cfg: cfg.clone(),
         log: log.clone(),
         store: store.clone(),
         topics: topics.clone(),
-        pod: cfg.pod.clone(),
         registry: registry.clone(),
         presence: presence.clone(),
+        publisher: publisher.clone(),
         router: router.clone(),
         notices: NoticeBook::new(),
         auth,
         http: reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?,
-        service_token,
+        shutdown: shutdown.clone(),
+    };
+    let probe = Probe {
+        log: log.clone(),
+        store: store.clone(),
+        registry: registry.clone(),
+        started: Arc::new(AtomicBool::new(false)),
         shutdown: shutdown.clone(),
         metrics,
-        started: Arc::new(AtomicBool::new(false)),
     };
 
     // Roles stop on `roles_stop`, after the sockets are closed (`shutdown`).
@@ -288,14 +174,14 @@ pub(crate) async fn start(
         let n = NoticeRole {
             log: log.clone(),
             topics: topics.clone(),
-            book: state.notices.clone(),
+            book: gateway.notices.clone(),
             registry: registry.clone(),
             interval: Duration::from_secs(cfg.pipeline.notice_repush_secs),
         };
         spawn_role("notices", Box::pin(n.run(roles_stop.clone())));
         spawn_role(
             "presence-refresh",
-            Box::pin(refresh_presence(state.clone(), roles_stop.clone())),
+            Box::pin(publisher.refresh(cfg.pipeline.presence_ttl_secs, roles_stop.clone())),
         );
     }
 
@@ -303,12 +189,18 @@ pub(crate) async fn start(
         .await
         .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let router_http = crate::http::router(state.clone(), roles.contains(&Role::Gateway));
-    state.started.store(true, Ordering::SeqCst);
+    let started = probe.started.clone();
+    let gateway_out = gateway.clone();
+    let router_http = crate::http::router(
+        probe,
+        roles
+            .contains(&Role::Gateway)
+            .then_some((gateway, service_token)),
+    );
+    started.store(true, Ordering::SeqCst);
 
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
-    let state_out = state.clone();
     let done = tokio::spawn(async move {
         let server =
             axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
@@ -332,28 +224,13 @@ pub(crate) async fn start(
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("roles did not stop within the grace period");
         }
-        let _ = state.log.delete_topic(&state.topics.push(&state.pod)).await;
+        let _ = log.delete_topic(&topics.push(&cfg.pod)).await;
         result
     });
     Ok(Running {
         addr,
         shutdown,
         done,
-        state: state_out,
+        gateway: gateway_out,
     })
-}
-
-/// Re-publishes this pod's presence before it goes stale on the other pods.
-async fn refresh_presence(state: AppState, stop: CancellationToken) -> anyhow::Result<()> {
-    let every = Duration::from_secs((state.cfg.pipeline.presence_ttl_secs / 3).max(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(every) => {
-                for user in state.registry.users() {
-                    crate::gateway::presence::publish(&state, &user).await;
-                }
-            }
-        }
-    }
 }

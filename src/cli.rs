@@ -118,7 +118,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             platform,
             device_id,
         } => {
-            let dev = crate::app::auth_dev_secret(&cfg)?;
+            let dev = crate::secrets::auth_dev_secret(&cfg)?;
             let mut extra = Vec::new();
             if let Some(p) = &platform {
                 extra.push(("platform", p.as_str()));
@@ -139,7 +139,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let report = crate::store::scylla::migrate(&crate::app::scylla_settings(&cfg)).await?;
+            let report =
+                crate::store::scylla::migrate(&crate::backends::scylla_settings(&cfg)).await?;
             println!(
                 "keyspace {}: {} statements applied, created: {}",
                 report.keyspace,
@@ -153,11 +154,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ServiceToken => {
-            let t = match &cfg.api.service_token {
-                Some(t) => t.clone(),
-                None => crate::app::dev_secret(&cfg.data_dir, "dev-service-token")?,
-            };
-            println!("{t}");
+            println!("{}", crate::secrets::service_token(&cfg)?);
             Ok(())
         }
         Command::Client(c) => crate::client::run(c, &cfg).await,
@@ -177,11 +174,15 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics();
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
+    let demo = roles.contains(&Role::Gateway) && crate::secrets::auth_dev_secret(&cfg)?.is_some();
     let running = crate::app::start(cfg, &roles, metrics).await?;
     println!(
         "ferry listening on http://{} (WebSocket ws://{}/ws)",
         running.addr, running.addr
     );
+    if demo {
+        println!("chat demo: http://{}/demo", running.addr);
+    }
     if embedded {
         println!(
             "embedded backend, data in {}; mint a token with `ferry token <userId>`",

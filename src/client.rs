@@ -64,7 +64,7 @@ async fn connect(cfg: &Config, user: &str, c: &ConnArgs) -> anyhow::Result<Ws> {
         Some(t) => t.clone(),
         None => crate::gateway::auth::mint(
             &cfg.auth,
-            crate::app::auth_dev_secret(cfg)?.as_deref(),
+            crate::secrets::auth_dev_secret(cfg)?.as_deref(),
             user,
             3600,
             &[],

@@ -13,12 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::{AuthConfig, Config};
+use crate::connections::registry::{Closer, Conn};
 use crate::domain::UserId;
+use crate::gateway::Gateway;
 use crate::gateway::auth::{Authenticator, redact_query};
 use crate::gateway::dispatch::{self, ConnCtx};
-use crate::gateway::registry::{Closer, Conn};
 use crate::gateway::session::ConnectParams;
 use crate::gateway::wire::{self, Failure};
 use crate::msglog::LogRecord;
@@ -36,7 +37,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 /// running between inputs.
 struct Harness {
     rt: tokio::runtime::Runtime,
-    state: AppState,
+    state: Gateway,
     ctx: Arc<ConnCtx>,
 }
 
@@ -68,7 +69,7 @@ fn harness() -> &'static Harness {
             let running = app::start(cfg, &app::ALL_ROLES, None)
                 .await
                 .expect("ferry starts on the embedded backend");
-            let state = running.state;
+            let state = running.gateway;
             state
                 .store
                 .set_member(GROUP, USER, 0)

@@ -1,5 +1,5 @@
 //! The HTTP surface: `/ws` and `/` (WebSocket), `/healthz`, `/readyz`, `/metrics`,
-//! and the server API under `/api/v1`.
+//! the server API under `/api/v1`, and `/demo` with the development secret.
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -8,28 +8,65 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
-use crate::gateway::session;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-pub(crate) fn router(state: AppState, gateway: bool) -> Router {
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::connections::registry::Registry;
+use crate::gateway::{Gateway, session};
+use crate::msglog::MsgLog;
+use crate::store::Store;
+
+/// What the health, readiness and metrics endpoints read.
+#[derive(Clone)]
+pub(crate) struct Probe {
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    /// Set once every role has started.
+    pub(crate) started: Arc<AtomicBool>,
+    /// Cancelled on shutdown: not ready any more.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+/// The probes always; sockets and the server API (behind `service_token`) when this
+/// process plays the gateway role.
+pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    if gateway {
-        r = r
-            .route("/ws", get(ws))
-            .route("/", get(ws))
-            .nest("/api/v1", crate::api::router(state.clone()));
-        if state.cfg.server.conformance_echo {
-            r = r.route("/conformance/echo", get(conformance_echo));
+        .route("/metrics", get(metrics))
+        .with_state(probe);
+    if let Some((gateway, service_token)) = gateway {
+        let demo = crate::demo::router(&gateway);
+        let conformance_echo = gateway.cfg.server.conformance_echo;
+        let echo_state = gateway.clone();
+        r = r.merge(
+            Router::new()
+                .route("/ws", get(ws))
+                .route("/", get(ws))
+                .nest("/api/v1", crate::api::router(service_token))
+                .with_state(gateway),
+        );
+        if let Some(demo) = demo {
+            r = r.merge(demo);
+        }
+        if conformance_echo {
+            r = r.merge(
+                Router::new()
+                    .route("/conformance/echo", get(conformance_echo_ws))
+                    .with_state(echo_state),
+            );
         }
     }
-    r.with_state(state)
+    r
 }
 
 async fn ws(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -44,7 +81,7 @@ async fn ws(
 
 /// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
 /// sockets must stay cheap (see BENCHMARKS.md).
-fn sized(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
     upgrade
         .read_buffer_size(2048)
@@ -54,12 +91,12 @@ fn sized(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
 }
 
 /// `/conformance/echo` (only with `server.conformance_echo`): see gateway::conformance.
-async fn conformance_echo(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn conformance_echo_ws(State(app): State<Gateway>, upgrade: WebSocketUpgrade) -> Response {
     let idle = std::time::Duration::from_secs(app.cfg.session.idle_timeout_secs);
     sized(upgrade, &app).on_upgrade(move |socket| crate::gateway::conformance::run(socket, idle))
 }
 
-async fn readyz(State(app): State<AppState>) -> Response {
+async fn readyz(State(app): State<Probe>) -> Response {
     let started = app.started.load(std::sync::atomic::Ordering::SeqCst);
     let log = app.log.ping().await;
     let store = app.store.ping().await;
@@ -80,7 +117,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+async fn metrics(State(app): State<Probe>) -> Response {
     match &app.metrics {
         Some(h) => {
             metrics::gauge!("ferry_connections_total_open")

@@ -5,12 +5,17 @@
 //! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
 //! - `telemetry` — logs and metrics
 //! - `app`       — wiring of backends and roles, shutdown tree
+//! - `backends`  — opens the configured log and store; the topics ferry uses
+//! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
+//! - `demo`      — the browser chat demo at /demo (development secret only)
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
 //! - `access`    — who may read and write which conversation
-//! - `gateway`   — sessions, auth, registry, request handlers, wire errors
-//! - `pipeline`  — sequencer, delay tiers, pusher, notices, presence, push routing
+//! - `gateway`   — sessions, auth, socket lifecycle, request handlers, wire errors
+//! - `pipeline`  — sequencer, delay tiers, pusher, notices, push routing
+//! - `presence`  — which pods hold which users' sockets: published and followed
+//! - `connections` — this pod's socket registry and push framing (gateway and pusher share it)
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
@@ -22,9 +27,12 @@
 mod access;
 mod api;
 mod app;
+mod backends;
 pub mod cli;
 mod client;
 mod config;
+mod connections;
+mod demo;
 mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -32,10 +40,12 @@ mod gateway;
 mod http;
 mod msglog;
 mod pipeline;
+mod presence;
 mod proto;
 #[cfg(test)]
 mod proto_vectors;
 mod recovery;
+mod secrets;
 mod store;
 mod telemetry;
 

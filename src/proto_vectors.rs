@@ -343,5 +343,5 @@ fn ferry_encodes_pushed_messages_as_the_clients_expect() {
         .into_iter()
         .map(crate::domain::Message::from)
         .collect();
-    assert_eq!(push(crate::gateway::wire::messages(&msgs)), want);
+    assert_eq!(push(crate::connections::frames::messages(&msgs)), want);
 }

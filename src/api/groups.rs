@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::{ApiError, bad};
-use crate::app::AppState;
+use crate::connections::registry::close;
 use crate::domain::{ConvId, UserId};
-use crate::gateway::registry::close;
+use crate::gateway::Gateway;
 use crate::pipeline::router::PushPayload;
 use crate::pipeline::sequencer::member_record;
 use crate::proto::records::{Disconnect, MemberChange};
@@ -30,7 +30,7 @@ fn ids(group: &str, user: &str) -> Result<(String, UserId), ApiError> {
 
 /// Membership changes go through the inbound topic, ordered with the group's
 /// messages; the call returns once the sequencer has applied it.
-async fn change(app: &AppState, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
+async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
     let (group, user) = (change.group_id.clone(), change.user_id.clone());
     app.log
         .append(vec![member_record(&app.topics, change)])
@@ -48,7 +48,7 @@ async fn change(app: &AppState, change: MemberChange, want: Option<u64>) -> Resu
 }
 
 pub(crate) async fn add(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Path((group, user)): Path<(String, String)>,
     body: Option<Json<AddMember>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -73,7 +73,7 @@ pub(crate) async fn add(
 }
 
 pub(crate) async fn remove(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (group, user) = ids(&group, &user)?;
@@ -88,7 +88,7 @@ pub(crate) async fn remove(
 }
 
 pub(crate) async fn list(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Path(group): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     ConvId::parse(&format!("group:{group}")).map_err(|e| bad(e.to_string()))?;
@@ -104,15 +104,15 @@ pub(crate) async fn list(
 
 /// The pods that hold a socket of the user, as this pod's presence view sees them.
 pub(crate) async fn presence(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Path(user): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = UserId::parse(&user)
         .map_err(|e| bad(e.to_string()))?
         .to_string();
     let mut pods = app.presence.pods(&user);
-    if !app.registry.conns(&user).is_empty() && !pods.contains(&app.pod) {
-        pods.push(app.pod.clone());
+    if !app.registry.conns(&user).is_empty() && !pods.contains(&app.cfg.pod) {
+        pods.push(app.cfg.pod.clone());
     }
     pods.sort();
     Ok(Json(serde_json::json!({ "pods": pods })))
@@ -127,7 +127,7 @@ pub(crate) struct Kick {
 
 /// Closes the user's matching devices with 1001 "kick", on every pod.
 pub(crate) async fn kick(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Path(user): Path<String>,
     body: Option<Json<Kick>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

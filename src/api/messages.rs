@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::{ApiError, bad};
-use crate::app::AppState;
 use crate::domain::{UserId, now_ms};
+use crate::gateway::Gateway;
 use crate::gateway::send;
 use crate::proto::pb;
 
@@ -42,7 +42,7 @@ fn yes() -> bool {
 }
 
 pub(crate) async fn send(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Json(req): Json<SendRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let sender = req

@@ -13,10 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use crate::gateway::Gateway;
 use crate::gateway::wire::Failure;
 
-pub(crate) fn router(state: AppState) -> Router<AppState> {
+/// The API routes, behind the service token.
+pub(crate) fn router(service_token: Arc<str>) -> Router<Gateway> {
     Router::new()
         .route("/messages", post(messages::send))
         .route("/notices", post(notices::create))
@@ -30,18 +33,18 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             "/users/{user}/presence",
             axum::routing::get(groups::presence),
         )
-        .route_layer(middleware::from_fn_with_state(state, service_auth))
+        .route_layer(middleware::from_fn_with_state(service_token, service_auth))
 }
 
 /// Requires `Authorization: Bearer <api.service_token>`.
-async fn service_auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+async fn service_auth(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), app.service_token.as_bytes()) {
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong service token".into(),

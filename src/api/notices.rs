@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::{ApiError, bad};
-use crate::app::AppState;
 use crate::domain::{ConvId, Notice, UserId, now_ms};
+use crate::gateway::Gateway;
 use crate::pipeline::notices;
 use crate::pipeline::router::PushPayload;
 
@@ -46,7 +46,7 @@ pub(crate) struct ApiNotice {
 const MAX_USERS: usize = 10_000;
 
 pub(crate) async fn create(
-    State(app): State<AppState>,
+    State(app): State<Gateway>,
     Json(req): Json<CreateNotices>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 
-use super::registry::close;
 use super::ws_close;
+use crate::connections::registry::close;
 
 /// How long a closing socket waits for the peer's Close before it drops the TCP stream.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

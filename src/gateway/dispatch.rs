@@ -3,16 +3,16 @@
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use super::registry::Conn;
+use super::Gateway;
 use super::wire::{self, Failure};
 use super::{custom, send, sync};
-use crate::app::AppState;
+use crate::connections::registry::Conn;
 use crate::domain::{Message, UserId};
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
 /// The calling connection.
 pub(crate) struct ConnCtx {
-    pub(crate) app: AppState,
+    pub(crate) app: Gateway,
     pub(crate) user: UserId,
     /// This socket's registry entry: identity, queue and closer.
     pub(crate) conn: Conn,
@@ -71,7 +71,7 @@ async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
             let event = ActiveEvent::try_from(req.event).unwrap_or(ActiveEvent::SendMsgList);
             let mut frames = vec![wire::success(event, &req.req_id, reply.data)];
             if !reply.push.is_empty() {
-                frames.push(wire::messages(&reply.push));
+                frames.push(crate::connections::frames::messages(&reply.push));
             }
             frames
         }

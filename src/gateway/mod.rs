@@ -1,15 +1,47 @@
-//! The gateway role: WebSocket sessions, authentication, the local connection
-//! registry, request dispatch, and CustomRequest upstreams.
+//! The gateway role: WebSocket sessions, authentication, socket lifecycle, request
+//! dispatch, and CustomRequest upstreams.
 
 pub(crate) mod auth;
 pub(crate) mod conformance;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
+pub(crate) mod keepalive;
+pub(crate) mod lifecycle;
 pub(crate) mod limits;
-pub(crate) mod presence;
-pub(crate) mod registry;
 pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sync;
 pub(crate) mod wire;
 pub(crate) mod ws_close;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::connections::registry::Registry;
+use crate::msglog::{MsgLog, Topics};
+use crate::pipeline::notices::NoticeBook;
+use crate::pipeline::router::PushRouter;
+use crate::presence::{PresenceView, Publisher};
+use crate::store::Store;
+
+/// The handles sessions, their request handlers and the server API use; cheap to
+/// clone. This pod's name is `cfg.pod`.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) log: Arc<dyn MsgLog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) topics: Topics,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) presence: Arc<PresenceView>,
+    pub(crate) publisher: Publisher,
+    pub(crate) router: PushRouter,
+    pub(crate) notices: Arc<NoticeBook>,
+    pub(crate) auth: Arc<auth::Authenticator>,
+    /// Client for CustomRequest upstreams.
+    pub(crate) http: reqwest::Client,
+    /// Cancelled on shutdown: sessions close with 1012.
+    pub(crate) shutdown: CancellationToken,
+}

@@ -22,7 +22,7 @@ pub(crate) type Batches = Vec<(ConvId, Vec<Message>)>;
 /// Checks every message and groups them; `sender` is the authenticated user, or None
 /// for system messages sent through the server API.
 pub(crate) async fn validate(
-    app: &crate::app::AppState,
+    app: &super::Gateway,
     sender: Option<&crate::domain::UserId>,
     list: Vec<pb::MsgData>,
 ) -> Result<Batches, Failure> {
@@ -96,7 +96,7 @@ pub(crate) fn due_at(deliver_after: Option<i32>, now: i64) -> Result<i64, Failur
 
 /// Appends the batches (to inbound, or to the delay tiers when due later).
 pub(crate) async fn append(
-    app: &crate::app::AppState,
+    app: &super::Gateway,
     sender: &str,
     batches: Batches,
     due: i64,

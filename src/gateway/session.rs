@@ -9,14 +9,15 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
+use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
+use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
-use super::registry::{Closer, Conn, Outbound, close};
 use super::wire::{self, Failure};
-use crate::app::AppState;
+use crate::connections::registry::{self, Closer, Conn, Outbound, close};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
@@ -81,7 +82,7 @@ struct Identity {
     device_id: String,
 }
 
-fn authenticate(app: &AppState, p: &ConnectParams) -> Result<Identity, AuthFailure> {
+fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailure> {
     let token = required(&p.token, "token")?;
     let user = required(&p.user_id, "userId")?;
     let platform = required(&p.platform, "platform")?;
@@ -107,7 +108,7 @@ async fn close_now(socket: &mut WebSocket, code: u16, reason: String) {
     .await;
 }
 
-pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSocket) {
+pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSocket) {
     let id = match authenticate(&app, &params) {
         Ok(id) => id,
         Err(f) => {
@@ -143,24 +144,26 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
     };
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
-    super::presence::connected(&app, &conn).await;
+    super::lifecycle::connected(&app, &conn).await;
     if socket
         .send(WsMessage::Text("connected".into()))
         .await
         .is_err()
     {
-        super::presence::disconnected(&app, &conn).await;
+        super::lifecycle::disconnected(&app, &conn).await;
         return;
     }
     tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
     metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
 
     let (sink, stream) = socket.split();
+    let ping = Arc::new(Notify::new());
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         conn.closer.clone(),
         app.shutdown.clone(),
+        ping.clone(),
     ));
     let ctx = Arc::new(ConnCtx {
         app: app.clone(),
@@ -168,11 +171,12 @@ pub(crate) async fn run(app: AppState, params: ConnectParams, mut socket: WebSoc
         conn: conn.clone(),
         meta: params.meta,
     });
-    read_loop(&app, &ctx, &conn.closer, stream).await;
+    let keepalive = Keepalive::new(Duration::from_secs(app.cfg.session.idle_timeout_secs), ping);
+    read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
 
     conn.closer.close(close::NORMAL, "");
     let _ = writer.await;
-    super::presence::disconnected(&app, &conn).await;
+    super::lifecycle::disconnected(&app, &conn).await;
     metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
 }
 
@@ -181,12 +185,19 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Outbound>,
     closer: Closer,
     shutdown: tokio_util::sync::CancellationToken,
+    ping: Arc<Notify>,
 ) {
     let (code, reason) = loop {
         tokio::select! {
             biased;
             why = closer.closed() => break why,
             _ = shutdown.cancelled() => break (close::RESTARTING, "server restarting".to_owned()),
+            _ = ping.notified() => {
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    closer.close(close::NORMAL, "");
+                    return;
+                }
+            }
             out = rx.recv() => match out {
                 Some(Outbound::Binary(b)) => {
                     if sink.send(WsMessage::Binary(b)).await.is_err() {
@@ -211,12 +222,12 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    app: &AppState,
+    app: &Gateway,
     ctx: &Arc<ConnCtx>,
     closer: &Closer,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut keepalive: Keepalive,
 ) {
-    let idle = Duration::from_secs(app.cfg.session.idle_timeout_secs);
     let mut bucket = TokenBucket::new(
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
@@ -227,13 +238,16 @@ async fn read_loop(
     loop {
         let frame = tokio::select! {
             _ = closer.closed() => break,
-            f = tokio::time::timeout(idle, stream.next()) => f,
+            f = tokio::time::timeout(keepalive.wait(), stream.next()) => f,
         };
         let msg = match frame {
-            Err(_) => {
-                closer.close(close::NORMAL, "idle timeout");
-                break;
-            }
+            Err(_) => match keepalive.on_silence() {
+                Silence::Ping => continue,
+                Silence::Close => {
+                    closer.close(close::NORMAL, "idle timeout");
+                    break;
+                }
+            },
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
@@ -242,14 +256,18 @@ async fn read_loop(
                 }
                 break;
             }
-            Ok(Some(Ok(m))) => m,
+            Ok(Some(Ok(m))) => {
+                keepalive.on_frame();
+                m
+            }
         };
         let data: Bytes = match msg {
             WsMessage::Binary(b) => b,
             // The WebSocket layer has queued its answer (the client's code, RFC 6455
             // §5.5.1); the next read sends it and then ends the stream.
             WsMessage::Close(_) => continue,
-            // Pings are answered by the WebSocket layer; text frames carry nothing.
+            // Pings are answered by the WebSocket layer; pongs only prove liveness;
+            // text frames carry nothing.
             _ => continue,
         };
         metrics::counter!("ferry_frames_received_total").increment(1);
@@ -329,7 +347,7 @@ async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
 
 /// Queues a frame for the calling connection (a full queue closes it as slow).
 fn reply(ctx: &ConnCtx, frame: Bytes) {
-    super::registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
+    registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
 }
 
 /// Parses the query for the HTTP handler.

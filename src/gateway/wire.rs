@@ -1,12 +1,12 @@
 //! The one place where outcomes become wire frames: responses with their code and a
-//! readable CommonResp message, and pushes.
+//! readable CommonResp message (push frames are in connections::frames).
 
 use bytes::Bytes;
 use prost::Message as _;
 
-use crate::domain::{Message, Notice};
+use crate::connections::frames::push;
+use crate::proto::Code;
 use crate::proto::pb::{self, ActiveEvent, PushEvent};
-use crate::proto::{Code, msg_list, notice_list};
 
 /// Why a request failed, as the client will see it.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +40,6 @@ impl From<crate::msglog::LogError> for Failure {
     }
 }
 
-fn push(event: PushEvent, data: Vec<u8>) -> Bytes {
-    pb::PushBody {
-        event: event as i32,
-        data: data.into(),
-    }
-    .encode_to_vec()
-    .into()
-}
-
 /// A successful response carrying `data` (already the event's encoded payload).
 pub(crate) fn success(event: ActiveEvent, req_id: &str, data: Bytes) -> Bytes {
     let body = pb::ResponseBody {
@@ -79,22 +70,6 @@ pub(crate) fn failure(event: i32, req_id: &str, f: &Failure) -> Bytes {
     };
     metrics::counter!("ferry_request_errors_total", "code" => code.as_str_name()).increment(1);
     push(PushEvent::PushResponseBody, body.encode_to_vec())
-}
-
-pub(crate) fn messages(msgs: &[Message]) -> Bytes {
-    push(PushEvent::PushMsgDataList, msg_list(msgs).encode_to_vec())
-}
-
-pub(crate) fn notices(notices: &[Notice]) -> Bytes {
-    push(
-        PushEvent::PushNoticeDataList,
-        notice_list(notices).encode_to_vec(),
-    )
-}
-
-/// A push of already-encoded lists (from a push record).
-pub(crate) fn raw_push(event: PushEvent, data: Vec<u8>) -> Bytes {
-    push(event, data)
 }
 
 /// Human name of an event for logs and metrics.

@@ -6,7 +6,7 @@
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 
-use super::registry::close;
+use crate::connections::registry::close;
 
 /// Endpoint received data it cannot accept (RFC 6455 §7.4.1): bad framing, reserved
 /// bits or opcodes, unmasked client frames, oversized control frames.

@@ -10,9 +10,9 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::frames;
+use crate::connections::registry::Registry;
 use crate::domain::Notice;
-use crate::gateway::registry::Registry;
-use crate::gateway::wire;
 use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
 use crate::proto::pb;
 use crate::proto::records::NoticeRecord;
@@ -123,7 +123,7 @@ impl NoticeRole {
                 }
                 rec = sub.next() => {
                     if let Some((user, notice)) = self.book.apply(&rec?) {
-                        self.registry.deliver(&user, &wire::notices(std::slice::from_ref(&notice)));
+                        self.registry.deliver(&user, &frames::notices(std::slice::from_ref(&notice)));
                     }
                     metrics::gauge!("ferry_notices_pending").set(self.book.total() as f64);
                 }
@@ -136,6 +136,6 @@ impl NoticeRole {
 pub(crate) fn push_pending(book: &NoticeBook, registry: &Registry, user: &str) {
     let pending = book.pending(user);
     if !pending.is_empty() {
-        registry.deliver(user, &wire::notices(&pending));
+        registry.deliver(user, &frames::notices(&pending));
     }
 }

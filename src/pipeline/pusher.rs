@@ -6,8 +6,8 @@ use std::sync::Arc;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::registry::Registry;
-use crate::gateway::wire;
+use crate::connections::frames;
+use crate::connections::registry::Registry;
 use crate::msglog::{MsgLog, Topics};
 use crate::proto::pb::PushEvent;
 use crate::proto::records::{PushRecord, push_record::Payload};
@@ -56,9 +56,9 @@ impl Pusher {
 
     fn deliver(&self, p: PushRecord) {
         let frame = match p.payload {
-            Some(Payload::Msgs(m)) => wire::raw_push(PushEvent::PushMsgDataList, m.encode_to_vec()),
+            Some(Payload::Msgs(m)) => frames::push(PushEvent::PushMsgDataList, m.encode_to_vec()),
             Some(Payload::Notices(n)) => {
-                wire::raw_push(PushEvent::PushNoticeDataList, n.encode_to_vec())
+                frames::push(PushEvent::PushNoticeDataList, n.encode_to_vec())
             }
             Some(Payload::Disconnect(d)) => {
                 for user in &p.user_ids {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use prost::Message as _;
 
-use super::presence::PresenceView;
 use crate::domain::{Message, Notice};
 use crate::msglog::{LogError, MsgLog, Outgoing, Topics};
+use crate::presence::PresenceView;
 use crate::proto::records::{Disconnect, PushRecord, push_record::Payload};
 use crate::proto::{msg_list, notice_list};
 
@@ -19,7 +19,7 @@ pub(crate) struct PushRouter {
     pub(crate) presence: Arc<PresenceView>,
     /// This pod and its sockets: local users are routed here without waiting for
     /// the presence topic to come round.
-    pub(crate) local: Option<(String, Arc<crate::gateway::registry::Registry>)>,
+    pub(crate) local: Option<(String, Arc<crate::connections::registry::Registry>)>,
 }
 
 pub(crate) enum PushPayload<'a> {

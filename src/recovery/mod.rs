@@ -106,7 +106,7 @@ async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn MsgLog>> {
             crate::msglog::embedded::EmbeddedLog::open(&cfg.data_dir)
                 .map_err(|e| embedded_hint(cfg, "log (log.redb)", e))?,
         )),
-        LogKind::Kafka => crate::app::open_log(cfg).await,
+        LogKind::Kafka => crate::backends::open_log(cfg).await,
     }
 }
 
@@ -116,7 +116,7 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
             crate::store::embedded::EmbeddedStore::open(&cfg.data_dir)
                 .map_err(|e| embedded_hint(cfg, "store (store.redb)", e))?,
         )),
-        StoreKind::Scylla => crate::app::open_store(cfg)
+        StoreKind::Scylla => crate::backends::open_store(cfg)
             .await
             .context("opening the store (has `ferry migrate` run?)"),
     }
@@ -173,7 +173,7 @@ pub(crate) async fn replay(args: ReplayArgs, cfg: &Config) -> anyhow::Result<()>
 pub(crate) async fn topics(cmd: TopicsCommand, cfg: &Config) -> anyhow::Result<()> {
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     // Push topics belong to their pods, which create and delete them.
-    let specs: Vec<_> = crate::app::topic_specs(cfg, &topics)
+    let specs: Vec<_> = crate::backends::topic_specs(cfg, &topics)
         .into_iter()
         .filter(|s| s.retention != Retention::Ephemeral)
         .collect();
@@ -183,7 +183,7 @@ pub(crate) async fn topics(cmd: TopicsCommand, cfg: &Config) -> anyhow::Result<(
         } => {
             if cfg.log.kind == LogKind::Kafka {
                 let kafka =
-                    crate::msglog::kafka::KafkaLog::connect(&crate::app::kafka_settings(cfg))?;
+                    crate::msglog::kafka::KafkaLog::connect(&crate::backends::kafka_settings(cfg))?;
                 for spec in &specs {
                     let overrides = if spec.name == topics.inbound() {
                         vec![("retention.ms".to_owned(), inbound_retention_ms.to_string())]

@@ -1,35 +1,14 @@
 //! What a pod does when a socket comes and goes: the local registry, duplicate-device
-//! replacement (here and on other pods), the presence topic, pending notices.
+//! replacement (here and on other pods), presence, pending notices.
 
-use super::registry::{Conn, close};
-use crate::app::AppState;
+use super::Gateway;
 use crate::config::DevicePolicy;
+use crate::connections::registry::{Conn, close};
 use crate::pipeline::notices::push_pending;
-use crate::pipeline::presence;
 use crate::pipeline::router::PushPayload;
-use crate::proto::records::{Device, Disconnect};
+use crate::proto::records::Disconnect;
 
-fn devices(app: &AppState, user: &str) -> Vec<Device> {
-    app.registry
-        .conns(user)
-        .into_iter()
-        .map(|c| Device {
-            platform: c.platform,
-            device_id: c.device_id,
-            conn_id: c.conn_id,
-        })
-        .collect()
-}
-
-/// Publishes this pod's current view of `user` (a tombstone when none is left).
-pub(crate) async fn publish(app: &AppState, user: &str) {
-    let rec = presence::record(&app.topics, &app.pod, user, devices(app, user));
-    if let Err(e) = app.log.append(vec![rec]).await {
-        tracing::warn!(error = %e, user, "presence update failed");
-    }
-}
-
-pub(crate) async fn connected(app: &AppState, conn: &Conn) {
+pub(crate) async fn connected(app: &Gateway, conn: &Conn) {
     let one_per_platform = app.cfg.session.device_policy == DevicePolicy::OnePerPlatform;
     for (old, same_device) in app.registry.insert(conn.clone(), one_per_platform) {
         if same_device {
@@ -62,7 +41,7 @@ pub(crate) async fn connected(app: &AppState, conn: &Conn) {
         .presence
         .pods(&conn.user)
         .into_iter()
-        .filter(|p| *p != app.pod)
+        .filter(|p| *p != app.cfg.pod)
         .collect();
     if !others.is_empty() {
         let router = app.router.clone();
@@ -77,12 +56,12 @@ pub(crate) async fn connected(app: &AppState, conn: &Conn) {
             tracing::warn!(error = %e, "remote duplicate-device close failed");
         }
     }
-    publish(app, &conn.user).await;
+    app.publisher.publish(&conn.user).await;
     push_pending(&app.notices, &app.registry, &conn.user);
 }
 
-pub(crate) async fn disconnected(app: &AppState, conn: &Conn) {
+pub(crate) async fn disconnected(app: &Gateway, conn: &Conn) {
     if app.registry.remove(&conn.user, &conn.conn_id) {
-        publish(app, &conn.user).await;
+        app.publisher.publish(&conn.user).await;
     }
 }

@@ -1,7 +1,6 @@
-//! Presence: which pods hold which users' sockets. Gateways publish their local view
-//! of each user to the compacted presence topic (keyed `user|pod`); every process
-//! that routes pushes follows the topic into this map. Entries not refreshed within
-//! the TTL are stale (a crashed pod) and ignored; clients resync on reconnect.
+//! The presence view: the presence topic followed into a map of user -> pods.
+//! Entries not refreshed within the TTL are stale (a crashed pod) and ignored;
+//! clients resync on reconnect.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,8 +9,8 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::now_ms;
-use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
-use crate::proto::records::{Device, PresenceRecord};
+use crate::msglog::{LogRecord, MsgLog, Topics};
+use crate::proto::records::PresenceRecord;
 
 #[derive(Default)]
 pub(crate) struct PresenceView {
@@ -90,24 +89,10 @@ impl PresenceView {
     }
 }
 
-/// The presence record a pod publishes for one of its users.
-pub(crate) fn record(topics: &Topics, pod: &str, user: &str, devices: Vec<Device>) -> Outgoing {
-    let k = key(user, pod);
-    if devices.is_empty() {
-        return Outgoing::tombstone(topics.presence(), k);
-    }
-    let rec = PresenceRecord {
-        user_id: user.to_owned(),
-        pod: pod.to_owned(),
-        devices,
-        refreshed_at_ms: now_ms(),
-    };
-    Outgoing::new(topics.presence(), k, rec.encode_to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::records::Device;
 
     fn rec(user: &str, pod: &str, refreshed_at_ms: i64, devices: usize) -> LogRecord {
         let devices = (0..devices)
