@@ -48,6 +48,8 @@ pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) shutdown: CancellationToken,
     pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The gateway's handles (for in-process drivers such as the fuzz targets).
+    pub(crate) gateway: Gateway,
 }
 
 pub(crate) async fn start(
@@ -194,6 +196,7 @@ pub(crate) async fn start(
         .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let started = probe.started.clone();
+    let gateway_out = gateway.clone();
     let router_http = crate::http::router(
         probe,
         roles
@@ -233,5 +236,6 @@ pub(crate) async fn start(
         addr,
         shutdown,
         done,
+        gateway: gateway_out,
     })
 }

@@ -89,6 +89,9 @@ pub(crate) struct ServerConfig {
     pub(crate) header_read_timeout_secs: u64,
     /// Largest request head (request line and headers), bytes; at least 8192.
     pub(crate) max_header_bytes: usize,
+    /// Testing only: mounts `/conformance/echo`, an unauthenticated WebSocket echo with
+    /// `/ws`'s limits, for the Autobahn conformance suite. Refused off loopback.
+    pub(crate) conformance_echo: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".to_owned(),
             header_read_timeout_secs: 10,
             max_header_bytes: 32 << 10,
+            conformance_echo: false,
         }
     }
 }
@@ -481,11 +485,18 @@ impl Config {
     /// Checks every key and reports every problem at once, each naming its key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let mut bad = Vec::new();
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad.push(invalid(
+        match self.server.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => bad.push(invalid(
                 "server.listen",
                 "expected host:port, e.g. 0.0.0.0:8080",
-            ));
+            )),
+            Ok(listen) if self.server.conformance_echo && !listen.ip().is_loopback() => {
+                bad.push(invalid(
+                    "server.conformance_echo",
+                    "an unauthenticated test endpoint: allowed only on a loopback server.listen",
+                ))
+            }
+            Ok(_) => {}
         }
         if self.pod.is_empty()
             || !self
@@ -757,6 +768,16 @@ mod tests {
             !unset.contains("\"set\""),
             "an unset secret stays unset:\n{unset}"
         );
+    }
+
+    #[test]
+    fn the_conformance_echo_needs_a_loopback_listener() {
+        let mut c = Config::default();
+        c.server.conformance_echo = true;
+        c.validate().unwrap();
+        c.server.listen = "0.0.0.0:8080".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.conformance_echo"), "{err}");
     }
 
     #[test]

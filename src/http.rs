@@ -42,6 +42,8 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
         .with_state(probe);
     if let Some((gateway, service_token)) = gateway {
         let demo = crate::demo::router(&gateway);
+        let conformance_echo = gateway.cfg.server.conformance_echo;
+        let echo_state = gateway.clone();
         r = r.merge(
             Router::new()
                 .route("/ws", get(ws))
@@ -51,6 +53,13 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
         );
         if let Some(demo) = demo {
             r = r.merge(demo);
+        }
+        if conformance_echo {
+            r = r.merge(
+                Router::new()
+                    .route("/conformance/echo", get(conformance_echo_ws))
+                    .with_state(echo_state),
+            );
         }
     }
     r
@@ -67,14 +76,24 @@ async fn ws(
     // The query carries the token: only its redacted form is ever recorded.
     tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
+    sized(upgrade, &app).on_upgrade(move |socket| session::run(app, params, socket))
+}
+
+/// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
+/// sockets must stay cheap (see BENCHMARKS.md).
+fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
-    // Small per-socket buffers: idle sockets must stay cheap (see BENCHMARKS.md).
     upgrade
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session::run(app, params, socket))
+}
+
+/// `/conformance/echo` (only with `server.conformance_echo`): see gateway::conformance.
+async fn conformance_echo_ws(State(app): State<Gateway>, upgrade: WebSocketUpgrade) -> Response {
+    let idle = std::time::Duration::from_secs(app.cfg.session.idle_timeout_secs);
+    sized(upgrade, &app).on_upgrade(move |socket| crate::gateway::conformance::run(socket, idle))
 }
 
 async fn readyz(State(app): State<Probe>) -> Response {

@@ -25,6 +25,7 @@
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
+//! - `fuzzing`   — entry points and invariants for the fuzz targets in `fuzz/` (not an API)
 
 mod access;
 mod api;
@@ -37,6 +38,8 @@ mod connections;
 mod demo;
 mod domain;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod http;
 mod msglog;

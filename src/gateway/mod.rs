@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod bounded;
+pub(crate) mod conformance;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
 pub(crate) mod keepalive;
@@ -12,6 +13,7 @@ pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sync;
 pub(crate) mod wire;
+pub(crate) mod ws_close;
 
 use std::sync::Arc;
 

@@ -255,16 +255,6 @@ async fn write_loop(
     closer.close(code, "");
 }
 
-/// Whether a read error is a frame or message over `limits.max_frame_bytes`.
-fn too_big(e: axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::CapacityError;
-    matches!(
-        e.into_inner().downcast_ref::<WsError>(),
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
-    )
-}
-
 async fn read_loop(
     app: &Gateway,
     ctx: &Arc<ConnCtx>,
@@ -297,8 +287,9 @@ async fn read_loop(
             },
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                if too_big(e) {
-                    Closing::TooBig.close(closer);
+                // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
+                if let Some((code, reason)) = super::ws_close::for_error(&e) {
+                    closer.close(code, reason);
                 }
                 break;
             }
@@ -309,7 +300,9 @@ async fn read_loop(
         };
         let data: Bytes = match msg {
             WsMessage::Binary(b) => b,
-            WsMessage::Close(_) => break,
+            // The WebSocket layer has queued its answer (the client's code, RFC 6455
+            // §5.5.1); the next read sends it and then ends the stream.
+            WsMessage::Close(_) => continue,
             // Pings are answered by the WebSocket layer; pongs only prove liveness;
             // text frames carry nothing.
             _ => continue,

@@ -27,6 +27,7 @@ macro_rules! on_both {
 mod api;
 mod auth;
 mod cli;
+mod conformance;
 mod contract;
 mod custom;
 mod delay;
@@ -34,6 +35,7 @@ mod demo;
 mod durability;
 mod fault;
 mod flood;
+mod fuzz;
 mod keepalive;
 mod limits;
 mod matrix;

@@ -1,0 +1,67 @@
+//! The WebSocket conformance echo: `/conformance/echo`, mounted only when
+//! `server.conformance_echo` is set (off by default; config validation allows it only on
+//! a loopback listener). It echoes text and binary messages on a socket configured
+//! exactly like `/ws` (same buffers and frame limits) and closes through the same
+//! `ws_close` mapping, so the Autobahn|Testsuite fuzzing client can check ferry's
+//! WebSocket layer, which `/ws` (authenticated, protobuf only) cannot echo for it.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+
+use super::ws_close;
+use crate::connections::registry::close;
+
+/// How long a closing socket waits for the peer's Close before it drops the TCP stream.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
+    loop {
+        let msg = match tokio::time::timeout(idle, socket.recv()).await {
+            Err(_) => return close_with(socket, close::NORMAL, "idle timeout").await,
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                if let Some((code, reason)) = ws_close::for_error(&e) {
+                    close_with(socket, code, reason).await;
+                }
+                return;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let echo = match msg {
+            WsMessage::Text(_) | WsMessage::Binary(_) => msg,
+            // Pings are answered by the WebSocket layer, and so is a Close (the next
+            // read sends the answer and ends the stream), as in `/ws`.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => continue,
+        };
+        if socket.send(echo).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), ()> {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    match tokio::time::timeout(CLOSE_WAIT, socket.send(WsMessage::Close(Some(frame)))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Starts the closing handshake and waits (bounded) for the peer's answer.
+async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
+    if send_close(&mut socket, code, reason).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
