@@ -15,4 +15,4 @@ if [[ -z "${FERRY_TEST_KAFKA:-}" ]]; then
 fi
 profile="${FERRY_SOAK_PROFILE:-release}"
 [[ "$profile" == release ]] && profile=bench
-exec nice -n 10 cargo bench --profile "$profile" --bench gateway -- soak --kafka "$@"
+exec nice -n 10 cargo bench --profile "$profile" --bench soak -- soak --kafka "$@"
