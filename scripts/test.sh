@@ -29,6 +29,9 @@ elif ((${#started[@]})); then
 fi
 eval "$(bash "$services" env)"
 
+# The Autobahn|Testsuite client for the WebSocket conformance test (cached).
+bash scripts/autobahn.sh >/dev/null
+
 # Kafka and Cassandra tests fail (they never skip) when these are unreachable.
 # nextest (.config/nextest.toml) names and then kills a test that hangs.
 cargo nextest run --locked --test-threads "${FERRY_TEST_THREADS:-3}"
@@ -36,3 +39,6 @@ cargo nextest run --locked --test-threads "${FERRY_TEST_THREADS:-3}"
 cargo test --doc --locked
 # The TypeScript client against a real ferry in Node, and the chat demo in Chromium.
 bash scripts/test-web.sh
+# A seconds-long run of every ferry-bench scenario (ferry and its peers): the load
+# generator keeps working; it asserts delivery, not speed.
+bash scripts/bench-smoke.sh
