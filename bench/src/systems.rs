@@ -1,0 +1,155 @@
+//! The systems one scenario runs against, side by side in the same run: ferry on each
+//! requested backend, and the peers.
+
+use std::path::PathBuf;
+
+use crate::job::Target;
+use crate::pool::Pool;
+use crate::procstat::Watched;
+use crate::servers::{self, Backend, Proc};
+
+#[derive(Clone, Debug)]
+pub enum System {
+    /// ferry with this many pods (Kafka + Cassandra runs two: senders on one, recipients
+    /// on the other).
+    Ferry(Backend, usize),
+    Centrifugo,
+    Bare,
+}
+
+/// Settings every scenario shares.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub ferry_bin: PathBuf,
+    pub centrifugo_bin: PathBuf,
+    pub brokers: String,
+    pub cql: String,
+    pub backends: Vec<String>,
+    pub peers: Vec<String>,
+    pub payload: usize,
+    pub workers: usize,
+    pub check: bool,
+    /// Directory for perf reports of ferry's rounds.
+    pub perf: Option<PathBuf>,
+}
+
+impl Opts {
+    /// ferry on each backend asked for, then the peers asked for (and that apply).
+    pub fn systems(&self, peers_apply: bool) -> Vec<System> {
+        let mut v = Vec::new();
+        for b in &self.backends {
+            match b.as_str() {
+                "embedded" => v.push(System::Ferry(Backend::Embedded, 1)),
+                "kafka" => v.push(System::Ferry(
+                    Backend::kafka_fresh(&self.brokers, &self.cql),
+                    2,
+                )),
+                other => eprintln!("unknown backend {other:?} ignored"),
+            }
+        }
+        if peers_apply {
+            for p in &self.peers {
+                match p.as_str() {
+                    "centrifugo" => v.push(System::Centrifugo),
+                    "bare" => v.push(System::Bare),
+                    _ => {}
+                }
+            }
+        }
+        v
+    }
+}
+
+pub struct Running {
+    pub label: String,
+    pub target: Target,
+    pub procs: Vec<Proc>,
+    /// Shared services this system depends on (Kafka, Cassandra), measured beside it.
+    pub services: Vec<Watched>,
+    /// Where to put perf reports of this system's rounds (ferry only).
+    pub perf: Option<PathBuf>,
+}
+
+impl Running {
+    pub fn start(sys: &System, opts: &Opts) -> anyhow::Result<Self> {
+        // A fresh topic prefix and keyspace for every start.
+        Ok(match sys {
+            System::Ferry(backend, pods) => {
+                let backend = match backend {
+                    Backend::Kafka { .. } => Backend::kafka_fresh(&opts.brokers, &opts.cql),
+                    b => b.clone(),
+                };
+                let procs = servers::ferry(&opts.ferry_bin, &backend, *pods)?;
+                let mut services = Vec::new();
+                if matches!(backend, Backend::Kafka { .. }) {
+                    for (name, addr) in [("kafka", &opts.brokers), ("cassandra", &opts.cql)] {
+                        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+                        if let Some(port) = port {
+                            services.push(Watched {
+                                name: name.into(),
+                                pids: crate::procstat::listening_on(port),
+                            });
+                        }
+                    }
+                }
+                Self {
+                    label: format!(
+                        "ferry {} ({} pod{})",
+                        backend.label(),
+                        pods,
+                        if *pods > 1 { "s" } else { "" }
+                    ),
+                    target: Target::Ferry,
+                    procs,
+                    services,
+                    perf: opts.perf.clone(),
+                }
+            }
+            System::Centrifugo => Self {
+                label: "Centrifugo 6.9.1 (memory)".into(),
+                target: Target::Centrifugo,
+                procs: vec![servers::centrifugo(&opts.centrifugo_bin)?],
+                services: Vec::new(),
+                perf: None,
+            },
+            System::Bare => Self {
+                label: "bare WebSocket broadcast".into(),
+                target: Target::Bare,
+                procs: vec![servers::bare()?],
+                services: Vec::new(),
+                perf: None,
+            },
+        })
+    }
+
+    /// Where senders connect.
+    pub fn send_addr(&self) -> String {
+        self.procs[0].addr.clone()
+    }
+
+    /// Where recipients connect: the other pod when there are two.
+    pub fn recv_addr(&self) -> String {
+        self.procs[self.procs.len() - 1].addr.clone()
+    }
+
+    pub fn pods(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// The process groups measured over a window: the server, the services it uses,
+    /// and the load generator's workers.
+    pub fn watched(&self, pool: Option<&Pool>) -> Vec<Watched> {
+        let mut v = vec![Watched {
+            name: "server".into(),
+            pids: self.procs.iter().map(Proc::pid).collect(),
+        }];
+        v.extend(self.services.iter().cloned());
+        if let Some(p) = pool {
+            v.push(Watched {
+                name: "load-gen".into(),
+                pids: p.pids(),
+            });
+        }
+        v
+    }
+}
