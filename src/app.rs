@@ -199,6 +199,13 @@ pub(crate) async fn start(
     let grace = Duration::from_secs(cfg.session.shutdown_grace_secs);
     let stop = shutdown.clone();
     let done = tokio::spawn(async move {
+        // Small frames (acks, pushes) go out at once instead of waiting behind Nagle's
+        // algorithm for the peer's delayed ACK (about 40 ms per request otherwise).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let server =
             axum::serve(listener, router_http.into_make_service()).with_graceful_shutdown({
                 let stop = stop.clone();
