@@ -15,11 +15,13 @@ cd "$(dirname "$0")/.."
 CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
 BIN="$CACHE/bin"
 CENTRIFUGO_PKG="github.com/centrifugal/centrifugo/v6@v6.9.1"
+# Changing how it is built changes the stamp, so a cached binary is rebuilt.
+CENTRIFUGO_STAMP="$CENTRIFUGO_PKG version-ldflags"
 PROFILE="${FERRY_BENCH_PROFILE:-release}"
 
 fetch_centrifugo() {
   local stamp="$BIN/.centrifugo.version"
-  if [[ -x "$BIN/centrifugo" && -f "$stamp" && "$(cat "$stamp")" == "$CENTRIFUGO_PKG" ]]; then
+  if [[ -x "$BIN/centrifugo" && -f "$stamp" && "$(cat "$stamp")" == "$CENTRIFUGO_STAMP" ]]; then
     return
   fi
   command -v go >/dev/null || { echo "bench.sh: go not found (needed for Centrifugo)" >&2; exit 1; }
@@ -27,8 +29,10 @@ fetch_centrifugo() {
   mkdir -p "$BIN"
   GOBIN="$BIN" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" \
     GOFLAGS="-buildvcs=false -modcacherw" CGO_ENABLED=0 \
-    nice go install -trimpath -ldflags "-s -w" "$CENTRIFUGO_PKG"
-  echo "$CENTRIFUGO_PKG" >"$stamp"
+    nice go install -trimpath \
+    -ldflags "-s -w -X github.com/centrifugal/centrifugo/v6/internal/build.Version=${CENTRIFUGO_PKG##*@v}" \
+    "$CENTRIFUGO_PKG"
+  echo "$CENTRIFUGO_STAMP" >"$stamp"
 }
 
 if [[ "${1:-}" == fetch-centrifugo ]]; then

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connections::registry::Registry;
@@ -23,6 +22,7 @@ use crate::pipeline::pusher::Pusher;
 use crate::pipeline::router::PushRouter;
 use crate::pipeline::sequencer::Sequencer;
 use crate::presence::{PresenceView, Publisher};
+use crate::shutdown::Roles;
 
 /// The roles one process can play; all of them by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -110,29 +110,11 @@ pub(crate) async fn start(
         metrics,
     };
 
-    // Roles stop on `roles_stop`, after the sockets are closed (`shutdown`).
-    let roles_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let spawn_role = |name: &'static str,
-                      fut: std::pin::Pin<
-        Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
-    >| {
-        let stop = roles_stop.clone();
-        tracker.spawn(async move {
-            if let Err(e) = fut.await {
-                tracing::error!(role = name, error = %e, "role failed; stopping");
-                stop.cancel();
-            }
-        });
-    };
-    spawn_role(
-        "presence",
-        Box::pin(
-            presence
-                .clone()
-                .follow(log.clone(), topics.clone(), roles_stop.clone()),
-        ),
-    );
+    // Roles stop after the sockets are closed (see shutdown.rs).
+    let tasks = Roles::new();
+    tasks.spawn("presence", |stop| {
+        presence.clone().follow(log.clone(), topics.clone(), stop)
+    });
     if roles.contains(&Role::Sequencer) {
         let s = Sequencer {
             log: log.clone(),
@@ -140,7 +122,7 @@ pub(crate) async fn start(
             topics: topics.clone(),
             router: router.clone(),
         };
-        spawn_role("sequencer", Box::pin(s.run(roles_stop.clone())));
+        tasks.spawn("sequencer", |stop| s.run(stop));
     }
     if roles.contains(&Role::Delay) {
         let d = DelayRole {
@@ -148,7 +130,7 @@ pub(crate) async fn start(
             topics: topics.clone(),
             tiers: cfg.pipeline.delay_tiers_secs.clone(),
         };
-        spawn_role("delay", Box::pin(d.run(roles_stop.clone())));
+        tasks.spawn("delay", |stop| d.run(stop));
     }
     if roles.contains(&Role::Sequencer) || roles.contains(&Role::Delay) {
         let l = crate::pipeline::lag::LagRole {
@@ -157,7 +139,7 @@ pub(crate) async fn start(
             tiers: cfg.pipeline.delay_tiers_secs.clone(),
             every: Duration::from_secs(15),
         };
-        spawn_role("lag", Box::pin(l.run(roles_stop.clone())));
+        tasks.spawn("lag", |stop| l.run(stop));
     }
     if roles.contains(&Role::Pusher) {
         let p = Pusher {
@@ -166,7 +148,7 @@ pub(crate) async fn start(
             pod: cfg.pod.clone(),
             registry: registry.clone(),
         };
-        spawn_role("pusher", Box::pin(p.run(roles_stop.clone())));
+        tasks.spawn("pusher", |stop| p.run(stop));
     }
     if roles.contains(&Role::Gateway) {
         let n = NoticeRole {
@@ -176,11 +158,9 @@ pub(crate) async fn start(
             registry: registry.clone(),
             interval: Duration::from_secs(cfg.pipeline.notice_repush_secs),
         };
-        spawn_role("notices", Box::pin(n.run(roles_stop.clone())));
-        spawn_role(
-            "presence-refresh",
-            Box::pin(publisher.refresh(cfg.pipeline.presence_ttl_secs, roles_stop.clone())),
-        );
+        tasks.spawn("notices", |stop| n.run(stop));
+        let ttl = cfg.pipeline.presence_ttl_secs;
+        tasks.spawn("presence-refresh", |stop| publisher.refresh(ttl, stop));
     }
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
@@ -212,24 +192,27 @@ pub(crate) async fn start(
                 async move { stop.cancelled().await }
             });
         // A failed role stops the whole process, as a signal would.
-        let failed = roles_stop.clone();
-        let watcher = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                failed.cancelled().await;
+        let result = tokio::select! {
+            r = server.into_future() => r,
+            _ = tasks.failed() => {
                 stop.cancel();
+                Ok(())
             }
-        });
-        let result = server.await.map_err(anyhow::Error::from);
-        // Sockets are closed; now stop the roles, which flush and commit.
-        roles_stop.cancel();
-        watcher.abort();
-        tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!("roles did not stop within the grace period");
+        };
+        // Sockets are closed (or the server gave up); now stop the roles, which
+        // flush and commit. The grace period bounds the whole drain.
+        let deadline = tokio::time::Instant::now() + grace;
+        let roles_result = tasks.drain(deadline).await;
+        let push_topic = topics.push(&cfg.pod);
+        match tokio::time::timeout_at(deadline, log.delete_topic(&push_topic)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(topic = %push_topic, error = %e, "push topic not deleted"),
+            Err(_) => {
+                tracing::warn!(topic = %push_topic, "push topic not deleted within the grace period")
+            }
         }
-        let _ = log.delete_topic(&topics.push(&cfg.pod)).await;
-        result
+        roles_result?;
+        result.map_err(anyhow::Error::from)
     });
     Ok(Running {
         addr,

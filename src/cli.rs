@@ -159,7 +159,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Client(c) => crate::client::run(c, &cfg).await,
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
             Ok(())
         }
         Command::Replay(a) => crate::recovery::replay(a, &cfg).await,

@@ -52,8 +52,18 @@ pub(crate) struct ConnArgs {
     token: Option<String>,
     #[arg(long, default_value = "cli")]
     platform: String,
-    #[arg(long, default_value = "cli-1")]
-    device_id: String,
+    /// Device id; default: a fresh one per invocation, so a `listen` in one terminal
+    /// is not replaced ("duplicate connection") by a `send` or `sync` in another.
+    #[arg(long)]
+    device_id: Option<String>,
+}
+
+impl ConnArgs {
+    fn device_id(&self) -> String {
+        self.device_id
+            .clone()
+            .unwrap_or_else(|| format!("cli-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+    }
 }
 
 type Ws =
@@ -74,7 +84,7 @@ async fn connect(cfg: &Config, user: &str, c: &ConnArgs) -> anyhow::Result<Ws> {
         .append_pair("token", &token)
         .append_pair("userId", user)
         .append_pair("platform", &c.platform)
-        .append_pair("deviceId", &c.device_id)
+        .append_pair("deviceId", &c.device_id())
         .finish();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?{q}", c.url))
         .await

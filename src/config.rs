@@ -346,16 +346,36 @@ impl Default for TelemetryConfig {
 pub(crate) enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
-    #[error("configuration key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    /// Every invalid key at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Invalid>),
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+/// One key with a value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {problem}")]
+pub(crate) struct Invalid {
+    pub(crate) key: &'static str,
+    pub(crate) problem: String,
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> Invalid {
+    Invalid {
         key,
         problem: problem.into(),
     }
 }
+
+/// Keyspace names are pasted into CQL text, so only plain identifiers are accepted:
+/// the one rule, used by validation and by the store before it sends any CQL.
+pub(crate) fn keyspace_name_ok(ks: &str) -> bool {
+    ks.len() <= 48
+        && ks.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(crate) const KEYSPACE_RULE: &str =
+    "a letter, then letters, digits and '_', at most 48 characters";
 
 impl Config {
     /// Loads the file (if any), then the environment, over the defaults.
@@ -363,10 +383,10 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(invalid(
+                return Err(ConfigError::Invalid(vec![invalid(
                     "--config",
                     format!("file {} does not exist", f.display()),
-                ));
+                )]));
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -381,9 +401,11 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks every key and reports every problem at once, each naming its key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let mut bad = Vec::new();
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
+            bad.push(invalid(
                 "server.listen",
                 "expected host:port, e.g. 0.0.0.0:8080",
             ));
@@ -394,7 +416,7 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(invalid("pod", "letters, digits, '-', '_' and '.' only"));
+            bad.push(invalid("pod", "letters, digits, '-', '_' and '.' only"));
         }
         let l = &self.limits;
         for (key, v) in [
@@ -407,78 +429,124 @@ impl Config {
             ("limits.send_queue", l.send_queue),
         ] {
             if v == 0 {
-                return Err(invalid(key, "must be greater than 0"));
+                bad.push(invalid(key, "must be greater than 0"));
             }
         }
         if self.session.idle_timeout_secs == 0 {
-            return Err(invalid(
+            bad.push(invalid(
                 "session.idle_timeout_secs",
                 "must be greater than 0",
             ));
         }
         let tiers = &self.pipeline.delay_tiers_secs;
         if tiers.is_empty() || tiers[0] == 0 || tiers.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(invalid(
+            bad.push(invalid(
                 "pipeline.delay_tiers_secs",
                 "a strictly ascending list of positive seconds",
             ));
         }
         if self.pipeline.notice_repush_secs == 0 {
-            return Err(invalid(
+            bad.push(invalid(
                 "pipeline.notice_repush_secs",
                 "must be greater than 0",
             ));
         }
         if self.log.kind == LogKind::Kafka {
             if self.kafka.brokers.is_empty() {
-                return Err(invalid(
+                bad.push(invalid(
                     "kafka.brokers",
                     "required when log.kind = \"kafka\"",
                 ));
             }
             if self.kafka.partitions < 1 || self.kafka.replication < 1 {
-                return Err(invalid(
+                bad.push(invalid(
                     "kafka.partitions",
                     "partitions and replication must be at least 1",
                 ));
             }
         }
         if self.store.kind == StoreKind::Scylla && self.scylla.nodes.is_empty() {
-            return Err(invalid(
+            bad.push(invalid(
                 "scylla.nodes",
                 "required when store.kind = \"scylla\"",
             ));
         }
-        if !self
-            .scylla
-            .keyspace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(invalid("scylla.keyspace", "letters, digits and '_' only"));
+        if !keyspace_name_ok(&self.scylla.keyspace) {
+            bad.push(invalid("scylla.keyspace", KEYSPACE_RULE));
+        }
+        for (key, v, range) in [
+            (
+                "pipeline.presence_ttl_secs",
+                self.pipeline.presence_ttl_secs,
+                3..=86_400,
+            ),
+            ("custom.timeout_ms", self.custom.timeout_ms, 1..=600_000),
+            (
+                "log.append_timeout_ms",
+                self.log.append_timeout_ms,
+                1..=600_000,
+            ),
+        ] {
+            if !range.contains(&v) {
+                bad.push(invalid(
+                    key,
+                    format!(
+                        "must be between {} and {}, not {v}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
         }
         for (prefix, url) in &self.custom.routes {
             if !prefix.starts_with('/') {
-                return Err(invalid(
+                bad.push(invalid(
                     "custom.routes",
                     format!("method prefix {prefix:?} must start with '/'"),
                 ));
             }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
+                bad.push(invalid(
                     "custom.routes",
                     format!("upstream {url:?} must be an http(s) URL"),
                 ));
             }
         }
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
-            return Err(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
+            bad.push(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }
         let auth = &self.auth;
         if auth.hs256_secret.as_deref().is_some_and(|s| s.len() < 16) {
-            return Err(invalid("auth.hs256_secret", "use at least 16 bytes"));
+            bad.push(invalid("auth.hs256_secret", "use at least 16 bytes"));
         }
-        Ok(())
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(bad))
+        }
+    }
+
+    /// The configuration as `ferry config` prints it: secrets show that they are
+    /// set, never their value.
+    pub(crate) fn redacted(&self) -> Config {
+        const SET: &str = "set";
+        let mut c = self.clone();
+        for secret in [
+            &mut c.auth.hs256_secret,
+            &mut c.scylla.password,
+            &mut c.api.service_token,
+        ] {
+            if secret.is_some() {
+                *secret = Some(SET.to_owned());
+            }
+        }
+        for (k, v) in &mut c.kafka.properties {
+            let k = k.to_ascii_lowercase();
+            if k.contains("password") || k.contains("secret") || k.contains("jaas") {
+                *v = SET.to_owned();
+            }
+        }
+        c
     }
 }
 
@@ -498,6 +566,77 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap();
         let err = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_at_once() {
+        let mut c = Config::default();
+        c.pipeline.delay_tiers_secs = vec![5, 1];
+        c.scylla.keyspace = "9lives".into();
+        c.pipeline.presence_ttl_secs = 0;
+        c.custom.timeout_ms = 0;
+        c.log.append_timeout_ms = 10_000_000;
+        let err = c.validate().unwrap_err().to_string();
+        for key in [
+            "pipeline.delay_tiers_secs",
+            "scylla.keyspace",
+            "pipeline.presence_ttl_secs",
+            "custom.timeout_ms",
+            "log.append_timeout_ms",
+        ] {
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "{key} missing from: {err}"
+            );
+        }
+        assert_eq!(err.lines().count(), 5, "{err}");
+    }
+
+    #[test]
+    fn keyspace_rule() {
+        for ok in ["ferry", "ferry_test_1a", &"k".repeat(48)] {
+            assert!(keyspace_name_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "9lives",
+            "_x",
+            "x-y",
+            "x; DROP KEYSPACE system",
+            &"k".repeat(49),
+        ] {
+            assert!(!keyspace_name_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redacted_shows_secrets_are_set_not_their_value() {
+        let mut c = Config::default();
+        c.auth.hs256_secret = Some("hs-secret-value-123456".into());
+        c.scylla.password = Some("db-password-value".into());
+        c.api.service_token = Some("service-token-value".into());
+        c.kafka
+            .properties
+            .insert("sasl.password".into(), "kafka-password-value".into());
+        c.kafka
+            .properties
+            .insert("client.id".into(), "visible-client".into());
+        let shown = toml::to_string_pretty(&c.redacted()).unwrap();
+        for secret in [
+            "hs-secret-value-123456",
+            "db-password-value",
+            "service-token-value",
+            "kafka-password-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} printed:\n{shown}");
+        }
+        assert!(shown.contains("hs256_secret = \"set\""), "{shown}");
+        assert!(shown.contains("visible-client"), "{shown}");
+        let unset = toml::to_string_pretty(&Config::default().redacted()).unwrap();
+        assert!(
+            !unset.contains("\"set\""),
+            "an unset secret stays unset:\n{unset}"
+        );
     }
 
     #[test]

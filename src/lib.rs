@@ -4,7 +4,8 @@
 //! - `cli`       — command line: serve, token, client
 //! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
 //! - `telemetry` — logs and metrics
-//! - `app`       — wiring of backends and roles, shutdown tree
+//! - `app`       — wiring of backends and roles
+//! - `shutdown`  — the shutdown tree: roles under one tracker, a failed role fails the process
 //! - `backends`  — opens the configured log and store; the topics ferry uses
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
@@ -19,6 +20,7 @@
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
+//! - `faults`    — named fault points that tests arm through `FERRY_FAULTS`
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
@@ -33,6 +35,7 @@ mod config;
 mod connections;
 mod demo;
 mod domain;
+mod faults;
 mod gateway;
 mod http;
 mod msglog;
@@ -43,6 +46,7 @@ mod proto;
 mod proto_vectors;
 mod recovery;
 mod secrets;
+mod shutdown;
 mod store;
 mod telemetry;
 

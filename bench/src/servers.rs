@@ -218,7 +218,7 @@ pub fn centrifugo(bin: &Path) -> anyhow::Result<Proc> {
             "token": { "hmac_secret_key": SECRET },
             "allowed_origins": ["*"],
         },
-        "http_server": { "address": "127.0.0.1", "port": port.to_string() },
+        "http_server": { "address": "127.0.0.1", "port": port },
         "channel": {
             "without_namespace": {
                 "allow_subscribe_for_client": true,
@@ -228,6 +228,7 @@ pub fn centrifugo(bin: &Path) -> anyhow::Result<Proc> {
                 "history_ttl": "300s",
             }
         },
+        "health": { "enabled": true },
         "log": { "level": "error" },
     });
     let path = dir.join("config.json");

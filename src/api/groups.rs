@@ -11,8 +11,8 @@ use super::{ApiError, bad};
 use crate::connections::registry::close;
 use crate::domain::{ConvId, UserId};
 use crate::gateway::Gateway;
+use crate::pipeline::records;
 use crate::pipeline::router::PushPayload;
-use crate::pipeline::sequencer::member_record;
 use crate::proto::records::{Disconnect, MemberChange};
 
 #[derive(Deserialize, Default)]
@@ -33,7 +33,7 @@ fn ids(group: &str, user: &str) -> Result<(String, UserId), ApiError> {
 async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
     let (group, user) = (change.group_id.clone(), change.user_id.clone());
     app.log
-        .append(vec![member_record(&app.topics, change)])
+        .append(vec![records::member(&app.topics, change)])
         .await?;
     for _ in 0..100 {
         if app.store.member(&group, &user).await? == want {

@@ -13,7 +13,7 @@ use crate::access;
 use crate::domain::{ConvId, Message, now_ms};
 use crate::msglog::{LogError, Outgoing};
 use crate::pipeline::delay::{self, MAX_DELAY_SECS};
-use crate::pipeline::sequencer;
+use crate::pipeline::records;
 use crate::proto::pb;
 
 /// Validated messages grouped by conversation, in first-seen order.
@@ -112,11 +112,11 @@ pub(crate) async fn append(
     let records: Vec<Outgoing> = batches
         .into_iter()
         .map(|(conv, msgs)| {
-            let b = sequencer::batch(&conv, sender, &msgs, now, due);
+            let b = records::batch(&conv, sender, &msgs, now, due);
             if due > 0 {
                 delay::next_hop(&app.topics, &app.cfg.pipeline.delay_tiers_secs, b, now)
             } else {
-                sequencer::batch_record(&app.topics, b)
+                records::inbound(&app.topics, b)
             }
         })
         .map(|mut o: Outgoing| {

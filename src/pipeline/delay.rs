@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use super::records;
 use crate::domain::now_ms;
 use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
-use crate::proto::records::{DelayedRecord, InboundRecord, MessageBatch, inbound_record};
+use crate::proto::records::MessageBatch;
 
 /// The default ladder, seconds.
 pub(crate) const DEFAULT_TIERS_SECS: [u64; 15] = [
@@ -51,21 +51,9 @@ pub(crate) fn leaves_at(tier_secs: u64, entered_ms: i64, due_ms: i64) -> i64 {
 
 /// The record to append for `batch` at `now`: to a tier or, when due, to inbound.
 pub(crate) fn next_hop(topics: &Topics, tiers: &[u64], batch: MessageBatch, now: i64) -> Outgoing {
-    let key = batch.conv_id.clone();
     match route(tiers, now, batch.due_at_ms) {
-        Hop::Inbound => {
-            let rec = InboundRecord {
-                kind: Some(inbound_record::Kind::Messages(batch)),
-            };
-            Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
-        }
-        Hop::Tier(t) => {
-            let rec = DelayedRecord {
-                batch: Some(batch),
-                entered_tier_at_ms: now,
-            };
-            Outgoing::new(topics.delay(t), key, rec.encode_to_vec())
-        }
+        Hop::Inbound => records::inbound(topics, batch),
+        Hop::Tier(t) => records::delayed(topics, t, batch, now),
     }
 }
 
@@ -108,22 +96,21 @@ impl DelayRole {
                     let due: Vec<_> = held.iter().filter(|(_, h)| h.leaves_at <= now).map(|(k, _)| k.clone()).collect();
                     for k in due {
                         let h = held.remove(&k).expect("key taken from the map");
-                        self.forward(&mut *sub, &h.record, h.batch).await?;
+                        self.forward(&mut *sub, &h.record, h.batch, &cancel).await?;
                         sub.resume(&k.0, k.1)?;
                     }
                 }
                 rec = sub.next() => {
                     let rec = rec?;
                     let Some(tier) = tier_of.get(&rec.topic).copied() else { continue };
-                    let Some(d) = rec.value.as_deref().and_then(|v| DelayedRecord::decode(v).ok()) else {
+                    let Some((batch, entered_at)) = records::read_delayed(&rec) else {
                         tracing::error!(topic = %rec.topic, offset = rec.offset, "undecodable delayed record skipped");
                         sub.commit(&rec)?;
                         continue;
                     };
-                    let Some(batch) = d.batch else { sub.commit(&rec)?; continue };
-                    let at = leaves_at(tier, d.entered_tier_at_ms, batch.due_at_ms);
+                    let at = leaves_at(tier, entered_at, batch.due_at_ms);
                     if at <= now_ms() {
-                        self.forward(&mut *sub, &rec, batch).await?;
+                        self.forward(&mut *sub, &rec, batch, &cancel).await?;
                     } else {
                         sub.pause(&rec.topic, rec.partition)?;
                         held.insert((rec.topic.clone(), rec.partition), Held { record: rec, batch, leaves_at: at });
@@ -136,12 +123,15 @@ impl DelayRole {
     }
 
     /// Appends the next hop, then commits: a crash in between repeats the hop, and
-    /// the sequencer's idempotence makes the repeat harmless.
+    /// the sequencer's idempotence makes the repeat harmless. Retries until the log
+    /// takes it or the role is stopped (then nothing is committed: the record is
+    /// read again after the restart).
     async fn forward(
         &self,
         sub: &mut dyn crate::msglog::Subscription,
         rec: &LogRecord,
         batch: MessageBatch,
+        cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let late = now_ms() - batch.due_at_ms;
         let span = tracing::info_span!("delay.forward", otel.name = "delay hop", from = %rec.topic, late_ms = late);
@@ -153,7 +143,10 @@ impl DelayRole {
         while let Err(e) = self.log.append(vec![out.clone()]).await {
             attempt += 1;
             tracing::warn!(error = %e, attempt, "delay tier forward failed; retrying");
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))) => {}
+            }
         }
         if out.topic == self.topics.inbound() {
             metrics::histogram!("ferry_delay_lateness_seconds").record(late.max(0) as f64 / 1000.0);

@@ -6,5 +6,7 @@ pub(crate) mod delay;
 pub(crate) mod lag;
 pub(crate) mod notices;
 pub(crate) mod pusher;
+pub(crate) mod records;
 pub(crate) mod router;
 pub(crate) mod sequencer;
+pub(crate) mod stamping;

@@ -22,22 +22,23 @@
 //! the same content gets no new seq; different content updates the original and is
 //! appended with a new seq.
 
-use std::collections::HashMap;
+mod progress;
+
 use std::sync::Arc;
-
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-use prost::Message as _;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use self::progress::Progress;
+use super::records::{self, Inbound};
 use super::router::{PushPayload, PushRouter};
+use super::stamping::{Stamped, plan, stamp};
 use crate::access;
-use crate::domain::{ConvId, Message, Seq, server_msg_id};
-use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
-use crate::proto::pb;
-use crate::proto::records::{InboundRecord, MemberChange, MessageBatch, inbound_record};
+use crate::domain::{ConvId, Message};
+use crate::msglog::{LogRecord, MsgLog, Topics};
+use crate::proto::records::{MemberChange, MessageBatch};
 use crate::store::{Claim, ConvState, Store, StoreError};
 
 /// Conversations sequenced concurrently by one process; a conversation always maps to
@@ -53,66 +54,6 @@ fn lane_of(key: &[u8]) -> usize {
     (h.finish() % LANES as u64) as usize
 }
 
-/// Which offsets are safe to commit, per partition: records are started in log order
-/// and finish in any order, so everything below the oldest unfinished one is applied.
-#[derive(Default)]
-struct Progress {
-    partitions: HashMap<(String, i32), PartitionProgress>,
-    done_since_checkpoint: usize,
-}
-
-#[derive(Default)]
-struct PartitionProgress {
-    in_flight: std::collections::BTreeSet<i64>,
-    done_max: Option<i64>,
-    committed: Option<i64>,
-}
-
-impl Progress {
-    fn start(&mut self, rec: &LogRecord) {
-        let p = self
-            .partitions
-            .entry((rec.topic.clone(), rec.partition))
-            .or_default();
-        p.in_flight.insert(rec.offset);
-    }
-
-    fn done(&mut self, topic: String, partition: i32, offset: i64) {
-        let p = self.partitions.entry((topic, partition)).or_default();
-        p.in_flight.remove(&offset);
-        p.done_max = p.done_max.max(Some(offset));
-        self.done_since_checkpoint += 1;
-    }
-
-    /// The last applied record of each partition that can be committed now.
-    fn committable(&mut self) -> Vec<LogRecord> {
-        let mut out = Vec::new();
-        for ((topic, partition), p) in &mut self.partitions {
-            // Committing offset o means "resume at o + 1".
-            let safe = match p.in_flight.first() {
-                Some(oldest) if *oldest > 0 => Some(oldest - 1),
-                Some(_) => None,
-                None => p.done_max,
-            };
-            if let Some(offset) = safe
-                && Some(offset) > p.committed
-            {
-                p.committed = Some(offset);
-                out.push(LogRecord {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                    key: bytes::Bytes::new(),
-                    value: None,
-                    timestamp_ms: 0,
-                    headers: Vec::new(),
-                });
-            }
-        }
-        out
-    }
-}
-
 /// Offsets are committed at most this long after their record was applied…
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// …or after this many records, whichever comes first.
@@ -123,128 +64,6 @@ pub(crate) struct Sequencer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) topics: Topics,
     pub(crate) router: PushRouter,
-}
-
-/// What became of one message of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Fate {
-    /// Not stored (storageForServer=false): pushed without a seq.
-    Transient,
-    /// Already stored with the same content: no new seq.
-    Retry(Box<Message>),
-    /// New content: takes the next seq.
-    New,
-    /// Same clientMsgId, different content: takes the next seq and rewrites this original.
-    Edit(Box<Message>),
-}
-
-/// Decides each message's fate. `ours` is the seq range this very record claimed
-/// before (when redelivered): a message found there is this record's own write.
-pub(crate) fn classify(msg: &Message, existing: Option<Message>, ours: Option<(u64, u64)>) -> Fate {
-    if !msg.options.storage_for_server {
-        return Fate::Transient;
-    }
-    match existing {
-        None => Fate::New,
-        Some(e) if ours.is_some_and(|(lo, hi)| (lo..=hi).contains(&e.seq)) => Fate::New,
-        Some(e) if e.same_content(msg) => Fate::Retry(Box::new(e)),
-        Some(e) => Fate::Edit(Box::new(e)),
-    }
-}
-
-impl Fate {
-    pub(crate) fn takes_seq(&self) -> bool {
-        matches!(self, Fate::New | Fate::Edit(_))
-    }
-}
-
-/// Decides the fate of every message of a batch, in order. `existing[i]` is what the
-/// store holds under message i's (convId, senderId, clientMsgId); a clientMsgId
-/// repeated inside the batch sees its earlier twin instead.
-pub(crate) fn plan(
-    msgs: &[Message],
-    existing: Vec<Option<Message>>,
-    ours: Option<(u64, u64)>,
-) -> Vec<Fate> {
-    let mut seen: HashMap<&str, Message> = HashMap::new();
-    let mut fates = Vec::with_capacity(msgs.len());
-    for (m, stored) in msgs.iter().zip(existing) {
-        let existing = match seen.get(m.client_msg_id.as_str()) {
-            Some(e) => Some(e.clone()),
-            None => stored,
-        };
-        let fate = classify(m, existing, ours);
-        if !m.client_msg_id.is_empty() && fate.takes_seq() {
-            seen.insert(&m.client_msg_id, m.clone());
-        }
-        fates.push(fate);
-    }
-    fates
-}
-
-/// What a batch turns into once seqs are assigned from `base`.
-pub(crate) struct Stamped {
-    /// New messages with their seqs, to store and push.
-    pub(crate) stored: Vec<Message>,
-    /// Originals rewritten by edits and revokes (keeping their seqs).
-    pub(crate) originals: Vec<Message>,
-    /// Everything recipients get: stored messages and transient ones.
-    pub(crate) push: Vec<Message>,
-    /// Stored originals of retries, echoed to the sender only.
-    pub(crate) echo: Vec<Message>,
-}
-
-/// Stamps seqs, serverMsgId and serverTime (`ts`, the inbound record's timestamp, so
-/// that every replay of the record stamps the same). A pure function of its inputs.
-pub(crate) fn stamp(
-    conv: &ConvId,
-    sender: &str,
-    ts: i64,
-    msgs: &[Message],
-    fates: Vec<Fate>,
-    base: u64,
-) -> Stamped {
-    let conv_s = conv.to_string();
-    let mut seq = base;
-    let mut out = Stamped {
-        stored: Vec::new(),
-        originals: Vec::new(),
-        push: Vec::new(),
-        echo: Vec::new(),
-    };
-    for (m, fate) in msgs.iter().zip(fates) {
-        let mut m = m.clone();
-        m.conv_id = conv_s.clone();
-        m.sender_id = sender.to_owned();
-        m.server_time_ms = ts;
-        match fate {
-            Fate::Transient => {
-                m.seq = 0;
-                m.server_msg_id.clear();
-                out.push.push(m);
-            }
-            Fate::Retry(e) => out.echo.push(*e),
-            Fate::New | Fate::Edit(_) => {
-                m.seq = seq;
-                m.server_msg_id = server_msg_id(conv, Seq(seq));
-                if m.client_msg_id.is_empty() {
-                    m.client_msg_id = m.server_msg_id.clone();
-                }
-                if let Fate::Edit(orig) = fate {
-                    let mut o = *orig;
-                    o.content_type = m.content_type;
-                    o.content = m.content.clone();
-                    o.ext = m.ext.clone();
-                    o.at_users = m.at_users.clone();
-                    out.originals.push(o);
-                }
-                seq += 1;
-                out.stored.push(m.clone());
-                out.push.push(m);
-            }
-        }
-    }
-    out
 }
 
 /// Outcome of one pass over a batch.
@@ -387,15 +206,10 @@ impl Sequencer {
     }
 
     async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
-        let decoded = rec.value.as_deref().map(InboundRecord::decode);
-        match decoded {
-            Some(Ok(InboundRecord {
-                kind: Some(inbound_record::Kind::Messages(b)),
-            })) => self.sequence(rec, b).await,
-            Some(Ok(InboundRecord {
-                kind: Some(inbound_record::Kind::Member(m)),
-            })) => self.member(m).await,
-            _ => {
+        match records::read_inbound(rec) {
+            Inbound::Messages(b) => self.sequence(rec, b).await,
+            Inbound::Member(m) => self.member(m).await,
+            Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
                 Ok(())
             }
@@ -410,20 +224,7 @@ impl Sequencer {
             why,
             "record sent to the dead-letter topic"
         );
-        let mut o = Outgoing::new(
-            self.topics.dead_letter(),
-            rec.key.clone(),
-            rec.value.clone().unwrap_or_default(),
-        );
-        o.headers = rec.headers.clone();
-        o.headers
-            .push(("ferry-error".into(), why.as_bytes().to_vec().into()));
-        o.headers.push((
-            "ferry-origin".into(),
-            format!("{}/{}/{}", rec.topic, rec.partition, rec.offset)
-                .into_bytes()
-                .into(),
-        ));
+        let o = records::dead_letter(&self.topics, rec, why);
         if let Err(e) = self.log.append(vec![o]).await {
             tracing::error!(error = %e, "dead-letter append failed; record dropped");
         }
@@ -514,6 +315,8 @@ impl Sequencer {
             }
             tracing::debug!(conv = %conv_s, partition = rec.partition, offset = rec.offset, first = base, last = base + takes - 1, "claimed");
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
+            // Claimed, nothing written yet: the window the fence must repair.
+            crate::faults::point("sequencer.claimed").await;
         }
         let Stamped {
             stored,
@@ -538,6 +341,9 @@ impl Sequencer {
             self.store.put_messages(&stored).instrument(write).await?;
             tracing::debug!(conv = %conv_s, offset = rec.offset, first = base, redo = ours.is_some(), n = stored.len(), "written");
         }
+        // Written, offset not yet committed, nothing pushed: redelivery must not
+        // sequence these again.
+        crate::faults::point("sequencer.written").await;
         self.deliver(rec, conv, sender, &push, &echo).await;
         Ok(Pass::Done)
     }
@@ -587,116 +393,5 @@ impl Sequencer {
                 .push(&[sender.to_owned()], PushPayload::Messages(echo), &headers)
                 .await;
         }
-    }
-}
-
-/// The inbound record for a batch of one conversation's messages.
-pub(crate) fn batch_record(topics: &Topics, batch: MessageBatch) -> Outgoing {
-    let key = batch.conv_id.clone();
-    let rec = InboundRecord {
-        kind: Some(inbound_record::Kind::Messages(batch)),
-    };
-    Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
-}
-
-/// The inbound record for a membership change, keyed by the group's convId so it is
-/// ordered with the group's messages.
-pub(crate) fn member_record(topics: &Topics, change: MemberChange) -> Outgoing {
-    let key = format!("group:{}", change.group_id);
-    let rec = InboundRecord {
-        kind: Some(inbound_record::Kind::Member(change)),
-    };
-    Outgoing::new(topics.inbound(), key, rec.encode_to_vec())
-}
-
-/// Builds a batch from domain messages (used by the gateway and the server API).
-pub(crate) fn batch(
-    conv: &ConvId,
-    sender: &str,
-    msgs: &[Message],
-    accepted_at_ms: i64,
-    due_at_ms: i64,
-) -> MessageBatch {
-    MessageBatch {
-        conv_id: conv.to_string(),
-        sender_id: sender.to_owned(),
-        msgs: msgs.iter().map(pb::MsgData::from).collect(),
-        accepted_at_ms,
-        due_at_ms,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::MsgOptions;
-
-    fn msg(id: &str, content: &str, seq: u64) -> Message {
-        Message {
-            client_msg_id: id.into(),
-            content: content.as_bytes().to_vec().into(),
-            seq,
-            options: MsgOptions::stored(),
-            ..Message::default()
-        }
-    }
-
-    fn rec(offset: i64) -> LogRecord {
-        LogRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            key: bytes::Bytes::new(),
-            value: None,
-            timestamp_ms: 0,
-            headers: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn commits_stop_below_the_oldest_unfinished_record() {
-        let mut p = Progress::default();
-        for o in 10..15 {
-            p.start(&rec(o));
-        }
-        p.done("t".into(), 0, 12);
-        p.done("t".into(), 0, 13);
-        // 10 and 11 are still running: resume at 10.
-        assert_eq!(
-            p.committable().iter().map(|r| r.offset).collect::<Vec<_>>(),
-            [9]
-        );
-        p.done("t".into(), 0, 10);
-        p.done("t".into(), 0, 11);
-        assert_eq!(
-            p.committable()[0].offset,
-            13,
-            "resume at 14, the one still running"
-        );
-        p.done("t".into(), 0, 14);
-        assert_eq!(p.committable()[0].offset, 14);
-        assert!(p.committable().is_empty(), "nothing new to commit");
-    }
-
-    #[test]
-    fn classification() {
-        let m = msg("c1", "hello", 0);
-        assert_eq!(classify(&m, None, None), Fate::New);
-        assert_eq!(
-            classify(&m, Some(msg("c1", "hello", 4)), None),
-            Fate::Retry(Box::new(msg("c1", "hello", 4)))
-        );
-        assert_eq!(
-            classify(&m, Some(msg("c1", "bye", 4)), None),
-            Fate::Edit(Box::new(msg("c1", "bye", 4)))
-        );
-        // Found inside the range this record claimed before: its own earlier write.
-        assert_eq!(
-            classify(&m, Some(msg("c1", "hello", 7)), Some((6, 8))),
-            Fate::New
-        );
-        let mut t = m.clone();
-        t.options.storage_for_server = false;
-        assert_eq!(classify(&t, None, None), Fate::Transient);
     }
 }

@@ -17,12 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
-
 use super::sim::{ConvSim, Position};
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogError, MsgLog, Watermarks};
-use crate::proto::records::{InboundRecord, inbound_record};
+use crate::pipeline::records::{self, Inbound};
 use crate::store::{Store, StoreError};
 
 /// Seqs read or written per store request.
@@ -357,11 +355,8 @@ async fn read(
             offset: rec.offset,
             timestamp_ms: rec.timestamp_ms,
         };
-        let decoded = rec.value.as_deref().map(InboundRecord::decode);
-        match decoded {
-            Some(Ok(InboundRecord {
-                kind: Some(inbound_record::Kind::Messages(b)),
-            })) => {
+        match records::read_inbound(&rec) {
+            Inbound::Messages(b) => {
                 let Ok(conv) = ConvId::parse(&b.conv_id) else {
                     report.invalid_conv += 1;
                     continue;
@@ -381,9 +376,7 @@ async fn read(
                     sim.touched.entry(conv_s).or_default().extend(wrote);
                 }
             }
-            Some(Ok(InboundRecord {
-                kind: Some(inbound_record::Kind::Member(m)),
-            })) => {
+            Inbound::Member(m) => {
                 let conv_s = format!("group:{}", m.group_id);
                 if opts.convs.as_ref().is_some_and(|c| !c.contains(&conv_s)) {
                     continue;
@@ -396,7 +389,7 @@ async fn read(
                 }
             }
             // The live sequencer sends these to the dead-letter topic.
-            _ => report.undecodable += 1,
+            Inbound::Undecodable => report.undecodable += 1,
         }
         if opts.progress && last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();

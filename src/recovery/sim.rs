@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::{ConvId, Message};
-use crate::pipeline::sequencer::{Stamped, plan, stamp};
+use crate::pipeline::stamping::{Stamped, plan, stamp};
 use crate::store::{Claim, ConvState};
 
 /// One conversation's store, as the sequencer would have left it.

@@ -82,14 +82,12 @@ fn decode_msg(body: &[u8]) -> Result<Message, StoreError> {
 
 /// Keyspace names are pasted into CQL text, so only plain identifiers are accepted.
 fn check_keyspace(ks: &str) -> Result<(), StoreError> {
-    let ok = ks.len() <= 48
-        && ks.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+    if crate::config::keyspace_name_ok(ks) {
         Ok(())
     } else {
         Err(StoreError::Unavailable(format!(
-            "invalid keyspace name {ks:?}"
+            "invalid keyspace name {ks:?}: {}",
+            crate::config::KEYSPACE_RULE
         )))
     }
 }

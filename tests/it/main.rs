@@ -26,6 +26,7 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod cli;
 mod contract;
 mod custom;
 mod delay;
@@ -33,6 +34,7 @@ mod demo;
 mod durability;
 mod fault;
 mod keepalive;
+mod matrix;
 mod messaging;
 mod multipod;
 mod notices;

@@ -61,7 +61,14 @@ async fn sender_and_recipient_on_different_pods() {
 
     // A kick through pod-b's API closes the socket living on pod-a.
     let mut a_web = pa.connect_device(&a, "web", "laptop").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // pod-b routes the kick by presence: wait until it sees a on pod-a.
+    eventually(15 * SEC, || async {
+        let (s, body) = pb_
+            .api(reqwest::Method::GET, &format!("/users/{a}/presence"), None)
+            .await;
+        (s == 200 && body["pods"].as_array()?.iter().any(|p| p == "pod-a")).then_some(())
+    })
+    .await;
     let (s, body) = pb_
         .api(
             reqwest::Method::POST,

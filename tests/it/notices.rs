@@ -62,8 +62,17 @@ async fn notices_repush_until_acked(b: Backend) {
     u1.request(pb::ActiveEvent::AckNotice, ack("never-existed"))
         .await
         .ok();
-    // Drain what was already queued, then silence.
-    tokio::time::sleep(2 * SEC).await;
+    // The ack has been applied once a fresh connection of the user finds no
+    // pending notice; then drain what was already queued, then silence.
+    eventually(15 * SEC, || async {
+        let mut probe = f.connect_device(&u, "ios", &unique("probe")).await;
+        probe
+            .notices(std::time::Duration::from_millis(500))
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
     while u1
         .notices(std::time::Duration::from_millis(100))
         .await

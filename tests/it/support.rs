@@ -46,6 +46,8 @@ pub struct Cluster {
     pub extra: String,
     prefix: String,
     keyspace: String,
+    kafka: String,
+    cql: String,
 }
 
 pub fn kafka_addr() -> String {
@@ -58,12 +60,19 @@ pub fn cql_addr() -> String {
 
 impl Cluster {
     pub fn new(backend: Backend, extra: &str) -> Self {
+        Self::on(backend, extra, &kafka_addr(), &cql_addr())
+    }
+
+    /// A deployment on the given Kafka and CQL addresses (its own instances).
+    pub fn on(backend: Backend, extra: &str, kafka: &str, cql: &str) -> Self {
         let c = Self {
             backend,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.to_owned(),
             prefix: format!("{}.", unique("t")),
             keyspace: unique("ks_"),
+            kafka: kafka.to_owned(),
+            cql: cql.to_owned(),
         };
         if backend == Backend::Kafka {
             let out = c.ferry(&["migrate"], "pod-migrate").output().unwrap();
@@ -85,10 +94,7 @@ impl Cluster {
             Backend::Embedded => String::new(),
             Backend::Kafka => format!(
                 "[log]\nkind = \"kafka\"\n[store]\nkind = \"scylla\"\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\npartitions = 2\n[scylla]\nnodes = [\"{}\"]\nkeyspace = \"{}\"\n",
-                kafka_addr(),
-                self.prefix,
-                cql_addr(),
-                self.keyspace
+                self.kafka, self.prefix, self.cql, self.keyspace
             ),
         };
         let text = format!(
@@ -120,11 +126,17 @@ impl Cluster {
     }
 
     pub fn start_with(&self, pod: &str, args: &[&str]) -> Ferry {
+        self.start_env(pod, args, &[])
+    }
+
+    /// Starts a pod with extra environment (e.g. `FERRY_FAULTS` arming fault points).
+    pub fn start_env(&self, pod: &str, args: &[&str], env: &[(&str, &str)]) -> Ferry {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let log = self.dir.path().join(format!("{pod}.log"));
         let mut child = self
             .ferry(&all, pod)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -245,6 +257,43 @@ impl Ferry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Lines of this pod's log containing every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> usize {
+        self.logs()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until at least `n` log lines contain every one of `needles`.
+    pub async fn wait_log(&self, needles: &[&str], n: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.log_lines(needles) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: fewer than {n} log lines with {needles:?} within {within:?}",
+                self.pod
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the process to end on its own; its exit status.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: still running after {within:?}",
+                self.pod
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Calls the server API.
     pub async fn api(
         &self,
@@ -317,6 +366,14 @@ pub struct Client {
     next_req: u64,
 }
 
+/// What `Client::next_frame` saw.
+pub enum Frame {
+    Push(pb::PushBody),
+    /// Nothing within the wait.
+    Quiet,
+    Closed,
+}
+
 /// What a connection attempt ended with.
 pub enum Connect {
     Connected(Box<Client>),
@@ -324,26 +381,35 @@ pub enum Connect {
 }
 
 pub async fn connect_url(url: &str) -> Connect {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("WebSocket upgrade");
+    try_connect_url(url).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like `connect_url`, for callers that expect the server to be down at times.
+pub async fn try_connect_url(url: &str) -> Result<Connect, String> {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| "WebSocket upgrade timed out".to_owned())?
+    .map_err(|e| format!("WebSocket upgrade: {e}"))?;
     match tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
-        .expect("first frame")
+        .map_err(|_| "no first frame".to_owned())?
     {
         Some(Ok(WsMessage::Text(t))) => {
             assert_eq!(t.as_str(), "connected");
-            Connect::Connected(Box::new(Client {
+            Ok(Connect::Connected(Box::new(Client {
                 ws,
                 user: String::new(),
                 backlog: Vec::new(),
                 next_req: 0,
-            }))
+            })))
         }
         Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => {
-            Connect::Closed(code.into(), reason.to_string())
+            Ok(Connect::Closed(code.into(), reason.to_string()))
         }
-        other => panic!("unexpected first frame {other:?}"),
+        other => Err(format!("unexpected first frame {other:?}")),
     }
 }
 
@@ -457,6 +523,59 @@ impl Client {
         self.ws.send(WsMessage::Binary(bytes.into())).await.unwrap();
     }
 
+    /// Sends a request and waits up to `within` for its response; None when the
+    /// socket closed or nothing came (other frames are kept).
+    pub async fn try_request(
+        &mut self,
+        event: pb::ActiveEvent,
+        data: Vec<u8>,
+        within: Duration,
+    ) -> Option<Resp> {
+        self.next_req += 1;
+        let req_id = format!("r{}", self.next_req);
+        let body = pb::RequestBody {
+            event: event as i32,
+            req_id: req_id.clone(),
+            data: data.into(),
+        };
+        self.ws
+            .send(WsMessage::Binary(body.encode_to_vec().into()))
+            .await
+            .ok()?;
+        let r = self
+            .wait(within, |p| {
+                p.event == pb::PushEvent::PushResponseBody as i32
+                    && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
+            })
+            .await?;
+        let body = pb::ResponseBody::decode(r.data).unwrap();
+        Some(Resp {
+            code: body.code,
+            data: body.data,
+            msg: None,
+        })
+    }
+
+    /// The next server frame: kept ones first, then the socket's.
+    pub async fn next_frame(&mut self, within: Duration) -> Frame {
+        if !self.backlog.is_empty() {
+            return Frame::Push(self.backlog.remove(0));
+        }
+        match tokio::time::timeout(within, self.ws.next()).await {
+            Err(_) => Frame::Quiet,
+            Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                Frame::Push(pb::PushBody::decode(b).expect("server frames are PushBody"))
+            }
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(WsMessage::Close(_)))) => Frame::Closed,
+            Ok(Some(Ok(_))) => Frame::Quiet,
+        }
+    }
+
+    /// Drops the frames kept while waiting for something else.
+    pub fn clear_backlog(&mut self) {
+        self.backlog.clear();
+    }
+
     /// Sends a request and waits for its response (other frames are kept).
     pub async fn request(&mut self, event: pb::ActiveEvent, data: Vec<u8>) -> Resp {
         self.next_req += 1;
@@ -491,32 +610,49 @@ impl Client {
     }
 
     /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
+    /// None when nothing matched in time or the socket closed.
     pub async fn wait(
         &mut self,
         within: Duration,
         pred: impl Fn(&pb::PushBody) -> bool,
     ) -> Option<pb::PushBody> {
+        match self.wait_for(within, pred).await {
+            Waited::Matched(p) => Some(p),
+            Waited::TimedOut | Waited::Closed(_) => None,
+        }
+    }
+
+    async fn wait_for(&mut self, within: Duration, pred: impl Fn(&pb::PushBody) -> bool) -> Waited {
         if let Some(i) = self.backlog.iter().position(&pred) {
-            return Some(self.backlog.remove(i));
+            return Waited::Matched(self.backlog.remove(i));
         }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return None,
-                Ok(None) => return None,
+                Err(_) => return Waited::TimedOut,
+                Ok(None) => return Waited::Closed("stream ended".into()),
                 Ok(Some(f)) => f,
             };
             match frame {
                 Ok(WsMessage::Binary(b)) => {
                     let p = pb::PushBody::decode(b).expect("server frames are PushBody");
                     if pred(&p) {
-                        return Some(p);
+                        return Waited::Matched(p);
                     }
                     self.backlog.push(p);
                 }
-                Ok(WsMessage::Close(_)) | Err(_) => return None,
+                Ok(WsMessage::Close(f)) => return Waited::Closed(format!("close frame {f:?}")),
+                Err(e) => return Waited::Closed(format!("socket error {e}")),
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Reads for `within` and panics if the socket closes meanwhile; frames read are
+    /// kept for later waits.
+    pub async fn stays_open(&mut self, within: Duration) {
+        if let Waited::Closed(why) = self.wait_for(within, |_| false).await {
+            panic!("{}: socket closed: {why}", self.user);
         }
     }
 
@@ -550,16 +686,20 @@ impl Client {
         out
     }
 
+    /// No message push arrives within `within`, and the socket stays open meanwhile
+    /// (a closed socket would receive nothing either).
     pub async fn no_messages(&mut self, within: Duration) {
-        if let Some(p) = self
-            .wait(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
+        match self
+            .wait_for(within, |p| p.event == pb::PushEvent::PushMsgDataList as i32)
             .await
         {
-            panic!(
+            Waited::TimedOut => {}
+            Waited::Matched(p) => panic!(
                 "{}: unexpected push {:?}",
                 self.user,
                 pb::MsgDataList::decode(p.data).unwrap()
-            );
+            ),
+            Waited::Closed(why) => panic!("{}: socket closed: {why}", self.user),
         }
     }
 
@@ -677,4 +817,11 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How a wait for a frame ended.
+enum Waited {
+    Matched(pb::PushBody),
+    TimedOut,
+    Closed(String),
 }

@@ -11,20 +11,29 @@ use crate::report::Row;
 use crate::servers::{SECRET, SERVICE_TOKEN};
 use crate::systems::{Opts, Running};
 
-/// Makes every member a member of the ferry group through the server API.
+/// Makes every member a member of the ferry group through the server API, eight
+/// requests at a time.
 async fn add_members(addr: String, group: String, members: usize) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for j in 0..members {
-            let path = format!("/api/v1/groups/{group}/members/u{j}");
-            let (status, body) = crate::http::request(&addr, "PUT", &path, Some(SERVICE_TOKEN))
-                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-            if status / 100 != 2 {
-                anyhow::bail!("{path}: {status} {body}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..8 {
+        let (addr, group) = (addr.clone(), group.clone());
+        tasks.spawn_blocking(move || -> anyhow::Result<()> {
+            for j in (lane..members).step_by(8) {
+                let path = format!("/api/v1/groups/{group}/members/u{j}");
+                let (status, body) =
+                    crate::http::request(&addr, "PUT", &path, Some(SERVICE_TOKEN))
+                        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+                if status / 100 != 2 {
+                    anyhow::bail!("{path}: {status} {body}");
+                }
             }
-        }
-        Ok(())
-    })
-    .await?
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
 }
 
 pub async fn run(
