@@ -51,6 +51,8 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // Small frames (acks, pushes) go out at once instead of waiting behind Nagle's
+        // algorithm for the peer's delayed ACK (about 40 ms per request otherwise).
         let _ = tcp.set_nodelay(true);
         let conn = builder
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))

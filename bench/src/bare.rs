@@ -35,6 +35,8 @@ pub async fn serve() -> anyhow::Result<()> {
 async fn conn(stream: TcpStream, rooms: Rooms, id: u64) {
     let _ = stream.set_nodelay(true);
     let mut room: Option<String> = None;
+    // The callback's signature (and its large error type) is tungstenite's.
+    #[allow(clippy::result_large_err)]
     let cb = |req: &Request, resp: Response| {
         room = req.uri().query().and_then(|q| {
             q.split('&')

@@ -487,10 +487,10 @@ pub async fn run(
                         return;
                     }
                     Some(Ok(m)) => {
-                        if let Some(reply) = ctx.handle(m) {
-                            if ws.send(reply).await.is_err() {
-                                return;
-                            }
+                        if let Some(reply) = ctx.handle(m)
+                            && ws.send(reply).await.is_err()
+                        {
+                            return;
                         }
                         if closed_loop && ctx.pending.is_empty() && closed_next.is_none() {
                             closed_next = Some(Instant::now());

@@ -119,7 +119,7 @@ pub async fn run(
                 } else {
                     errors += 1;
                 }
-                if done % 1000 == 0 {
+                if done.is_multiple_of(1000) {
                     bar.set_position(done);
                 }
             }

@@ -51,10 +51,11 @@ pub fn listening_on(port: u16) -> Vec<u32> {
                 .rsplit(':')
                 .next()
                 .and_then(|h| u16::from_str_radix(h, 16).ok());
-            if listening && p == Some(port) {
-                if let Some(inode) = f.get(9) {
-                    inodes.insert(format!("socket:[{inode}]"));
-                }
+            if listening
+                && p == Some(port)
+                && let Some(inode) = f.get(9)
+            {
+                inodes.insert(format!("socket:[{inode}]"));
             }
         }
     }

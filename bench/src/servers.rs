@@ -13,7 +13,6 @@ pub const SERVICE_TOKEN: &str = "ferry-bench-service-token-0123456789";
 
 /// One server process.
 pub struct Proc {
-    pub name: String,
     pub addr: String,
     child: Child,
     dir: Option<PathBuf>,
@@ -171,7 +170,6 @@ pub fn ferry(bin: &Path, backend: &Backend, pods: usize) -> anyhow::Result<Vec<P
             .with_context(|| format!("starting {}", bin.display()))?;
         let addr = await_addr(&mut child, "ferry listening on http://")?;
         out.push(Proc {
-            name: pod,
             addr,
             child,
             dir: (p == 0).then(|| dir.clone()),
@@ -243,7 +241,6 @@ pub fn centrifugo(bin: &Path) -> anyhow::Result<Proc> {
         .with_context(|| format!("starting {}", bin.display()))?;
     let addr = format!("127.0.0.1:{port}");
     let p = Proc {
-        name: "centrifugo".into(),
         addr: addr.clone(),
         child,
         dir: Some(dir),
@@ -267,7 +264,6 @@ pub fn bare() -> anyhow::Result<Proc> {
         .spawn()?;
     let addr = await_addr(&mut child, "bare listening on ")?;
     Ok(Proc {
-        name: "bare".into(),
         addr,
         child,
         dir: None,

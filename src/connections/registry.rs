@@ -185,15 +185,17 @@ impl Registry {
         self.users.read().unwrap().keys().cloned().collect()
     }
 
-    /// Queues `frame` on every socket of `user`; returns how many took it.
+    /// Queues `frame` on every socket of `user`; returns how many took it. Runs under
+    /// the read lock without copying the connections: queuing never waits, and this is
+    /// the per-recipient step of every fan-out.
     pub(crate) fn deliver(&self, user: &str, frame: &Bytes) -> usize {
-        let mut delivered = 0;
-        for c in self.conns(user) {
-            if send_or_close(&c, Outbound::Binary(frame.clone())) {
-                delivered += 1;
-            }
-        }
-        delivered
+        let users = self.users.read().unwrap();
+        let Some(list) = users.get(user) else {
+            return 0;
+        };
+        list.iter()
+            .filter(|c| send_or_close(c, Outbound::Binary(frame.clone())))
+            .count()
     }
 }
 

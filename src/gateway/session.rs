@@ -267,8 +267,9 @@ async fn read_loop(
         app.cfg.limits.request_burst,
     );
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
-    let (send_tx, send_rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
-    let send_worker = tokio::spawn(send_worker(ctx.clone(), send_rx));
+    // The ordered SendMsgList worker and its queue exist only once the connection sends:
+    // an idle socket carries neither a task nor a queue block.
+    let mut sender: Option<(mpsc::Sender<RequestBody>, tokio::task::JoinHandle<()>)> = None;
     loop {
         // One frame per turn: a socket with a backlog of frames would otherwise keep
         // a worker for a whole scheduling budget while other sockets wait.
@@ -342,6 +343,10 @@ async fn read_loop(
             }
         };
         if req.event == ActiveEvent::SendMsgList as i32 {
+            let (send_tx, _) = sender.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
+                (tx, tokio::spawn(send_worker(ctx.clone(), rx)))
+            });
             if let Err(
                 mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req),
             ) = send_tx.try_send(req)
@@ -377,9 +382,11 @@ async fn read_loop(
             drop(permit);
         });
     }
-    drop(send_tx);
-    // Requests already accepted are answered before the socket goes (if it still can).
-    let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
+    if let Some((send_tx, send_worker)) = sender {
+        drop(send_tx);
+        // Requests already accepted are answered before the socket goes (if it still can).
+        let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
+    }
 }
 
 async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
