@@ -23,7 +23,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 
-use super::{LogError, MsgLog, Outgoing, Subscription, TopicInfo, TopicSpec, Watermarks};
+use super::{
+    LogError, MsgLog, Outgoing, Subscription, TopicInfo, TopicSpec, Watermarks, unavailable,
+};
 use consumer::SubContext;
 
 /// Where and how to reach Kafka. Topic names arrive already prefixed.
@@ -40,10 +42,6 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
     /// How long `append` may take before it answers `LogError::Timeout`.
     pub append_timeout: Duration,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> LogError {
-    LogError::Unavailable(e.to_string())
 }
 
 fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
