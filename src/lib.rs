@@ -7,6 +7,7 @@
 //! - `app`       — wiring of backends and roles
 //! - `shutdown`  — the shutdown tree: roles under one tracker, a failed role fails the process
 //! - `backends`  — opens the configured log and store; the topics ferry uses
+//! - `backoff`   — waits between retries, ended early by shutdown
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
 //! - `demo`      — the browser chat demo at /demo (development secret only)
@@ -31,6 +32,7 @@ mod access;
 mod api;
 mod app;
 mod backends;
+mod backoff;
 pub mod cli;
 mod client;
 mod config;

@@ -2,10 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ApiError, bad};
+use super::{ApiError, bad, content};
 use crate::domain::{UserId, now_ms};
 use crate::gateway::Gateway;
 use crate::gateway::send;
@@ -51,21 +50,9 @@ pub(crate) async fn send(
         .map(UserId::parse)
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let mut list = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
-        let content = match (m.content, m.content_base64) {
-            (Some(s), None) => s.into_bytes(),
-            (None, Some(b)) => b64
-                .decode(b)
-                .map_err(|e| bad(format!("messages[{i}].contentBase64: {e}")))?,
-            (None, None) => Vec::new(),
-            (Some(_), Some(_)) => {
-                return Err(bad(format!(
-                    "messages[{i}]: give content or contentBase64, not both"
-                )));
-            }
-        };
+        let content = content(&format!("messages[{i}]"), m.content, m.content_base64)?;
         list.push(pb::MsgData {
             client_msg_id: m.client_msg_id.unwrap_or_default(),
             client_time: now_ms().to_string(),

@@ -93,3 +93,23 @@ impl From<crate::msglog::LogError> for ApiError {
 pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
+
+/// The bytes of a `content` (UTF-8 text) / `contentBase64` pair: at most one is given,
+/// neither means empty. `field` names the object in the error message.
+pub(crate) fn content(
+    field: &str,
+    text: Option<String>,
+    base64: Option<String>,
+) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    match (text, base64) {
+        (Some(s), None) => Ok(s.into_bytes()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| bad(format!("{field}.contentBase64: {e}"))),
+        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(bad(format!(
+            "{field}: give content or contentBase64, not both"
+        ))),
+    }
+}

@@ -2,10 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ApiError, bad};
+use super::{ApiError, bad, content};
 use crate::domain::{ConvId, Notice, UserId, now_ms};
 use crate::gateway::Gateway;
 use crate::pipeline::notices;
@@ -63,14 +62,7 @@ pub(crate) async fn create(
     if n.notice_id.is_empty() || n.notice_id.contains('|') || n.notice_id.len() > 128 {
         return Err(bad("noticeId: 1..=128 characters, no '|'"));
     }
-    let content = match (n.content, n.content_base64) {
-        (Some(s), None) => s.into_bytes(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .map_err(|e| bad(format!("notice.contentBase64: {e}")))?,
-        (None, None) => Vec::new(),
-        _ => return Err(bad("give content or contentBase64, not both")),
-    };
+    let content = content("notice", n.content, n.content_base64)?;
     let notice = Notice {
         conv_id: n.conv_id,
         notice_id: n.notice_id,

@@ -7,13 +7,10 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 
-use super::ws_close;
+use super::ws_close::{self, CLOSE_WAIT};
 use crate::connections::registry::close;
-
-/// How long a closing socket waits for the peer's Close before it drops the TCP stream.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
     loop {
@@ -40,20 +37,9 @@ pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
     }
 }
 
-async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), ()> {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    match tokio::time::timeout(CLOSE_WAIT, socket.send(WsMessage::Close(Some(frame)))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
 /// Starts the closing handshake and waits (bounded) for the peer's answer.
 async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
-    if send_close(&mut socket, code, reason).await.is_err() {
+    if !ws_close::send(&mut socket, code, reason).await {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -17,6 +17,7 @@ use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
 use super::wire::{self, Closing, Failure};
+use super::ws_close;
 use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
@@ -123,15 +124,7 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
 }
 
 async fn close_now(socket: &mut WebSocket, why: Closing<'_>) {
-    let frame = CloseFrame {
-        code: why.code(),
-        reason: why.reason().into(),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        socket.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
+    ws_close::send(socket, why.code(), &why.reason()).await;
 }
 
 pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSocket) {
@@ -196,14 +189,11 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
 
     Closing::Normal.close(&conn.closer);
-    // The writer gives up on a client that does not read within CLOSE_WAIT.
+    // The writer gives up on a client that does not read within ws_close::CLOSE_WAIT.
     let _ = writer.await;
     super::lifecycle::disconnected(&app, &conn).await;
     metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
 }
-
-/// How long a Close frame may take to reach a client before the socket is dropped.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes queued frames. A write that cannot finish (a client that stopped reading)
 /// is abandoned as soon as the socket is closed, so a slow consumer's session, socket
@@ -247,11 +237,7 @@ async fn write_loop(
             Err(why) => break why,
         }
     };
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(WsMessage::Close(Some(frame)))).await;
+    ws_close::send(&mut sink, code, &reason).await;
     closer.close(code, "");
 }
 
@@ -289,7 +275,7 @@ async fn read_loop(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
-                if let Some((code, reason)) = super::ws_close::for_error(&e) {
+                if let Some((code, reason)) = ws_close::for_error(&e) {
                     closer.close(code, reason);
                 }
                 break;

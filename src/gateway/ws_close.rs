@@ -3,6 +3,10 @@
 //! conformance echo endpoint. (A client's Close is answered by the WebSocket layer
 //! itself, with the client's code, or 1002 for a code no endpoint may send.)
 
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
+use futures_util::{Sink, SinkExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 
@@ -13,6 +17,25 @@ use super::wire::Closing;
 pub(crate) const PROTOCOL_ERROR: u16 = 1002;
 /// A text message or close reason that is not valid UTF-8.
 pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+
+/// How long a Close frame may take to reach a client (and, on the echo endpoint, the
+/// client's answer to come back) before the socket is dropped.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends a Close frame, waiting at most `CLOSE_WAIT`; false when it was not sent.
+pub(crate) async fn send<S>(sink: &mut S, code: u16, reason: &str) -> bool
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    matches!(
+        tokio::time::timeout(CLOSE_WAIT, sink.send(WsMessage::Close(Some(frame)))).await,
+        Ok(Ok(()))
+    )
+}
 
 /// The close code and reason for a read error, or None when the connection is gone
 /// and nothing can be sent (reset, EOF, already closed).

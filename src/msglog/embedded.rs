@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TopicInfo, TopicSpec,
-    Watermarks,
+    Watermarks, unavailable,
 };
 use crate::domain::now_ms;
 use crate::proto::records::{Header, StoredRecord};
@@ -30,10 +30,6 @@ const EPHEMERAL_KEEP: usize = 4096;
 const FILL_BATCH: usize = 256;
 /// Operations group-committed in one write transaction.
 const WRITE_BATCH: usize = 1024;
-
-fn unavailable(e: impl std::fmt::Display) -> LogError {
-    LogError::Unavailable(e.to_string())
-}
 
 enum WriteOp {
     Append(Vec<Outgoing>, oneshot::Sender<Result<(), LogError>>),

@@ -115,6 +115,11 @@ pub enum LogError {
     Refused(String),
 }
 
+/// A backend failure a later retry may get past.
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
 #[async_trait]
 pub trait MsgLog: Send + Sync + 'static {
     /// Appends and returns once the records are durable (acks=all on Kafka),

@@ -11,9 +11,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::records;
+use crate::backoff;
 use crate::domain::now_ms;
 use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
 use crate::proto::records::MessageBatch;
+
+/// A failed forward is retried after 200 ms more per attempt, at most 5 s.
+const RETRY_STEP: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The default ladder, seconds.
 pub(crate) const DEFAULT_TIERS_SECS: [u64; 15] = [
@@ -143,9 +148,8 @@ impl DelayRole {
         while let Err(e) = self.log.append(vec![out.clone()]).await {
             attempt += 1;
             tracing::warn!(error = %e, attempt, "delay tier forward failed; retrying");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))) => {}
+            if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt)).await {
+                return Ok(());
             }
         }
         if out.topic == self.topics.inbound() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::handoff;
+use crate::backoff;
 use crate::config::ForwarderConfig;
 use crate::msglog::{LogRecord, MsgLog, Topics};
 
@@ -33,16 +34,6 @@ enum PostError {
     Status(reqwest::StatusCode),
     #[error("request failed: {0}")]
     Request(#[from] reqwest::Error),
-}
-
-/// The wait before retry number `attempt` (1-based): doubling from `initial`, capped
-/// at `max`, with up to a quarter taken off at random so that pods do not retry in step.
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let base = initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(max);
-    let jitter: f64 = rand::random::<f64>() * 0.25;
-    base.mul_f64(1.0 - jitter)
 }
 
 impl Forwarder {
@@ -120,11 +111,10 @@ impl Forwarder {
                 Err(e) => {
                     attempt += 1;
                     metrics::counter!("ferry_offline_events_failed_total").increment(n);
-                    let delay = backoff(initial, max, attempt);
+                    let delay = backoff::exponential(initial, max, attempt);
                     tracing::warn!(error = %e, attempt, events = n, retry_in_ms = delay.as_millis() as u64, "offline events not accepted; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !backoff::wait(cancel, delay).await {
+                        return false;
                     }
                 }
             }
@@ -164,30 +154,6 @@ async fn sample_lag(log: Arc<dyn MsgLog>, group: String, topic: String, cancel: 
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(LAG_EVERY) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
-        let (i, m) = (Duration::from_millis(100), Duration::from_millis(1000));
-        for (attempt, base) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (60, 1000),
-        ] {
-            let d = backoff(i, m, attempt).as_millis() as u64;
-            assert!(
-                (base * 3 / 4..=base).contains(&d),
-                "attempt {attempt}: {d} ms, expected 75-100% of {base}"
-            );
         }
     }
 }

@@ -42,6 +42,7 @@ use super::router::{PushPayload, PushRouter};
 use super::routing::Route;
 use super::stamping::{Stamped, plan, stamp};
 use crate::access;
+use crate::backoff;
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogRecord, MsgLog, Topics};
 use crate::proto::records::{MemberChange, MessageBatch};
@@ -64,6 +65,9 @@ fn lane_of(key: &[u8]) -> usize {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// …or after this many records, whichever comes first.
 const CHECKPOINT_RECORDS: usize = 1000;
+/// A failed store write or flush is retried after 100 ms more per attempt, at most 5 s.
+const RETRY_STEP: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub(crate) struct Sequencer {
     pub(crate) log: Arc<dyn MsgLog>,
@@ -179,9 +183,10 @@ impl Sequencer {
                         attempt += 1;
                         metrics::counter!("ferry_sequencer_retries_total").increment(1);
                         tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
+                        if !backoff::wait(&cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt))
+                            .await
+                        {
+                            return;
                         }
                     }
                 }
@@ -207,9 +212,8 @@ impl Sequencer {
         while let Err(e) = self.store.flush().await {
             attempt += 1;
             tracing::warn!(error = %e, attempt, "store flush failed; retrying");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))) => {}
+            if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt)).await {
+                return Ok(false);
             }
         }
         for rec in progress.committable() {
