@@ -363,6 +363,24 @@ impl Subscription for KafkaSubscription {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => Ok(()),
                 Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+                // The group is rebalancing or has moved on without us: these
+                // partitions are (or are about to be) someone else's, who reads
+                // again from the last committed offset. Nothing is lost, and the
+                // next commit, by us or the new owner, moves the offsets on: not a
+                // failure of this role.
+                Err(e)
+                    if matches!(
+                        code(&e),
+                        Some(
+                            RDKafkaErrorCode::RebalanceInProgress
+                                | RDKafkaErrorCode::IllegalGeneration
+                                | RDKafkaErrorCode::UnknownMemberId
+                        )
+                    ) =>
+                {
+                    tracing::warn!(error = %e, "commit skipped: the group is rebalancing");
+                    Ok(())
+                }
                 Err(e) => Err(unavailable(e)),
             }
         })
