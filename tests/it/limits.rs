@@ -526,5 +526,10 @@ async fn an_unappliable_member_record_is_dead_lettered() {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum();
-    assert_eq!(dead, 1, "exactly the bad record was dead-lettered");
+    // At least once: a record redelivered after a rebalance may be dead-lettered
+    // again; the good record behind it was applied (checked above).
+    assert!(
+        (1..=2).contains(&dead),
+        "the bad record was dead-lettered (once, or again after a redelivery): {dead}"
+    );
 }

@@ -89,7 +89,24 @@ struct Services {
 }
 
 impl Services {
+    /// Ports are picked free and released before the services bind them, so another
+    /// process (a client socket of a concurrent test) can take one in between: a
+    /// start that fails is retried on fresh ports, a few times.
     fn start() -> Self {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Self::try_start() {
+                Ok(s) => return s,
+                Err(why) => {
+                    eprintln!("matrix services, attempt {attempt}: {why}");
+                    last = why;
+                }
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let (kafka, controller, cql, storage, jmx) = (
             free_port(),
@@ -119,15 +136,27 @@ impl Services {
         // Side by side: both are slow to start.
         let k = s.services(&["start", "kafka"]).spawn().unwrap();
         let c = s.services(&["start", "cassandra"]).spawn().unwrap();
+        let mut failed = Vec::new();
         for (name, child) in [("kafka", k), ("cassandra", c)] {
             let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "the matrix's own {name} did not start:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if !out.status.success() {
+                let stdout_log =
+                    std::fs::read_to_string(s.dir.path().join(name).join("logs/stdout.log"))
+                        .unwrap_or_default();
+                let tail: Vec<&str> = stdout_log.lines().rev().take(20).collect();
+                failed.push(format!(
+                    "the matrix's own {name} did not start:\n{}\n(stdout, last lines reversed)\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    tail.join("\n")
+                ));
+            }
         }
-        s
+        // On failure `s` is dropped, which kills whatever did start.
+        if failed.is_empty() {
+            Ok(s)
+        } else {
+            Err(failed.join("\n"))
+        }
     }
 
     fn services(&self, args: &[&str]) -> Command {
