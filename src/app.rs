@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connections::registry::Registry;
@@ -212,22 +213,28 @@ pub(crate) async fn start(
             read_timeout: Duration::from_secs(cfg.server.header_read_timeout_secs),
             max_bytes: cfg.server.max_header_bytes,
         };
-        let server = crate::serve::serve(listener, router_http, head, stop.clone(), grace);
+        let conns = TaskTracker::new();
+        let accepting =
+            crate::serve::accept(listener, router_http, head, stop.clone(), conns.clone());
         // A failed role stops the whole process, as a signal would.
         tokio::select! {
-            () = server => {}
+            () = accepting => {}
             _ = tasks.failed() => stop.cancel(),
         };
-        // Sockets are closed (or the server gave up); now stop the roles, which
-        // flush and commit. The grace period bounds the whole drain.
+        // The grace period bounds the whole drain: one deadline, fixed when the stop
+        // was requested, shared by every step below (each step's own timeout would
+        // add up to a multiple of the grace period, past Kubernetes' SIGKILL).
         let deadline = tokio::time::Instant::now() + grace;
+        crate::serve::drain(&conns, deadline).await;
+        // Requests in flight are done (or dropped); now stop the roles, which flush
+        // and commit, then remove this pod's push topic.
         let roles_result = tasks.drain(deadline).await;
         let push_topic = topics.push(&cfg.pod);
         match tokio::time::timeout_at(deadline, log.delete_topic(&push_topic)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(topic = %push_topic, error = %e, "push topic not deleted"),
             Err(_) => {
-                tracing::warn!(topic = %push_topic, "push topic not deleted within the grace period")
+                tracing::warn!(topic = %push_topic, "push topic not deleted by the drain deadline")
             }
         }
         roles_result.map_err(anyhow::Error::from)

@@ -1,7 +1,7 @@
 //! The accept loop. Every connection's request head is bounded in size and in time
 //! (a client that never finishes its request would otherwise hold a file descriptor
 //! and the shutdown drain forever), and the drain waits for open connections only
-//! within the grace period.
+//! until the process's drain deadline.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,22 +23,21 @@ pub(crate) struct HeadBounds {
 /// loop does not spin while the process is at its limit.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `router` on `listener` until `stop`, then lets open HTTP connections finish
-/// for at most `grace`. Upgraded WebSockets are not waited for here: they follow
-/// their own shutdown (close 1012).
-pub(crate) async fn serve(
+/// Serves `router` on `listener` until `stop`; every connection runs on `conns`, and
+/// finishes its request in flight once `stop` fires (see [`drain`]). Upgraded
+/// WebSockets leave `conns`: they follow their own shutdown (close 1012).
+pub(crate) async fn accept(
     listener: TcpListener,
     router: axum::Router,
     head: HeadBounds,
     stop: CancellationToken,
-    grace: Duration,
+    conns: TaskTracker,
 ) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(head.read_timeout)
         .max_buf_size(head.max_bytes);
-    let conns = TaskTracker::new();
     loop {
         let tcp = tokio::select! {
             _ = stop.cancelled() => break,
@@ -69,12 +69,19 @@ pub(crate) async fn serve(
             }
         });
     }
-    drop(listener);
+}
+
+/// Waits for the open HTTP connections to finish their requests, until `deadline`
+/// (the one deadline of the whole drain); the rest are dropped with the process.
+pub(crate) async fn drain(conns: &TaskTracker, deadline: Instant) {
     conns.close();
-    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, conns.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = conns.len(),
-            "HTTP connections still open after the grace period; dropped"
+            "HTTP connections still open at the drain deadline; dropped"
         );
     }
 }

@@ -80,7 +80,7 @@ impl Roles {
             .await
             .is_err()
         {
-            tracing::warn!("roles did not stop within the grace period");
+            tracing::warn!("roles did not stop by the drain deadline");
         }
         match self.failed.lock().unwrap().take() {
             Some(f) => Err(f),

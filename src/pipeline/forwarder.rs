@@ -103,7 +103,14 @@ impl Forwarder {
         let max = Duration::from_millis(self.cfg.retry_max_ms);
         let mut attempt = 0u32;
         loop {
-            match self.post(body.clone()).await {
+            // A request in flight is abandoned on shutdown rather than held to its
+            // timeout: the batch is not committed, so the next owner posts it again
+            // (the idempotency keys make that harmless), and the drain keeps its deadline.
+            let posted = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                posted = self.post(body.clone()) => posted,
+            };
+            match posted {
                 Ok(()) => {
                     metrics::counter!("ferry_offline_events_forwarded_total").increment(n);
                     return true;
