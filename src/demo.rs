@@ -14,9 +14,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::api::ApiError;
+use crate::api::body::Body;
 use crate::config::AuthConfig;
 use crate::domain::{Notice, UserId, now_ms};
 use crate::gateway::Gateway;
+use crate::gateway::wire::Failure;
 use crate::pipeline::notices;
 
 const PAGE: &str = include_str!("../clients/ts/demo/index.html");
@@ -100,7 +103,7 @@ struct TokenReq {
     user_id: String,
 }
 
-async fn token(State(demo): State<Demo>, Json(req): Json<TokenReq>) -> Response {
+async fn token(State(demo): State<Demo>, Body(req): Body<TokenReq>) -> Response {
     let user = match UserId::parse(&req.user_id) {
         Ok(u) => u,
         Err(e) => return bad(e.to_string()),
@@ -118,11 +121,9 @@ async fn token(State(demo): State<Demo>, Json(req): Json<TokenReq>) -> Response 
         &[],
     ) {
         Ok(t) => Json(serde_json::json!({ "userId": user.as_str(), "token": t })).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            ApiError::from(Failure::internal("the token could not be signed", &e)).into_response()
+        }
     }
 }
 
@@ -133,7 +134,7 @@ struct NoticeReq {
     title: String,
 }
 
-async fn notice(State(demo): State<Demo>, Json(req): Json<NoticeReq>) -> Response {
+async fn notice(State(demo): State<Demo>, Body(req): Body<NoticeReq>) -> Response {
     let user = match UserId::parse(&req.user_id) {
         Ok(u) => u,
         Err(e) => return bad(e.to_string()),
@@ -164,10 +165,6 @@ async fn notice(State(demo): State<Demo>, Json(req): Json<NoticeReq>) -> Respons
             "noticeId": notice.notice_id,
         }))
         .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

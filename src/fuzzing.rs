@@ -129,11 +129,7 @@ pub fn session_frame(data: &[u8]) {
         match RequestBody::decode(Bytes::copy_from_slice(data)) {
             Err(e) => (
                 None,
-                vec![wire::failure(
-                    0,
-                    "",
-                    &Failure::Request(format!("malformed RequestBody: {e}")),
-                )],
+                vec![wire::failure(0, "", &Failure::malformed("RequestBody", &e))],
             ),
             Ok(req) => {
                 let expect = (req.event, req.req_id.clone());

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::body::Body;
 use super::{ApiError, bad};
 use crate::domain::{ConvId, MAX_SEQ, UserId};
 use crate::gateway::Gateway;
@@ -50,7 +51,7 @@ async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Resul
 pub(crate) async fn add(
     State(app): State<Gateway>,
     Path((group, user)): Path<(String, String)>,
-    body: Option<Json<AddMember>>,
+    body: Option<Body<AddMember>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (group, user) = ids(&group, &user)?;
     let min_seq = match body.and_then(|b| b.0.min_seq) {
@@ -130,7 +131,7 @@ pub(crate) struct Kick {
 pub(crate) async fn kick(
     State(app): State<Gateway>,
     Path(user): Path<String>,
-    body: Option<Json<Kick>>,
+    body: Option<Body<Kick>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = UserId::parse(&user)
         .map_err(|e| bad(e.to_string()))?

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
+use super::body::Body;
 use super::{ApiError, bad, content};
 use crate::domain::{UserId, now_ms};
 use crate::gateway::Gateway;
@@ -42,7 +43,7 @@ fn yes() -> bool {
 
 pub(crate) async fn send(
     State(app): State<Gateway>,
-    Json(req): Json<SendRequest>,
+    Body(req): Body<SendRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let sender = req
         .sender_id

@@ -2,6 +2,7 @@
 //! system, create notices, manage group members, kick devices. JSON over HTTP,
 //! bearer service token, described in schemas/openapi.yaml.
 
+pub(crate) mod body;
 mod groups;
 mod messages;
 mod notices;
@@ -106,7 +107,10 @@ pub(crate) fn content(
         (Some(s), None) => Ok(s.into_bytes()),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
             .decode(b)
-            .map_err(|e| bad(format!("{field}.contentBase64: {e}"))),
+            .map_err(|e| {
+                tracing::debug!(field, error = %e, "contentBase64 rejected");
+                bad(format!("{field}.contentBase64 is not valid base64"))
+            }),
         (None, None) => Ok(Vec::new()),
         (Some(_), Some(_)) => Err(bad(format!(
             "{field}: give content or contentBase64, not both"

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
+use super::body::Body;
 use super::{ApiError, bad, content};
 use crate::domain::{ConvId, Notice, UserId, now_ms};
 use crate::gateway::Gateway;
@@ -46,7 +47,7 @@ const MAX_USERS: usize = 10_000;
 
 pub(crate) async fn create(
     State(app): State<Gateway>,
-    Json(req): Json<CreateNotices>,
+    Body(req): Body<CreateNotices>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
         return Err(bad(format!("userIds: 1..={MAX_USERS} users")));

@@ -1,25 +1,25 @@
 //! The WebSocket conformance echo: `/conformance/echo`, mounted only when
 //! `server.conformance_echo` is set (off by default; config validation allows it only on
 //! a loopback listener). It echoes text and binary messages on a socket configured
-//! exactly like `/ws` (same buffers and frame limits) and closes through the same
-//! `ws_close` mapping, so the Autobahn|Testsuite fuzzing client can check ferry's
+//! exactly like `/ws` (same buffers and frame limits) and closes with the same
+//! codes (`wire::Closing`), so the Autobahn|Testsuite fuzzing client can check ferry's
 //! WebSocket layer, which `/ws` (authenticated, protobuf only) cannot echo for it.
 
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 
+use super::wire::Closing;
 use super::ws_close::{self, CLOSE_WAIT};
-use crate::connections::registry::close;
 
 pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
     loop {
         let msg = match tokio::time::timeout(idle, socket.recv()).await {
-            Err(_) => return close_with(socket, close::NORMAL, "idle timeout").await,
+            Err(_) => return close_with(socket, Closing::Idle).await,
             Ok(None) => return,
             Ok(Some(Err(e))) => {
-                if let Some((code, reason)) = ws_close::for_error(&e) {
-                    close_with(socket, code, reason).await;
+                if let Some(why) = Closing::for_read_error(&e) {
+                    close_with(socket, why).await;
                 }
                 return;
             }
@@ -38,8 +38,8 @@ pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
 }
 
 /// Starts the closing handshake and waits (bounded) for the peer's answer.
-async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
-    if !ws_close::send(&mut socket, code, reason).await {
+async fn close_with(mut socket: WebSocket, why: Closing<'_>) {
+    if !ws_close::send(&mut socket, why.code(), &why.reason()).await {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {

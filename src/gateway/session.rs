@@ -275,8 +275,8 @@ async fn read_loop(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
-                if let Some((code, reason)) = ws_close::for_error(&e) {
-                    closer.close(code, reason);
+                if let Some(why) = Closing::for_read_error(&e) {
+                    why.close(closer);
                 }
                 break;
             }

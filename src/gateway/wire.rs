@@ -43,6 +43,12 @@ impl Failure {
         Self::Request(format!("malformed {what}: not a valid protobuf encoding"))
     }
 
+    /// A fault on ferry's side (e.g. a signing key that does not sign): logged in
+    /// full under a fresh error id; the client gets `what` and the id to quote.
+    pub(crate) fn internal(what: &str, detail: &dyn std::fmt::Display) -> Self {
+        Self::backend(what, detail, false)
+    }
+
     /// A backend failure: logged in full under a fresh error id; the client gets
     /// `what` and the id to quote.
     fn backend(what: &str, detail: &dyn std::fmt::Display, retry: bool) -> Self {
@@ -122,10 +128,16 @@ pub(crate) fn event_name(event: i32) -> &'static str {
         .unwrap_or("Unknown")
 }
 
+/// Endpoint received data it cannot accept (RFC 6455 §7.4.1): bad framing, reserved
+/// bits or opcodes, unmasked client frames, oversized control frames.
+const PROTOCOL_ERROR: u16 = 1002;
+/// A text message or close reason that is not valid UTF-8.
+const INVALID_PAYLOAD: u16 = 1007;
+
 /// Why ferry closes a socket. Close codes and reasons are chosen here; the one
 /// exception is the slow-consumer close (1013), chosen in the connections registry,
 /// which sits below the gateway and cannot depend on it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Closing<'a> {
     /// Authentication failed; the reason in the client's language.
     Auth(&'a AuthFailure, bool),
@@ -135,6 +147,10 @@ pub(crate) enum Closing<'a> {
     UserFull,
     /// A frame or message over `limits.max_frame_bytes`.
     TooBig,
+    /// The client broke the WebSocket protocol (RFC 6455 §7.4.1, 1002).
+    Protocol(&'static str),
+    /// A text message or close reason that is not valid UTF-8 (1007).
+    InvalidUtf8,
     /// No frame within `session.idle_timeout_secs`.
     Idle,
     /// The same device connected again.
@@ -154,6 +170,8 @@ impl Closing<'_> {
             Self::ServerFull => close::TRY_AGAIN_LATER,
             Self::UserFull => close::POLICY,
             Self::TooBig => close::TOO_BIG,
+            Self::Protocol(_) => PROTOCOL_ERROR,
+            Self::InvalidUtf8 => INVALID_PAYLOAD,
             Self::Idle | Self::Duplicate | Self::Normal => close::NORMAL,
             Self::Kick => close::GOING_AWAY,
             Self::Restarting => close::RESTARTING,
@@ -166,6 +184,8 @@ impl Closing<'_> {
             Self::ServerFull => "connection limit reached".into(),
             Self::UserFull => "too many connections for this user".into(),
             Self::TooBig => "frame too large".into(),
+            Self::Protocol(what) => (*what).into(),
+            Self::InvalidUtf8 => "invalid UTF-8".into(),
             Self::Idle => "idle timeout".into(),
             Self::Duplicate => "duplicate connection".into(),
             Self::Kick => "kick".into(),
@@ -185,10 +205,72 @@ impl Closing<'_> {
     }
 }
 
+impl Closing<'static> {
+    /// Why to close after a failed read, told by the WebSocket error's type (never by
+    /// its text), or None when the connection is gone and nothing can be sent
+    /// (reset, EOF, already closed). A client's own Close is answered by the
+    /// WebSocket layer itself, with the client's code, or 1002 for a code no endpoint
+    /// may send.
+    pub(crate) fn for_read_error(e: &axum::Error) -> Option<Self> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        let inner = std::error::Error::source(e)?.downcast_ref::<WsError>()?;
+        match inner {
+            // Over `limits.max_frame_bytes` (a frame, or a message of many frames).
+            WsError::Capacity(_) => Some(Self::TooBig),
+            WsError::Utf8(_) => Some(Self::InvalidUtf8),
+            WsError::Protocol(ProtocolError::InvalidCloseSequence) => {
+                Some(Self::Protocol("invalid close sequence"))
+            }
+            WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+            ) => None,
+            WsError::Protocol(_) => Some(Self::Protocol("protocol error")),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::StoreError;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+
+    fn read_error(e: WsError) -> Option<(u16, String)> {
+        Closing::for_read_error(&axum::Error::new(e)).map(|c| c.pair())
+    }
+
+    #[test]
+    fn read_errors_close_by_their_type() {
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 2048,
+            max_size: 1024,
+        });
+        assert_eq!(read_error(too_long), Some((1009, "frame too large".into())));
+        assert_eq!(
+            read_error(WsError::Utf8("invalid utf-8 sequence".into())).map(|p| p.0),
+            Some(1007)
+        );
+        assert_eq!(
+            read_error(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)),
+            Some((1002, "protocol error".into()))
+        );
+        assert_eq!(
+            read_error(WsError::Protocol(ProtocolError::InvalidCloseSequence)).map(|p| p.0),
+            Some(1002)
+        );
+        for gone in [
+            WsError::ConnectionClosed,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+        ] {
+            assert_eq!(read_error(gone), None);
+        }
+        // Told by the type, not the text: an I/O error saying "too long" is not 1009.
+        let io = std::io::Error::other("message too long");
+        assert_eq!(read_error(WsError::Io(io)), None);
+    }
 
     #[test]
     fn backend_failures_keep_their_details_out_of_the_message() {

@@ -92,3 +92,55 @@ async fn health_readiness_and_metrics(b: Backend) {
     assert!(value("ferry_log_append_seconds_count") >= 3.0);
 }
 on_both!(health_readiness_and_metrics);
+
+/// A body the API cannot take is answered in ferry's words, as JSON with the right
+/// status; the parser's and the decoder's own messages stay in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_answered_in_ferrys_words() {
+    let c = Cluster::new(Backend::Embedded, "");
+    let f = c.start_with("pod-a", &[]);
+    let post = |body: &'static str, json: bool| {
+        let mut req = reqwest::Client::new()
+            .post(f.http("/api/v1/messages"))
+            .bearer_auth(SERVICE_TOKEN)
+            .body(body);
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+            (status, v["error"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let cases = [
+        // (body, content-type json, status, what the library would have said)
+        ("{\"convId\": ", true, 400, "EOF"),
+        (
+            "{\"convId\": 7, \"messages\": []}",
+            true,
+            422,
+            "invalid type",
+        ),
+        ("{\"bogus\": 1}", true, 422, "unknown field"),
+        ("{}", false, 415, "Expected request with"),
+        (
+            "{\"convId\": \"single:a-b\", \"messages\": [{\"contentType\": 11, \"contentBase64\": \"!!\"}]}",
+            true,
+            400,
+            "symbol",
+        ),
+    ];
+    for (body, json, status, library) in cases {
+        let (s, msg) = post(body, json).await;
+        assert_eq!(s, status, "{body}: {msg}");
+        assert!(!msg.is_empty(), "{body}: no error message");
+        assert!(
+            !msg.to_lowercase().contains(&library.to_lowercase()),
+            "{body}: library text reached the client: {msg}"
+        );
+    }
+}
