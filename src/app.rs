@@ -73,6 +73,8 @@ pub(crate) async fn start(
     let store = crate::backends::open_store(&cfg)
         .await
         .context("opening the store")?;
+    // The API's member changes wake on the sequencer's writes (api/groups.rs).
+    let store = crate::store::watched::Watched::wrap(store);
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     for spec in crate::backends::topic_specs(&cfg, &topics) {
         log.ensure_topic(&spec)

@@ -29,18 +29,40 @@ fn ids(group: &str, user: &str) -> Result<(String, UserId), ApiError> {
     Ok((conv.group_id().unwrap_or_default().to_owned(), user))
 }
 
+/// How long a member change may take to be applied before the call answers 202.
+const APPLY_WITHIN: Duration = Duration::from_secs(5);
+/// A sequencer in another process writes through its own store handle, which wakes
+/// nobody here: the store is read again after this long without a local write.
+const RECHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// Membership changes go through the inbound topic, ordered with the group's
-/// messages; the call returns once the sequencer has applied it.
+/// messages; the call returns once the sequencer has applied it (the member's row
+/// reads `want`), or 202 after `APPLY_WITHIN`.
 async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Result<(), ApiError> {
     let (group, user) = (change.group_id.clone(), change.user_id.clone());
+    // Subscribed before the append: a write that lands in between is not missed.
+    let mut writes = app.store.member_writes();
     app.log
         .append(vec![records::member(&app.topics, change)])
         .await?;
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + APPLY_WITHIN;
+    loop {
         if app.store.member(&group, &user).await? == want {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recheck = (tokio::time::Instant::now() + RECHECK_EVERY).min(deadline);
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        match writes.as_mut() {
+            // A local membership write, any group: read this member's row again.
+            Some(w) => {
+                if let Ok(Err(_)) = tokio::time::timeout_at(recheck, w.changed()).await {
+                    writes = None;
+                }
+            }
+            None => tokio::time::sleep_until(recheck).await,
+        }
     }
     Err(ApiError(
         StatusCode::ACCEPTED,

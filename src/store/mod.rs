@@ -4,6 +4,7 @@
 
 pub(crate) mod embedded;
 pub(crate) mod scylla;
+pub(crate) mod watched;
 
 use async_trait::async_trait;
 
@@ -80,6 +81,12 @@ pub trait Store: Send + Sync + 'static {
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Changes at every membership write made through this handle (see `watched`);
+    /// None when this handle does not tell.
+    fn member_writes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// Makes every write that has returned durable. The sequencer calls it before it
     /// commits offsets, so a committed offset never points past a lost write.

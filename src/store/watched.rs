@@ -1,0 +1,132 @@
+//! A store that tells when this process changed a group membership: the server API
+//! answers a member change once the sequencer has applied it, and when the
+//! sequencer runs in this process the API wakes on the write itself instead of
+//! reading the store on a timer.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{ConvState, Store, StoreError};
+use crate::domain::Message;
+
+/// `inner`, counting the membership writes made through it.
+pub(crate) struct Watched {
+    inner: Arc<dyn Store>,
+    member_writes: watch::Sender<u64>,
+}
+
+impl Watched {
+    pub(crate) fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+        Arc::new(Self {
+            inner,
+            member_writes: watch::Sender::new(0),
+        })
+    }
+
+    fn member_written(&self) {
+        self.member_writes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+#[async_trait]
+impl Store for Watched {
+    fn member_writes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.member_writes.subscribe())
+    }
+
+    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
+        self.inner.set_member(group, user, min_seq).await?;
+        self.member_written();
+        Ok(())
+    }
+
+    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
+        self.inner.remove_member(group, user).await?;
+        self.member_written();
+        Ok(())
+    }
+
+    async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
+        self.inner.conv_state(conv).await
+    }
+
+    async fn claim(
+        &self,
+        conv: &str,
+        expected_max: Option<u64>,
+        next: &ConvState,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim(conv, expected_max, next).await
+    }
+
+    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
+        self.inner.put_messages(msgs).await
+    }
+
+    async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
+        self.inner.messages(conv, seqs).await
+    }
+
+    async fn by_client_msg_id(
+        &self,
+        conv: &str,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        self.inner
+            .by_client_msg_id(conv, sender, client_msg_id)
+            .await
+    }
+
+    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
+        self.inner.find_client_msg_id(client_msg_id).await
+    }
+
+    async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.member(group, user).await
+    }
+
+    async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.members(group).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+
+    async fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.conversations().await
+    }
+
+    async fn groups(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.groups().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn membership_writes_wake_the_watchers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Watched::wrap(Arc::new(
+            super::super::embedded::EmbeddedStore::open(dir.path()).unwrap(),
+        ));
+        let mut writes = store.member_writes().expect("a watched store");
+        store.messages("single:a-b", &[1]).await.unwrap();
+        assert!(!writes.has_changed().unwrap(), "reads wake nobody");
+        store.set_member("g", "u", 3).await.unwrap();
+        assert!(writes.has_changed().unwrap());
+        writes.mark_unchanged();
+        store.remove_member("g", "u").await.unwrap();
+        assert!(writes.has_changed().unwrap());
+        assert_eq!(store.member("g", "u").await.unwrap(), None);
+    }
+}
