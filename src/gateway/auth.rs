@@ -293,8 +293,14 @@ pub(crate) fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// Key pairs for the tests, made as the integration tests make them.
+#[cfg(test)]
+#[path = "../../tests/it/keys.rs"]
+mod test_keys;
+
 #[cfg(test)]
 mod tests {
+    use super::test_keys::keypair;
     use super::*;
 
     fn cfg() -> AuthConfig {
@@ -327,47 +333,6 @@ mod tests {
             a.verify(&t, "alice", "android", "d1"),
             Err(AuthFailure::WrongPlatform)
         );
-    }
-
-    /// Writes a fresh key pair with openssl: (private PEM path, public PEM path).
-    fn keypair(dir: &std::path::Path, kind: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        let (private, public) = (
-            dir.join(format!("{kind}.key")),
-            dir.join(format!("{kind}.pub")),
-        );
-        let genpkey: &[&str] = if kind == "rsa" {
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ]
-        } else {
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ]
-        };
-        let ok = std::process::Command::new("openssl")
-            .args(genpkey)
-            .arg("-out")
-            .arg(&private)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let ok = std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        (private, public)
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Authentication failures close with 3000 and a reason; the token never leaks.
 
+use crate::keys::keypair;
 use crate::support::*;
 
 async fn refused(f: &Ferry, q: &str) -> (u16, String) {
@@ -157,36 +158,6 @@ async fn every_auth_failure_closes_with_3000_and_a_reason() {
     }
 }
 
-/// Writes a fresh key pair with openssl; returns the private key PEM.
-fn keypair(dir: &std::path::Path, kind: &str) -> Vec<u8> {
-    let private = dir.join(format!("{kind}.key"));
-    let args: &[&str] = if kind == "rsa" {
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ]
-    } else {
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ]
-    };
-    let ok = std::process::Command::new("openssl")
-        .args(args)
-        .arg("-out")
-        .arg(&private)
-        .status()
-        .expect("openssl is installed");
-    assert!(ok.success());
-    std::fs::read(&private).unwrap()
-}
-
 /// The production set-up: RS256 and ES256 keys from a JWKS file, with an issuer and
 /// an audience. Real-size tokens log in; every other token closes with 3000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,8 +165,9 @@ async fn jwks_tokens_log_in_and_everything_else_is_refused() {
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let keys = tempfile::tempdir().unwrap();
-    let rsa = EncodingKey::from_rsa_pem(&keypair(keys.path(), "rsa")).unwrap();
-    let ec = EncodingKey::from_ec_pem(&keypair(keys.path(), "ec")).unwrap();
+    let pem = |kind| std::fs::read(keypair(keys.path(), kind).0).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&pem("rsa")).unwrap();
+    let ec = EncodingKey::from_ec_pem(&pem("ec")).unwrap();
     let jwk = |key: &EncodingKey, alg, kid: &str| {
         let mut j = Jwk::from_encoding_key(key, alg).unwrap();
         j.common.key_id = Some(kid.into());

@@ -38,6 +38,7 @@ mod fault;
 mod flood;
 mod fuzz;
 mod keepalive;
+mod keys;
 mod limits;
 mod matrix;
 mod messaging;

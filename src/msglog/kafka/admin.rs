@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::MetadataTopic;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
@@ -27,11 +28,16 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EPHEMERAL_RETENTION_MS: &str = "3600000";
 
 impl KafkaLog {
-    /// Metadata of one topic: its partition count once the brokers know it.
-    pub(super) async fn partitions_of(&self, topic: &str) -> Result<Option<usize>, LogError> {
+    /// Reads one topic's metadata with `read`; None until the brokers know the topic
+    /// and its partitions.
+    async fn topic_metadata<T: Send + 'static>(
+        &self,
+        topic: &str,
+        read: impl FnOnce(&MetadataTopic) -> T + Send + 'static,
+    ) -> Result<Option<T>, LogError> {
         let inner = self.inner.clone();
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             // All topics, not just this one: a single-topic metadata request may
             // auto-create the topic on brokers that allow it.
             let md = inner
@@ -42,12 +48,15 @@ impl KafkaLog {
             Ok(md
                 .topics()
                 .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len())
-                .filter(|n| *n > 0))
+                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                .map(read))
         })
         .await
-        .map_err(unavailable)?
+    }
+
+    /// The topic's partition count once the brokers know it.
+    pub(super) async fn partitions_of(&self, topic: &str) -> Result<Option<usize>, LogError> {
+        self.topic_metadata(topic, |t| t.partitions().len()).await
     }
 
     /// Polls the metadata until `done` holds for the topic, or gives up.
@@ -312,22 +321,10 @@ impl KafkaLog {
     }
 
     pub(super) async fn describe_topic(&self, topic: &str) -> Result<Option<TopicInfo>, LogError> {
-        let inner = self.inner.clone();
-        let name = topic.to_owned();
         // One metadata request: whether the topic exists, and its replication.
-        let replication = blocking(move || {
-            let md = inner
-                .admin
-                .inner()
-                .fetch_metadata(None, PING_TIMEOUT)
-                .map_err(unavailable)?;
-            Ok(md
-                .topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.partitions()[0].replicas().len() as i32))
-        })
-        .await?;
+        let replication = self
+            .topic_metadata(topic, |t| t.partitions()[0].replicas().len() as i32)
+            .await?;
         let Some(replication) = replication else {
             return Ok(None);
         };

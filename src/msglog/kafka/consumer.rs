@@ -75,36 +75,11 @@ impl KafkaLog {
             .partitions_of(topic)
             .await?
             .ok_or_else(|| LogError::Unavailable(format!("unknown topic {topic}")))?;
-        let group = self.private_group();
-        let consumer: StreamConsumer<SubContext> = self
-            .inner
-            .settings
-            .client_config(
-                // Presence and notices followers: new records matter within ms.
-                &[("fetch.wait.max.ms", "20")],
-                &[
-                    ("group.id", &group),
-                    ("enable.auto.commit", "false"),
-                    ("enable.auto.offset.store", "false"),
-                ],
-            )
-            .create_with_context(SubContext::new(false))
-            .map_err(unavailable)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(unavailable)?;
-        }
-        consumer.assign(&tpl).map_err(unavailable)?;
-        consumer
-            .context()
-            .assigned
-            .lock()
-            .unwrap()
-            .extend((0..partitions as i32).map(|p| (topic.to_owned(), p)));
-        Ok(Box::new(KafkaSubscription {
-            consumer: Arc::new(consumer),
-        }))
+        let starts: Vec<(i32, Offset)> = (0..partitions as i32)
+            .map(|p| (p, Offset::Beginning))
+            .collect();
+        // Presence and notices followers: new records matter within ms.
+        self.assigned_reader(topic, &starts, &[("fetch.wait.max.ms", "20")])
     }
 
     pub(super) async fn open_from(
@@ -112,11 +87,26 @@ impl KafkaLog {
         topic: &str,
         starts: &[(i32, i64)],
     ) -> Result<Box<dyn Subscription>, LogError> {
+        let starts: Vec<(i32, Offset)> = starts
+            .iter()
+            .map(|(p, o)| (*p, Offset::Offset(*o)))
+            .collect();
+        self.assigned_reader(topic, &starts, &[])
+    }
+
+    /// A reader of the listed partitions of `topic` from the given offsets, outside
+    /// any group (a private group id, never committed to).
+    fn assigned_reader(
+        &self,
+        topic: &str,
+        starts: &[(i32, Offset)],
+        tunables: &[(&str, &str)],
+    ) -> Result<Box<dyn Subscription>, LogError> {
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
             .client_config(
-                &[],
+                tunables,
                 &[
                     ("group.id", &self.private_group()),
                     ("enable.auto.commit", "false"),
@@ -127,7 +117,7 @@ impl KafkaLog {
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in starts {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            tpl.add_partition_offset(topic, *p, *o)
                 .map_err(unavailable)?;
         }
         consumer.assign(&tpl).map_err(unavailable)?;
