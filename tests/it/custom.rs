@@ -39,10 +39,24 @@ async fn upstream() -> String {
                 "late"
             }),
         );
+    serve(app).await
+}
+
+/// Serves `app` on a fresh local port; its base URL.
+async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
+}
+
+/// A CustomRequest payload calling `method` with `data`.
+fn call(method: &str, data: &[u8]) -> Vec<u8> {
+    pb::CustomRequestBody {
+        method: method.into(),
+        data: data.to_vec().into(),
+    }
+    .encode_to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,49 +70,28 @@ async fn custom_requests_reach_the_upstream_and_map_failures() {
     );
     let f = c.start("pod-a");
     let mut a = f.connect("alice").await;
-    let call = |method: &str| {
-        pb::CustomRequestBody {
-            method: method.into(),
-            data: b"abc".to_vec().into(),
-        }
-        .encode_to_vec()
-    };
     let r = a
         .request(
             pb::ActiveEvent::CustomRequest,
-            call("/v1/relation/getFriendList"),
+            call("/v1/relation/getFriendList", b"abc"),
         )
         .await;
     assert_eq!(r.ok().data.as_ref(), b"friends of alice: abc");
-    let code = |r: Resp| (r.code, r.msg.unwrap_or_default());
-    let (c4, m4) = code(
-        a.request(pb::ActiveEvent::CustomRequest, call("/v1/bad"))
-            .await,
-    );
-    assert_eq!(c4, pb::response_body::Code::RequestError as i32);
-    assert!(m4.contains("400"), "{m4}");
-    let (c5, _) = code(
-        a.request(pb::ActiveEvent::CustomRequest, call("/v1/broken"))
-            .await,
-    );
-    assert_eq!(c5, pb::response_body::Code::RetryError as i32);
-    let (ct, mt) = code(
-        a.request(pb::ActiveEvent::CustomRequest, call("/v1/slow"))
-            .await,
-    );
-    assert_eq!(ct, pb::response_body::Code::RetryError as i32);
-    assert!(mt.contains("timed out"), "{mt}");
-    let (cd, _) = code(
-        a.request(pb::ActiveEvent::CustomRequest, call("/v2/down/x"))
-            .await,
-    );
-    assert_eq!(cd, pb::response_body::Code::RetryError as i32);
-    let (cu, mu) = code(
-        a.request(pb::ActiveEvent::CustomRequest, call("/nowhere"))
-            .await,
-    );
-    assert_eq!(cu, pb::response_body::Code::RequestError as i32);
-    assert!(mu.contains("unknown method"), "{mu}");
+    use pb::response_body::Code;
+    for (method, code, says) in [
+        ("/v1/bad", Code::RequestError, "400"),
+        ("/v1/broken", Code::RetryError, ""),
+        ("/v1/slow", Code::RetryError, "timed out"),
+        ("/v2/down/x", Code::RetryError, ""),
+        ("/nowhere", Code::RequestError, "unknown method"),
+    ] {
+        let r = a
+            .request(pb::ActiveEvent::CustomRequest, call(method, b"abc"))
+            .await;
+        let msg = r.msg.unwrap_or_default();
+        assert_eq!(r.code, code as i32, "{method}: {msg}");
+        assert!(msg.contains(says), "{method}: {msg}");
+    }
 }
 
 /// Methods cannot leave their route: no dot segments (plain or percent-encoded), and
@@ -116,24 +109,18 @@ async fn custom_methods_cannot_escape_their_route() {
             format!("reached {uri}")
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let up = serve(app).await;
     let c = Cluster::new(
         Backend::Embedded,
         &format!("[custom]\nroutes = {{ \"/v1/relation\" = \"{up}/base\" }}\n"),
     );
     let f = c.start("pod-a");
     let mut a = f.connect("alice").await;
-    let call = |method: &str| {
-        pb::CustomRequestBody {
-            method: method.into(),
-            data: Vec::new().into(),
-        }
-        .encode_to_vec()
-    };
     let ok = a
-        .request(pb::ActiveEvent::CustomRequest, call("/v1/relation/list"))
+        .request(
+            pb::ActiveEvent::CustomRequest,
+            call("/v1/relation/list", b""),
+        )
         .await;
     assert_eq!(ok.ok().data.as_ref(), b"reached /base/v1/relation/list");
     for method in [
@@ -146,7 +133,7 @@ async fn custom_methods_cannot_escape_their_route() {
         "/v1/relation?x=1",
     ] {
         let r = a
-            .request(pb::ActiveEvent::CustomRequest, call(method))
+            .request(pb::ActiveEvent::CustomRequest, call(method, b""))
             .await;
         assert_eq!(
             r.code,
@@ -167,9 +154,7 @@ async fn custom_responses_are_bounded() {
     let app = axum::Router::new()
         .route("/v1/big", post(|| async { vec![b'x'; 300_000] }))
         .route("/v1/small", post(|| async { vec![b'x'; 1000] }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let up = serve(app).await;
     let c = Cluster::new(
         Backend::Embedded,
         &format!(
@@ -178,20 +163,13 @@ async fn custom_responses_are_bounded() {
     );
     let f = c.start("pod-a");
     let mut a = f.connect("alice").await;
-    let call = |method: &str| {
-        pb::CustomRequestBody {
-            method: method.into(),
-            data: Vec::new().into(),
-        }
-        .encode_to_vec()
-    };
     let r = a
-        .request(pb::ActiveEvent::CustomRequest, call("/v1/big"))
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/big", b""))
         .await;
     assert_eq!(r.code, pb::response_body::Code::RequestError as i32);
     assert!(r.msg.unwrap_or_default().contains("100000 bytes"));
     let r = a
-        .request(pb::ActiveEvent::CustomRequest, call("/v1/small"))
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/small", b""))
         .await;
     assert_eq!(r.ok().data.len(), 1000);
 }

@@ -7,10 +7,7 @@ use crate::support::*;
 async fn delayed_messages_arrive_on_time(b: Backend) {
     let c = Cluster::new(b, "");
     let f = c.start("pod-a");
-    let (a, bo) = (unique("a"), unique("b"));
-    let conv = format!("single:{a}-{bo}");
-    let mut a1 = f.connect(&a).await;
-    let mut b1 = f.connect(&bo).await;
+    let (a, _, conv, mut a1, mut b1) = chat(&f).await;
     a1.send_text(&conv, "now").await.ok();
     let sent = Instant::now();
     a1.send_msgs(vec![msg(&a, &conv, "in 3 s")], Some(3))

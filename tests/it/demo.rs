@@ -1,7 +1,6 @@
 //! `/demo` and its token minting exist only while ferry runs on its generated
 //! development secret; with a configured secret nothing there answers.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
@@ -67,13 +66,7 @@ fn start_dev() -> DevFerry {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let mut addr = None;
     let mut demo_line = false;
     while let Ok(line) = rx.recv_timeout(60 * SEC) {

@@ -505,22 +505,28 @@ enum Fail {
     Refused,
 }
 
-async fn try_max_seq(client: &mut Client, conv: &str) -> Result<u64, Fail> {
-    let req = pb::BatchGetConvSeqReq {
-        conv_id_list: vec![conv.to_owned()],
-        ..Default::default()
-    };
+/// A successful answer to one request, within 10 s.
+async fn answered(
+    client: &mut Client,
+    event: pb::ActiveEvent,
+    data: Vec<u8>,
+) -> Result<Resp, Fail> {
     let r = client
-        .try_request(
-            pb::ActiveEvent::SyncConvSeq,
-            req.encode_to_vec(),
-            Duration::from_secs(10),
-        )
+        .try_request(event, data, Duration::from_secs(10))
         .await
         .ok_or(Fail::Socket)?;
     if r.code != 0 {
         return Err(Fail::Refused);
     }
+    Ok(r)
+}
+
+async fn try_max_seq(client: &mut Client, conv: &str) -> Result<u64, Fail> {
+    let req = pb::BatchGetConvSeqReq {
+        conv_id_list: vec![conv.to_owned()],
+        ..Default::default()
+    };
+    let r = answered(client, pb::ActiveEvent::SyncConvSeq, req.encode_to_vec()).await?;
     let mut resp: pb::BatchGetConvSeqResp = r.decode();
     Ok(resp
         .conv_seq_map
@@ -541,17 +547,7 @@ async fn try_sync(client: &mut Client, conv: &str, seqs: &[u64]) -> Result<Vec<p
             }],
             ..Default::default()
         };
-        let r = client
-            .try_request(
-                pb::ActiveEvent::SyncMsgList,
-                req.encode_to_vec(),
-                Duration::from_secs(10),
-            )
-            .await
-            .ok_or(Fail::Socket)?;
-        if r.code != 0 {
-            return Err(Fail::Refused);
-        }
+        let r = answered(client, pb::ActiveEvent::SyncMsgList, req.encode_to_vec()).await?;
         out.extend(r.decode::<pb::GetMsgListResp>().msg_data_list);
     }
     Ok(out)

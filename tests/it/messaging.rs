@@ -36,10 +36,7 @@ on_both!(push_reaches_every_device_of_both_users);
 async fn invalid_sends_get_request_error_and_lose_nothing(b: Backend) {
     let c = Cluster::new(b, "");
     let f = c.start("pod-a");
-    let (a, bo) = (unique("a"), unique("b"));
-    let conv = format!("single:{a}-{bo}");
-    let mut a1 = f.connect(&a).await;
-    let mut b1 = f.connect(&bo).await;
+    let (a, bo, conv, mut a1, mut b1) = chat(&f).await;
 
     let cases: Vec<(Vec<pb::MsgData>, Option<i32>, &str)> = vec![
         (vec![], None, "empty"),
@@ -118,10 +115,7 @@ on_both!(invalid_sends_get_request_error_and_lose_nothing);
 async fn retries_are_deduplicated_and_edits_rewrite_the_original(b: Backend) {
     let c = Cluster::new(b, "");
     let f = c.start("pod-a");
-    let (a, bo) = (unique("a"), unique("b"));
-    let conv = format!("single:{a}-{bo}");
-    let mut a1 = f.connect(&a).await;
-    let mut b1 = f.connect(&bo).await;
+    let (a, _, conv, mut a1, mut b1) = chat(&f).await;
     let original = msg(&a, &conv, "first");
     a1.send_msgs(vec![original.clone()], None).await.ok();
     a1.send_msgs(vec![original.clone()], None).await.ok();
@@ -151,10 +145,7 @@ on_both!(retries_are_deduplicated_and_edits_rewrite_the_original);
 async fn transient_messages_are_pushed_but_not_stored(b: Backend) {
     let c = Cluster::new(b, "");
     let f = c.start("pod-a");
-    let (a, bo) = (unique("a"), unique("b"));
-    let conv = format!("single:{a}-{bo}");
-    let mut a1 = f.connect(&a).await;
-    let mut b1 = f.connect(&bo).await;
+    let (a, _, conv, mut a1, mut b1) = chat(&f).await;
     let mut typing = msg(&a, &conv, "typing…");
     typing.content_type = 1;
     typing.options = Some(pb::msg_data::Options {
@@ -239,10 +230,7 @@ on_both!(groups_deliver_to_members_and_respect_min_seq);
 async fn one_client_cannot_hurt_another(b: Backend) {
     let c = Cluster::new(b, "[limits]\nrequests_per_second = 5\nrequest_burst = 5\n");
     let f = c.start("pod-a");
-    let (a, bo) = (unique("a"), unique("b"));
-    let conv = format!("single:{a}-{bo}");
-    let mut noisy = f.connect(&a).await;
-    let mut calm = f.connect(&bo).await;
+    let (_, _, conv, mut noisy, mut calm) = chat(&f).await;
     // Flood past the rate limit: some answers are RetryError, none is lost silently.
     for i in 0..20 {
         let body = pb::RequestBody {

@@ -63,10 +63,11 @@ async fn sender_and_recipient_on_different_pods() {
     let mut a_web = pa.connect_device(&a, "web", "laptop").await;
     // pod-b routes the kick by presence: wait until it sees a on pod-a.
     eventually(15 * SEC, || async {
-        let (s, body) = pb_
-            .api(reqwest::Method::GET, &format!("/users/{a}/presence"), None)
-            .await;
-        (s == 200 && body["pods"].as_array()?.iter().any(|p| p == "pod-a")).then_some(())
+        pb_.presence(&a)
+            .await
+            .iter()
+            .any(|p| p == "pod-a")
+            .then_some(())
     })
     .await;
     let (s, body) = pb_

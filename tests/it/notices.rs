@@ -48,14 +48,7 @@ async fn notices_repush_until_acked(b: Backend) {
         "n-1"
     );
     // Ack: no more pushes; acking an unknown notice also succeeds.
-    let ack = |id: &str| {
-        pb::AckNoticeDataReq {
-            notice_id: id.into(),
-            conv_id: "notice:FriendNotice".into(),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    };
+    let ack = |id: &str| ack_notice("notice:FriendNotice", id);
     u1.request(pb::ActiveEvent::AckNotice, ack("n-1"))
         .await
         .ok();

@@ -66,16 +66,6 @@ fn by_key(events: &[serde_json::Value]) -> BTreeMap<String, usize> {
     keys
 }
 
-fn admin(c: &Cluster, args: &[&str]) -> String {
-    let out = c.ferry(args, "pod-admin").output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Waits until `client` was pushed a message with every text in `texts`.
 async fn pushed(client: &mut Client, texts: &[&str]) {
     let mut want: BTreeSet<String> = texts.iter().map(|t| t.to_string()).collect();
@@ -232,23 +222,12 @@ async fn replay_and_reprocessing_emit_nothing_new(b: Backend) {
     assert_eq!(before.len(), 3, "{before:?}");
 
     // Rebuilding the store from the log hands nothing off again.
-    admin(&c, &["replay", "--execute"]);
+    c.admin(&["replay", "--execute"]);
     assert_eq!(offline_events(&c).len(), 3);
 
     // Every inbound record sequenced again by the live sequencer: the last one finds
     // its own claim on the seq row and its messages stored, so it emits nothing.
-    let moved = admin(
-        &c,
-        &[
-            "groups",
-            "reset",
-            "--group",
-            "sequencer",
-            "--to",
-            "earliest",
-            "--execute",
-        ],
-    );
+    let moved = c.admin_words("groups reset --group sequencer --to earliest --execute");
     eprintln!("{moved}");
     let f = c.start("pod-a");
     let mut a2 = f.connect(&a).await;

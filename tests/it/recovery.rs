@@ -166,20 +166,6 @@ fn api_msg(conv: usize, round: u32, k: u32, content: &str) -> serde_json::Value 
     json!({"clientMsgId": format!("c{conv}-{round}-{k}"), "contentType": 101, "content": format!("{content} {conv}/{round}/{k}")})
 }
 
-/// Runs an admin command to completion; returns stdout (panics with stderr on failure).
-fn admin(c: &Cluster, args: &[&str]) -> String {
-    let out = c.ferry(args, "pod-admin").output().unwrap();
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "ferry {args:?} failed:\n{se}\nstdout:\n{so}"
-    );
-    so
-}
-
 /// The `result:` line of a replay as numbers.
 fn result(out: &str) -> BTreeMap<String, u64> {
     let line = out
@@ -200,7 +186,7 @@ fn counts(r: &BTreeMap<String, u64>, keys: &[&str]) -> Vec<u64> {
 
 /// Per-conversation checksum lines and the total line.
 fn checksum(c: &Cluster) -> (Vec<String>, String) {
-    let out = admin(c, &["store", "checksum", "--per-conv"]);
+    let out = c.admin(&["store", "checksum", "--per-conv"]);
     let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
     let total = lines.pop().unwrap();
     assert!(total.starts_with("total "), "{out}");
@@ -233,7 +219,7 @@ fn assert_same_store(before: &(Vec<String>, String), after: &(Vec<String>, Strin
 
 /// The sequencer group's committed offsets, from `topics lag`.
 fn sequencer_offsets(c: &Cluster) -> Vec<String> {
-    admin(c, &["topics", "lag"])
+    c.admin(&["topics", "lag"])
         .lines()
         .skip_while(|l| !l.contains("(sequencer)"))
         .skip(1)
@@ -243,7 +229,7 @@ fn sequencer_offsets(c: &Cluster) -> Vec<String> {
 }
 
 fn keyspace(c: &Cluster) -> String {
-    let cfg: toml::Table = toml::from_str(&admin(c, &["config"])).unwrap();
+    let cfg: toml::Table = toml::from_str(&c.admin(&["config"])).unwrap();
     cfg["scylla"]["keyspace"].as_str().unwrap().to_owned()
 }
 
@@ -364,14 +350,14 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
         .query_unpaged(format!("DROP KEYSPACE {ks}"), ())
         .await
         .unwrap();
-    admin(&c, &["migrate"]);
-    let dry = result(&admin(&c, &["replay"]));
+    c.admin(&["migrate"]);
+    let dry = result(&c.admin(&["replay"]));
     assert_eq!(
         counts(&dry, &KEYS),
         [w.total(), w.total(), 0, 0, 50, 30, 0],
         "{dry:?}"
     );
-    let out = admin(&c, &["replay", "--execute"]);
+    let out = c.admin(&["replay", "--execute"]);
     let done = result(&out);
     assert_eq!(
         counts(&done, &KEYS),
@@ -384,7 +370,7 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     assert_same_store(&before, &checksum(&c));
 
     // Idempotent: the second run changes nothing.
-    let again = result(&admin(&c, &["replay", "--execute"]));
+    let again = result(&c.admin(&["replay", "--execute"]));
     assert_eq!(
         counts(&again, &KEYS),
         [0, 0, 0, w.total(), 0, 0, 0],
@@ -397,7 +383,7 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     let damaged: Vec<String> = w.convs[..5].iter().map(|c| c.id.clone()).collect();
     let (deleted, corrupted) = damage(&ks, &damaged, t, 12, 7).await;
     let t_arg = t.to_string();
-    let dry = result(&admin(&c, &["replay", "--from-time", &t_arg]));
+    let dry = result(&c.admin(&["replay", "--from-time", &t_arg]));
     assert_eq!(
         counts(
             &dry,
@@ -417,20 +403,17 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
         "records before T only rebuild the state"
     );
     // One conversation alone: only its share of the damage.
-    let one = result(&admin(
-        &c,
-        &["replay", "--from-time", &t_arg, "--conv", &damaged[0]],
-    ));
+    let one = result(&c.admin(&["replay", "--from-time", &t_arg, "--conv", &damaged[0]]));
     assert!(
         one["written"] < dry["written"] && one["rows_set"] == 1,
         "{one:?}"
     );
-    let done = result(&admin(&c, &["replay", "--from-time", &t_arg, "--execute"]));
+    let done = result(&c.admin(&["replay", "--from-time", &t_arg, "--execute"]));
     assert_eq!(counts(&done, &KEYS), counts(&dry, &KEYS));
     assert_same_store(&before, &checksum(&c));
 
     // Explicit offsets: from the end writes nothing.
-    let marks = admin(&c, &["topics", "describe"]);
+    let marks = c.admin(&["topics", "describe"]);
     let ends: Vec<String> = marks
         .lines()
         .skip_while(|l| !l.contains("inbound"))
@@ -449,7 +432,7 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
         })
         .collect();
     assert_eq!(ends.len(), 2, "{marks}"); // kafka.partitions in the test config
-    let none = result(&admin(&c, &["replay", "--from-offsets", &ends.join(",")]));
+    let none = result(&c.admin(&["replay", "--from-offsets", &ends.join(",")]));
     assert_eq!(
         (none["window"], none["written"], none["rows_set"]),
         (0, 0, 0)
@@ -478,16 +461,16 @@ async fn replay_rebuilds_the_store_embedded() {
     let before = checksum(&c);
     let offsets = sequencer_offsets(&c);
     std::fs::remove_file(c.dir.path().join("data/store.redb")).unwrap();
-    let dry = result(&admin(&c, &["replay"]));
+    let dry = result(&c.admin(&["replay"]));
     assert_eq!(
         counts(&dry, &KEYS),
         [w.total(), w.total(), 0, 0, 10, 6, 0],
         "{dry:?}"
     );
-    let done = result(&admin(&c, &["replay", "--execute"]));
+    let done = result(&c.admin(&["replay", "--execute"]));
     assert_eq!(counts(&done, &KEYS), counts(&dry, &KEYS));
     assert_same_store(&before, &checksum(&c));
-    let again = result(&admin(&c, &["replay", "--execute"]));
+    let again = result(&c.admin(&["replay", "--execute"]));
     assert_eq!(
         again["written"] + again["rows_set"] + again["members_changed"],
         0
@@ -495,31 +478,10 @@ async fn replay_rebuilds_the_store_embedded() {
     assert_eq!(sequencer_offsets(&c), offsets);
 
     // Group administration works on the embedded log too.
-    let plan = admin(
-        &c,
-        &[
-            "groups",
-            "reset",
-            "--group",
-            "sequencer",
-            "--to",
-            "earliest",
-        ],
-    );
+    let plan = c.admin_words("groups reset --group sequencer --to earliest");
     assert!(plan.contains("dry run") && plan.contains("new=0"), "{plan}");
     assert_eq!(sequencer_offsets(&c), offsets);
-    admin(
-        &c,
-        &[
-            "groups",
-            "reset",
-            "--group",
-            "sequencer",
-            "--to",
-            "earliest",
-            "--execute",
-        ],
-    );
+    c.admin_words("groups reset --group sequencer --to earliest --execute");
     let lag = sequencer_offsets(&c);
     assert!(lag[0].contains("committed=0"), "{lag:?}");
 

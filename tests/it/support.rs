@@ -85,6 +85,26 @@ impl Cluster {
         c
     }
 
+    /// Runs an admin command to completion; its stdout (panics with its stderr and
+    /// stdout when it fails).
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = self.ferry(args, "pod-admin").output().unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "ferry {args:?} failed:\n{se}\nstdout:\n{so}"
+        );
+        so
+    }
+
+    /// `admin` with the command written as one line of words.
+    pub fn admin_words(&self, command: &str) -> String {
+        self.admin(&command.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// The full name of one of the deployment's Kafka topics.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -146,23 +166,21 @@ impl Cluster {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("ferry listening on http://") {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
+        let lines = stdout_lines(&mut child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let listening = std::iter::from_fn(|| {
+            lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .ok()
+        })
+        .find_map(|line| {
+            line.strip_prefix("ferry listening on http://")
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
+        let addr = match listening {
+            Some(a) => a,
+            None => {
                 let _ = child.kill();
                 panic!(
                     "ferry did not start:\n{}",
@@ -179,6 +197,19 @@ impl Cluster {
             placed: Default::default(),
         }
     }
+}
+
+/// The lines `child` writes to its piped stdout, as they come (read on a thread of
+/// their own, so the child never blocks on a full pipe).
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Later keys of the same table override earlier ones (tests append overrides).
@@ -336,6 +367,25 @@ impl Ferry {
         )
     }
 
+    /// The pods this pod's presence view lists for `user`.
+    pub async fn presence(&self, user: &str) -> Vec<String> {
+        let (_, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/users/{user}/presence"),
+                None,
+            )
+            .await;
+        body["pods"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn add_member(&self, group: &str, user: &str) {
         let (s, b) = self
             .api(
@@ -470,17 +520,7 @@ impl Ferry {
         for pod in [self, &**peer] {
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             loop {
-                let (_, body) = pod
-                    .api(
-                        reqwest::Method::GET,
-                        &format!("/users/{user}/presence"),
-                        None,
-                    )
-                    .await;
-                if body["pods"]
-                    .as_array()
-                    .is_some_and(|p| p.iter().any(|x| x == target.pod.as_str()))
-                {
+                if pod.presence(user).await.contains(&target.pod) {
                     break;
                 }
                 assert!(
@@ -549,6 +589,13 @@ impl Client {
         data: Vec<u8>,
         within: Duration,
     ) -> Option<Resp> {
+        let (req_id, frame) = self.next_request(event, data);
+        self.ws.send(WsMessage::Binary(frame.into())).await.ok()?;
+        self.try_response(&req_id, within).await
+    }
+
+    /// A RequestBody for `event` under a fresh reqId: (reqId, encoded frame).
+    fn next_request(&mut self, event: pb::ActiveEvent, data: Vec<u8>) -> (String, Vec<u8>) {
         self.next_req += 1;
         let req_id = format!("r{}", self.next_req);
         let body = pb::RequestBody {
@@ -556,22 +603,7 @@ impl Client {
             req_id: req_id.clone(),
             data: data.into(),
         };
-        self.ws
-            .send(WsMessage::Binary(body.encode_to_vec().into()))
-            .await
-            .ok()?;
-        let r = self
-            .wait(within, |p| {
-                p.event == pb::PushEvent::PushResponseBody as i32
-                    && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
-            })
-            .await?;
-        let body = pb::ResponseBody::decode(r.data).unwrap();
-        Some(Resp {
-            code: body.code,
-            data: body.data,
-            msg: None,
-        })
+        (req_id, body.encode_to_vec())
     }
 
     /// The next server frame: kept ones first, then the socket's.
@@ -596,35 +628,36 @@ impl Client {
 
     /// Sends a request and waits for its response (other frames are kept).
     pub async fn request(&mut self, event: pb::ActiveEvent, data: Vec<u8>) -> Resp {
-        self.next_req += 1;
-        let req_id = format!("r{}", self.next_req);
-        let body = pb::RequestBody {
-            event: event as i32,
-            req_id: req_id.clone(),
-            data: data.into(),
-        };
-        self.send_raw(body.encode_to_vec()).await;
+        let (req_id, frame) = self.next_request(event, data);
+        self.send_raw(frame).await;
         self.response(&req_id).await
     }
 
     pub async fn response(&mut self, req_id: &str) -> Resp {
+        self.try_response(req_id, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no response to {req_id}"))
+    }
+
+    /// The response to `req_id` within `within`; None when the socket closed or
+    /// nothing came (other frames are kept).
+    async fn try_response(&mut self, req_id: &str, within: Duration) -> Option<Resp> {
         let r = self
-            .wait(Duration::from_secs(15), |p| {
+            .wait(within, |p| {
                 p.event == pb::PushEvent::PushResponseBody as i32
                     && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
             })
-            .await
-            .unwrap_or_else(|| panic!("no response to {req_id}"));
+            .await?;
         let body = pb::ResponseBody::decode(r.data).unwrap();
         let msg = pb::CustomResponseError::decode(body.data.clone())
             .ok()
             .and_then(|e| e.common_resp)
             .and_then(|c| c.msg);
-        Resp {
+        Some(Resp {
             code: body.code,
             data: body.data,
             msg,
-        }
+        })
     }
 
     /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
@@ -793,6 +826,26 @@ impl Client {
         r.ok();
         r.decode::<pb::GetMsgListResp>().msg_data_list
     }
+}
+
+/// Two fresh users of one single chat, each with a client connected to `f` (placed
+/// as `Ferry::connect` places them): (a, b, conv, a's client, b's client).
+pub async fn chat(f: &Ferry) -> (String, String, String, Client, Client) {
+    let (a, b) = (unique("a"), unique("b"));
+    let conv = format!("single:{a}-{b}");
+    let a1 = f.connect(&a).await;
+    let b1 = f.connect(&b).await;
+    (a, b, conv, a1, b1)
+}
+
+/// An AckNotice payload for notice `id` of `conv`.
+pub fn ack_notice(conv: &str, id: &str) -> Vec<u8> {
+    pb::AckNoticeDataReq {
+        notice_id: id.into(),
+        conv_id: conv.into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// A text message from `sender` with a fresh clientMsgId.
