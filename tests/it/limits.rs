@@ -152,6 +152,13 @@ async fn big_messages(c: &Cluster, n: u64, size: usize) -> (Ferry, Client, Strin
     (f, a1, bo, conv)
 }
 
+/// One embedded pod with these `[limits]` settings.
+fn limited(limits: &str) -> (Cluster, Ferry) {
+    let c = Cluster::new(Backend::Embedded, &format!("[limits]\n{limits}"));
+    let f = c.start("pod-a");
+    (c, f)
+}
+
 /// Waits until `conv` has `n` messages.
 async fn sequenced(c: &mut Client, conv: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -264,12 +271,7 @@ async fn notice_acks_write_only_for_pending_notices(b: Backend) {
     u1.request(pb::ActiveEvent::AckNotice, ack("n-1"))
         .await
         .ok();
-    let metrics = reqwest::get(f.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = f.metrics().await;
     let count = |outcome: &str| {
         metrics
             .lines()
@@ -288,11 +290,7 @@ on_both!(notice_acks_write_only_for_pending_notices);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_user_are_capped() {
-    let c = Cluster::new(
-        Backend::Embedded,
-        "[limits]\nmax_connections_per_user = 2\n",
-    );
-    let f = c.start("pod-a");
+    let (_c, f) = limited("max_connections_per_user = 2\n");
     let u = unique("u");
     let mut d1 = f.connect_device(&u, "ios", "d1").await;
     let _d2 = f.connect_device(&u, "web", "d2").await;
@@ -319,11 +317,7 @@ async fn connections_per_user_are_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_pay_the_rate_limit() {
-    let c = Cluster::new(
-        Backend::Embedded,
-        "[limits]\nrequests_per_second = 1\nrequest_burst = 5\n",
-    );
-    let f = c.start("pod-a");
+    let (_c, f) = limited("requests_per_second = 1\nrequest_burst = 5\n");
     let mut a = f.connect("alice").await;
     // Five garbage frames spend the burst of five: the request after them is refused.
     for _ in 0..5 {
@@ -489,18 +483,8 @@ async fn an_unappliable_member_record_is_dead_lettered() {
     let mut b1 = f.connect(&bo).await;
     a1.send_text(&conv, "after").await.ok();
     assert_eq!(text(&b1.messages(15 * SEC).await[0]), "after");
-    let metrics = reqwest::get(f.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let peer = reqwest::get(f.peer.as_ref().unwrap().http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = f.metrics().await;
+    let peer = f.peer.as_ref().unwrap().metrics().await;
     let dead: u64 = [metrics, peer]
         .iter()
         .filter_map(|m| {

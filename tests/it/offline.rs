@@ -298,12 +298,7 @@ impl Endpoint {
 async fn counter(f: &Ferry, name: &str) -> f64 {
     let mut total = 0.0;
     for pod in std::iter::once(f).chain(f.peer.as_deref()) {
-        let text = reqwest::get(pod.http("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = pod.metrics().await;
         total += text
             .lines()
             .filter(|l| l.starts_with(name))

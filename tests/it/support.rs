@@ -367,6 +367,16 @@ impl Ferry {
         )
     }
 
+    /// This pod's /metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The pods this pod's presence view lists for `user`.
     pub async fn presence(&self, user: &str) -> Vec<String> {
         let (_, body) = self
