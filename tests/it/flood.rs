@@ -2,6 +2,8 @@
 //! malformed frames and oversized lists, another user's latency stays close to its
 //! quiet baseline.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,14 +33,22 @@ async fn latencies(c: &mut Client, conv: &str, n: usize) -> Vec<Duration> {
     out
 }
 
+/// Frames the flooders have sent, together, when the flood counts as on.
+const FLOOD_ON: u64 = 2000;
+
 fn p99(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
 /// One flooding connection: sends as fast as the socket takes frames, reads (and
-/// drops) whatever comes back, until `stop`.
-async fn flood(f: &Ferry, user: String, stop: tokio_util::sync::CancellationToken) -> u64 {
+/// drops) whatever comes back, until `stop`; counts each frame in `sent_by_all`.
+async fn flood(
+    f: &Ferry,
+    user: String,
+    stop: tokio_util::sync::CancellationToken,
+    sent_by_all: Arc<AtomicU64>,
+) -> u64 {
     let c = f.connect(&user).await;
     let (mut sink, mut stream) = c.ws.split();
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
@@ -82,6 +92,7 @@ async fn flood(f: &Ferry, user: String, stop: tokio_util::sync::CancellationToke
                 break 'outer;
             }
             sent += 1;
+            sent_by_all.fetch_add(1, Ordering::Relaxed);
         }
     }
     reader.abort();
@@ -107,8 +118,9 @@ async fn a_flood_does_not_slow_down_another_user() {
     let f = std::sync::Arc::new(f);
     // The flooders run on their own runtime and thread, so that what is measured is
     // ferry's latency, not this test's scheduler shared with them.
+    let sent = Arc::new(AtomicU64::new(0));
     let flooders = {
-        let (f, stop) = (f.clone(), stop.clone());
+        let (f, stop, sent) = (f.clone(), stop.clone(), sent.clone());
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -117,8 +129,10 @@ async fn a_flood_does_not_slow_down_another_user() {
                 .block_on(async move {
                     let tasks: Vec<_> = (0..4)
                         .map(|_| {
-                            let (f, stop) = (f.clone(), stop.clone());
-                            tokio::spawn(async move { flood(&f, unique("flood"), stop).await })
+                            let (f, stop, sent) = (f.clone(), stop.clone(), sent.clone());
+                            tokio::spawn(
+                                async move { flood(&f, unique("flood"), stop, sent).await },
+                            )
                         })
                         .collect();
                     let mut frames = 0;
@@ -129,8 +143,11 @@ async fn a_flood_does_not_slow_down_another_user() {
                 })
         })
     };
-    // Let the flood build up before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Measure once the flood is on: every flooder connected and sending.
+    eventually(30 * SEC, || async {
+        (sent.load(Ordering::Relaxed) >= FLOOD_ON).then_some(())
+    })
+    .await;
     let loud = p99(latencies(&mut victim, &conv, 300).await);
     stop.cancel();
     let frames = flooders.join().unwrap();
