@@ -186,7 +186,8 @@ pub(crate) struct SessionConfig {
     /// A socket silent (no frame, no ping) for longer than this is closed.
     pub(crate) idle_timeout_secs: u64,
     pub(crate) device_policy: DevicePolicy,
-    /// On shutdown, time allowed to close sockets, flush and commit.
+    /// On shutdown, the bound on the whole drain: close sockets, finish requests in
+    /// flight, flush and commit, delete the push topic (one deadline, see app.rs).
     pub(crate) shutdown_grace_secs: u64,
 }
 
