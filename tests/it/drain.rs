@@ -12,9 +12,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::proto::pb;
 use crate::support::*;
 
-const GRACE: Duration = Duration::from_secs(3);
-/// Room for the process to exit once the drain ends (runtime teardown, telemetry).
-const MARGIN: Duration = Duration::from_millis(1500);
+const GRACE: Duration = Duration::from_secs(4);
+/// Room for the process to exit once the drain ends (runtime teardown, telemetry),
+/// on a loaded machine; well short of a second grace period.
+const MARGIN: Duration = Duration::from_millis(2500);
 
 /// An API request on `addr` stopped inside its body: the server has read the head and
 /// asked for the body (`100 Continue`), which never comes.
