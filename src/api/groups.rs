@@ -50,10 +50,11 @@ async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Resul
         if app.store.member(&group, &user).await? == want {
             return Ok(());
         }
-        let recheck = (tokio::time::Instant::now() + RECHECK_EVERY).min(deadline);
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             break;
         }
+        let recheck = (now + RECHECK_EVERY).min(deadline);
         match writes.as_mut() {
             // A local membership write, any group: read this member's row again.
             Some(w) => {
