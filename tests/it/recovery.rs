@@ -257,6 +257,9 @@ async fn cql() -> scylla::client::session::Session {
 
 /// Deletes `n_delete` and corrupts `n_corrupt` messages stamped at or after `t`
 /// in `convs`, and lowers one of their seq rows; returns (deleted, corrupted).
+/// Each damaging write is stamped just after the write it damages (as a faulty
+/// writer racing ferry would): ferry's cells carry log versions that a wall-clock
+/// write never reaches.
 async fn damage(
     ks: &str,
     convs: &[String],
@@ -265,18 +268,19 @@ async fn damage(
     n_corrupt: usize,
 ) -> (u64, u64) {
     let s = cql().await;
-    let mut rows: Vec<(String, i64, i64, i64, Vec<u8>)> = Vec::new();
+    type Row = (String, i64, i64, i64, Vec<u8>, i64);
+    let mut rows: Vec<Row> = Vec::new();
     for conv in convs {
         let r = s
             .query_unpaged(
-                format!("SELECT conv_id, bucket, seq, server_time_ms, body FROM {ks}.messages WHERE conv_id = ? AND bucket = 0"),
+                format!("SELECT conv_id, bucket, seq, server_time_ms, body, WRITETIME(body) FROM {ks}.messages WHERE conv_id = ? AND bucket = 0"),
                 (conv,),
             )
             .await
             .unwrap()
             .into_rows_result()
             .unwrap();
-        for row in r.rows::<(String, i64, i64, i64, Vec<u8>)>().unwrap() {
+        for row in r.rows::<Row>().unwrap() {
             let row = row.unwrap();
             if row.3 >= t {
                 rows.push(row);
@@ -288,29 +292,40 @@ async fn damage(
         "only {} messages after T",
         rows.len()
     );
-    for (conv, bucket, seq, _, _) in rows.iter().take(n_delete) {
+    for (conv, bucket, seq, _, _, at) in rows.iter().take(n_delete) {
         s.query_unpaged(
-            format!("DELETE FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq = ?"),
-            (conv, bucket, seq),
+            format!("DELETE FROM {ks}.messages USING TIMESTAMP ? WHERE conv_id = ? AND bucket = ? AND seq = ?"),
+            (at + 1, conv, bucket, seq),
         )
         .await
         .unwrap();
     }
-    for (conv, bucket, seq, _, body) in rows.iter().skip(n_delete).take(n_corrupt) {
+    for (conv, bucket, seq, _, body, at) in rows.iter().skip(n_delete).take(n_corrupt) {
         let mut m = pb::MsgData::decode(body.as_slice()).unwrap();
         m.content = b"wrong data from a bad deploy".to_vec().into();
         s.query_unpaged(
             format!(
-                "UPDATE {ks}.messages SET body = ? WHERE conv_id = ? AND bucket = ? AND seq = ?"
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET body = ? WHERE conv_id = ? AND bucket = ? AND seq = ?"
             ),
-            (m.encode_to_vec(), conv, bucket, seq),
+            (at + 1, m.encode_to_vec(), conv, bucket, seq),
         )
         .await
         .unwrap();
     }
+    let (at,): (i64,) = s
+        .query_unpaged(
+            format!("SELECT WRITETIME(max_seq) FROM {ks}.conversations WHERE conv_id = ?"),
+            (&convs[0],),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap();
     s.query_unpaged(
-        format!("UPDATE {ks}.conversations SET max_seq = 3 WHERE conv_id = ?"),
-        (&convs[0],),
+        format!("UPDATE {ks}.conversations USING TIMESTAMP ? SET max_seq = 3 WHERE conv_id = ?"),
+        (at + 1, &convs[0]),
     )
     .await
     .unwrap();
