@@ -342,8 +342,8 @@ const KEYS: [&str; 7] = [
     "undecodable",
 ];
 
-/// Kafka + Cassandra: 2000+ messages over 50 conversations; the store dropped and
-/// rebuilt; then partial damage after time T repaired with --from-time.
+/// Kafka + Cassandra: 2000+ messages over 50 conversations; partial damage after
+/// time T repaired with --from-time; then the store dropped and rebuilt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_the_store_kafka_cassandra() {
     let c = Cluster::new(Backend::Kafka, "");
@@ -372,43 +372,9 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     let offsets = sequencer_offsets(&c);
     assert!(!offsets.is_empty());
 
-    // The store is lost: drop the keyspace, migrate, replay.
     let ks = keyspace(&c);
-    cql()
-        .await
-        .query_unpaged(format!("DROP KEYSPACE {ks}"), ())
-        .await
-        .unwrap();
-    admin(&c, &["migrate"]);
-    let dry = result(&admin(&c, &["replay"]));
-    assert_eq!(
-        counts(&dry, &KEYS),
-        [w.total(), w.total(), 0, 0, 50, 30, 0],
-        "{dry:?}"
-    );
-    let out = admin(&c, &["replay", "--execute"]);
-    let done = result(&out);
-    assert_eq!(
-        counts(&done, &KEYS),
-        counts(&dry, &KEYS),
-        "dry run predicted execute"
-    );
-    let rate = done["records"] as f64;
-    eprintln!("full replay: {out}");
-    assert!(rate > 0.0);
-    assert_same_store(&before, &checksum(&c));
-
-    // Idempotent: the second run changes nothing.
-    let again = result(&admin(&c, &["replay", "--execute"]));
-    assert_eq!(
-        counts(&again, &KEYS),
-        [0, 0, 0, w.total(), 0, 0, 0],
-        "{again:?}"
-    );
-    // Replay read on its own: the live sequencer group did not move.
-    assert_eq!(sequencer_offsets(&c), offsets);
-
-    // Partial damage after T in five conversations, repaired from T.
+    // Partial damage after T in five conversations, repaired from T (the damage is
+    // stamped just after the live sequencer's writes; see `damage`).
     let damaged: Vec<String> = w.convs[..5].iter().map(|c| c.id.clone()).collect();
     let (deleted, corrupted) = damage(&ks, &damaged, t, 12, 7).await;
     let t_arg = t.to_string();
@@ -443,6 +409,41 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     let done = result(&admin(&c, &["replay", "--from-time", &t_arg, "--execute"]));
     assert_eq!(counts(&done, &KEYS), counts(&dry, &KEYS));
     assert_same_store(&before, &checksum(&c));
+
+    // The store is lost: drop the keyspace, migrate, replay.
+    cql()
+        .await
+        .query_unpaged(format!("DROP KEYSPACE {ks}"), ())
+        .await
+        .unwrap();
+    admin(&c, &["migrate"]);
+    let dry = result(&admin(&c, &["replay"]));
+    assert_eq!(
+        counts(&dry, &KEYS),
+        [w.total(), w.total(), 0, 0, 50, 30, 0],
+        "{dry:?}"
+    );
+    let out = admin(&c, &["replay", "--execute"]);
+    let done = result(&out);
+    assert_eq!(
+        counts(&done, &KEYS),
+        counts(&dry, &KEYS),
+        "dry run predicted execute"
+    );
+    let rate = done["records"] as f64;
+    eprintln!("full replay: {out}");
+    assert!(rate > 0.0);
+    assert_same_store(&before, &checksum(&c));
+
+    // Idempotent: the second run changes nothing.
+    let again = result(&admin(&c, &["replay", "--execute"]));
+    assert_eq!(
+        counts(&again, &KEYS),
+        [0, 0, 0, w.total(), 0, 0, 0],
+        "{again:?}"
+    );
+    // Replay read on its own: the live sequencer group did not move.
+    assert_eq!(sequencer_offsets(&c), offsets);
 
     // Explicit offsets: from the end writes nothing.
     let marks = admin(&c, &["topics", "describe"]);
