@@ -47,6 +47,12 @@
 //! see the partial writes as its own (same offset) and finish them; what it
 //! computes is identical, as 1. says.
 //!
+//! Assumptions and limits: a conversation's records stay in one partition (the
+//! inbound topic's partition count is fixed; offsets order versions only within a
+//! partition). A delayed batch's membership check reads the members as stored when
+//! it is sequenced, not as of its log position: a zombie and the owner applying it on
+//! either side of a member change of the same group could decide differently.
+//!
 //! Retries and edits: a message whose (convId, senderId, clientMsgId) is stored with
 //! the same content gets no new seq; different content updates the original and is
 //! appended with a new seq.
