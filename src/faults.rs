@@ -89,7 +89,10 @@ pub(crate) async fn point(name: &str) {
         tracing::warn!(point = name, hit, action = ?rule.action, "fault point reached");
         match rule.action {
             Action::Abort => die(),
-            Action::Pause(d) => tokio::time::sleep(d).await,
+            Action::Pause(d) => {
+                tokio::time::sleep(d).await;
+                tracing::warn!(point = name, hit, "fault point resumed");
+            }
         }
     }
 }

@@ -73,5 +73,8 @@ pub mod testkit {
     pub use crate::store::scylla::{
         MigrateReport, ScyllaSettings, ScyllaStore, drop_keyspace, migrate,
     };
-    pub use crate::store::{Claim, ConvState, Store, StoreError};
+    pub use crate::store::{
+        Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Stored,
+        VERSION_BASE, Writes, version, written_by,
+    };
 }

@@ -6,20 +6,21 @@
 //! # One event per (user, message)
 //!
 //! An event's identity is (userId, serverMsgId). serverMsgId is `<convId>-<seq>` and
-//! the seq is fixed by the sequencer's claim, so every re-application of an inbound
+//! the seq is a pure function of the log, so every re-application of an inbound
 //! record computes the same identity: it is the idempotency key
 //! ([`idempotency_key`]) carried in a record header and in the forwarder's JSON.
 //!
 //! Which application of a record emits:
-//! - a record that claims new seqs emits, *after* the claim and *before* the message
-//!   write (`Sequencer::pass`): once the messages are in the store, their events
-//!   are on the offline topic;
-//! - a redelivered record that finds its own claim on the seq row (a crash or a
-//!   rebalance before its offset was committed, a reset of the sequencer group)
-//!   first reads the messages it claimed: all stored means the earlier application
-//!   got past the write, hence past the hand-off, and nothing is emitted again;
-//!   anything missing means it stopped between claim and write, and it emits (the
-//!   earlier one may or may not have; this is the only duplicate, same key);
+//! - a record that takes new seqs emits *before* the message write
+//!   (`Sequencer::pass`): once the messages are in the store, their events are on
+//!   the offline topic;
+//! - a redelivered record that finds its own writes (the seq row naming it, or
+//!   messages written by it: a crash or a rebalance before its offset was
+//!   committed, a reset of the sequencer group) first reads the messages it took:
+//!   all stored means the earlier application got past the write, hence past the
+//!   hand-off, and nothing is emitted again; anything missing means it stopped
+//!   before the write, and it emits (the earlier one may or may not have; this is
+//!   the only duplicate, same key);
 //! - a record whose seqs a later record already moved past emits nothing (it is
 //!   skipped as a whole), and a retry (same clientMsgId and content) takes no seq
 //!   and emits nothing;
@@ -157,10 +158,9 @@ mod tests {
     }
 
     /// The sequencer's side of the design above, on the embedded backends: a record
-    /// applied twice emits once; a redelivered record whose claim was made but whose
-    /// messages were never written (a crash in between) emits.
+    /// applied twice emits once.
     #[tokio::test]
-    async fn the_sequencer_emits_once_per_claim_and_again_only_for_an_unwritten_one() {
+    async fn the_sequencer_emits_once_per_record() {
         use std::sync::Arc;
 
         use crate::msglog::embedded::EmbeddedLog;
@@ -170,8 +170,8 @@ mod tests {
         use crate::pipeline::routing::PresenceRouting;
         use crate::pipeline::sequencer::Sequencer;
         use crate::presence::PresenceView;
+        use crate::store::Store;
         use crate::store::embedded::EmbeddedStore;
-        use crate::store::{Claim, ConvState, Store};
 
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn MsgLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
@@ -226,25 +226,9 @@ mod tests {
             "redelivered after the write: nothing again"
         );
 
-        // A crash after claiming seq 2 for offset 6, before the message write.
-        let claimed = ConvState {
-            max_seq: 2,
-            update_time_ms: 1006,
-            claim: Claim {
-                partition: 0,
-                offset: 6,
-                first_seq: 2,
-            },
-        };
-        assert!(
-            store
-                .claim("single:ann-bob", Some(1), &claimed)
-                .await
-                .unwrap()
-        );
         let second = inbound(6, "two");
         seq.apply(&second).await.unwrap();
-        assert_eq!(events().await, 2, "claimed but never written: handed off");
+        assert_eq!(events().await, 2, "a new record: handed off");
         seq.apply(&second).await.unwrap();
         assert_eq!(events().await, 2);
         let mut sub = log.read_from(&topics.offline(), &[(0, 0)]).await.unwrap();

@@ -2,30 +2,66 @@
 //! assigns seqs 1, 2, 3, … with no gaps and no duplicates, stores the messages,
 //! commits the offset only after the store write, then hands them to the router.
 //!
-//! # The fence
+//! # Why no compare-and-set is needed
 //!
-//! Partition ownership alone is not enough: after a rebalance a zombie that still
-//! believes it owns a partition may keep writing. Every range of seqs is therefore
-//! claimed with a compare-and-set on the conversation's seq row (`Store::claim`, a
-//! lightweight transaction on ScyllaDB) that also records *which* inbound record
-//! (partition, offset) took it. Consequences:
-//! - two processes handling the same record: one claim wins; the other reads the row,
-//!   sees its own record's position, and rewrites the very same messages (content is
-//!   a pure function of the record and the store state before the claim, and
-//!   serverTime is the record's timestamp), so the store converges;
-//! - a process behind the row (the row names a later offset) skips: that record was
-//!   already sequenced by whoever got further;
-//! - a crash between claim and message write is repaired when the record is
-//!   redelivered (its offset was not committed): the row still names it.
+//! After a rebalance a zombie that still believes it owns a partition may keep
+//! writing, and a redelivered record may be applied twice. Earlier versions fenced
+//! both with a lightweight transaction (a Paxos round) on the conversation's seq row
+//! per record. Now the store is a pure projection of the log instead:
+//!
+//! 1. *Deterministic.* What a record writes is a pure function of the
+//!    conversation's records before it (`stamping::plan`/`stamp`: seqs follow the
+//!    previous max_seq, serverTime is the record's timestamp, retries and edits
+//!    follow the clientMsgId index). Two processes applying the same record from
+//!    the same state write the very same cells.
+//! 2. *Versioned.* Every cell is written with the version of the record that
+//!    produced it, its log position (`store::version`; on ScyllaDB the write
+//!    timestamp). Last-write-wins then keeps, for each cell, the write of the
+//!    latest record whatever order the writes arrive in: a zombie's late write of
+//!    record r loses to the owner's write of any later record, and equals the
+//!    owner's write of r itself.
+//! 3. *Applied in order, row last.* A lane applies a conversation's records one at
+//!    a time, in log order, each one's writes finished before the next starts; the
+//!    seq row (max_seq and the record that took seqs `first_seq..=max_seq`) is
+//!    written after the record's messages, members and index. So any write of a
+//!    record r' proves every earlier record of the conversation was applied whole
+//!    by the same writer, and a seq row naming r proves r was.
+//!
+//! Hence every writer's state before a record is the right one, by induction: a
+//! lane starts from the seq row (the state after a record applied whole; records
+//! up to it are skipped, the one it names is re-applied with the seqs it took),
+//! then keeps the state in memory (`memory.rs`) while it reads the partition
+//! without a break. When a lookup finds a cell written by a *later* record than the
+//! one at hand, someone is ahead: the record was applied before that write, so it
+//! is skipped and the state read again from the row (`Outcome::Behind`). A cell
+//! written by the record at hand is its own partial earlier application (the
+//! writer died or stalled before the row), not a retry (`own`).
+//!
+//! So a zombie can only write what the rightful owner writes (same record, same
+//! state, same cells, same versions) or lose to it (an earlier record's version
+//! is lower than any later record's write to the same cell). The embedded backend
+//! has a single writer by construction (its files are locked by one process) and
+//! applies each record's writes in one transaction.
+//!
+//! A record that arrives while another is partially applied: the owner's lookups
+//! see the partial writes as its own (same offset) and finish them; what it
+//! computes is identical, as 1. says.
+//!
+//! Assumptions and limits: a conversation's records stay in one partition (the
+//! inbound topic's partition count is fixed; offsets order versions only within a
+//! partition). A delayed batch's membership check reads the members as stored when
+//! it is sequenced, not as of its log position: a zombie and the owner applying it on
+//! either side of a member change of the same group could decide differently.
 //!
 //! Retries and edits: a message whose (convId, senderId, clientMsgId) is stored with
 //! the same content gets no new seq; different content updates the original and is
 //! appended with a new seq.
 //!
-//! Offline hand-off: between the claim and the message write, messages for
-//! recipients the routing hook counts as offline are appended to the offline topic;
-//! `handoff.rs` explains why there and how a redelivery avoids a second event.
+//! Offline hand-off: before the message write, messages for recipients the routing
+//! hook counts as offline are appended to the offline topic; `handoff.rs` explains
+//! why there and how a redelivery avoids a second event.
 
+mod memory;
 mod progress;
 
 use std::sync::Arc;
@@ -35,6 +71,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use futures_util::future::try_join_all;
+
+use self::memory::{Epochs, Memory};
 use self::progress::Progress;
 use super::handoff;
 use super::records::{self, Inbound};
@@ -46,11 +85,16 @@ use crate::backoff;
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogRecord, MsgLog, Topics};
 use crate::proto::records::{MemberChange, MessageBatch};
-use crate::store::{Claim, ConvState, Store, StoreError};
+use crate::store::{
+    Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Stored, Writes,
+    version,
+};
 
 /// Conversations sequenced concurrently by one process; a conversation always maps to
-/// the same lane, so its records are applied in log order.
-const LANES: usize = 32;
+/// the same lane, so its records are applied in log order. A record waits on a few
+/// store round trips and a push append (no store lock is held), so throughput is
+/// about lanes / per-record latency: 128 lanes at ~10 ms is ~12k records/s.
+const LANES: usize = 128;
 /// Records queued per lane before reading the log waits.
 const LANE_QUEUE: usize = 64;
 
@@ -78,11 +122,13 @@ pub(crate) struct Sequencer {
     pub(crate) offline: bool,
 }
 
-/// Outcome of one pass over a batch.
-enum Pass {
-    Done,
-    /// The row moved under us: read it again and retry.
-    Lost,
+/// What applying a record did.
+enum Outcome {
+    /// Applied (or found applied); the conversation's new state when it took seqs.
+    Applied(Option<ConvState>),
+    /// The store holds a write of a later record of the conversation: this one was
+    /// applied before it, and this process's state is behind.
+    Behind,
 }
 
 impl Sequencer {
@@ -96,7 +142,7 @@ impl Sequencer {
         let mut lanes = Vec::with_capacity(LANES);
         let mut workers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
-            let (tx, rx) = mpsc::channel::<LogRecord>(LANE_QUEUE);
+            let (tx, rx) = mpsc::channel::<(LogRecord, u64)>(LANE_QUEUE);
             workers.push(tokio::spawn(this.clone().lane(
                 rx,
                 done_tx.clone(),
@@ -106,6 +152,7 @@ impl Sequencer {
         }
         drop(done_tx);
         let mut progress = Progress::default();
+        let mut epochs = Epochs::default();
         let mut since: Option<tokio::time::Instant> = None;
         loop {
             let due = since.map(|t| t + CHECKPOINT_EVERY);
@@ -130,9 +177,10 @@ impl Sequencer {
                 rec = sub.next() => {
                     let rec = rec?;
                     progress.start(&rec);
+                    let epoch = epochs.next(&rec);
                     // One conversation, one lane: its records stay in order.
                     let lane = lane_of(&rec.key);
-                    if lanes[lane].send(rec).await.is_err() {
+                    if lanes[lane].send((rec, epoch)).await.is_err() {
                         break;
                     }
                 }
@@ -156,11 +204,12 @@ impl Sequencer {
     /// outage pauses the lane and resumes without loss), and reports each as done.
     async fn lane(
         self: Arc<Self>,
-        mut rx: mpsc::Receiver<LogRecord>,
+        mut rx: mpsc::Receiver<(LogRecord, u64)>,
         done: mpsc::UnboundedSender<(String, i32, i64)>,
         cancel: CancellationToken,
     ) {
-        while let Some(rec) = rx.recv().await {
+        let mut memory = Memory::default();
+        while let Some((rec, epoch)) = rx.recv().await {
             let span = tracing::info_span!(
                 "sequencer.record",
                 otel.name = "sequence",
@@ -171,7 +220,11 @@ impl Sequencer {
             crate::telemetry::follow(&span, &rec.headers);
             let mut attempt = 0u32;
             loop {
-                match self.apply(&rec).instrument(span.clone()).await {
+                match self
+                    .apply_in(&rec, epoch, &mut memory)
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(()) => break,
                     // Retrying cannot help: the record leaves the lane for the
                     // dead-letter topic instead of stalling the records behind it.
@@ -223,10 +276,23 @@ impl Sequencer {
         Ok(true)
     }
 
+    /// Applies one record on its own, with the conversation's state read from the
+    /// store.
     pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
+        self.apply_in(rec, 0, &mut Memory::default()).await
+    }
+
+    /// Applies one record with a lane's memory of its conversations' states, valid
+    /// while `epoch` (the partition's, see `run`) is unchanged.
+    async fn apply_in(
+        &self,
+        rec: &LogRecord,
+        epoch: u64,
+        memory: &mut Memory,
+    ) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
-            Inbound::Messages(b) => self.sequence(rec, b).await,
-            Inbound::Member(m) => self.member(m).await,
+            Inbound::Messages(b) => self.sequence(rec, b, epoch, memory).await,
+            Inbound::Member(m) => self.member(rec, m).await,
             Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
                 Ok(())
@@ -248,36 +314,75 @@ impl Sequencer {
         }
     }
 
-    async fn member(&self, m: MemberChange) -> Result<(), StoreError> {
-        if m.removed {
-            self.store.remove_member(&m.group_id, &m.user_id).await
-        } else {
-            self.store
-                .set_member(&m.group_id, &m.user_id, m.min_seq)
-                .await
-        }
+    async fn member(&self, rec: &LogRecord, m: MemberChange) -> Result<(), StoreError> {
+        let w = MemberWrite {
+            group: m.group_id,
+            user: m.user_id,
+            min_seq: (!m.removed).then_some(m.min_seq),
+            version: version(rec.offset, Step::New),
+        };
+        self.store
+            .write(&Writes {
+                members: vec![w],
+                ..Writes::default()
+            })
+            .await
     }
 
-    async fn sequence(&self, rec: &LogRecord, batch: MessageBatch) -> Result<(), StoreError> {
+    async fn sequence(
+        &self,
+        rec: &LogRecord,
+        batch: MessageBatch,
+        epoch: u64,
+        memory: &mut Memory,
+    ) -> Result<(), StoreError> {
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
             return Ok(());
         };
         let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
-        for _ in 0..16 {
-            if let Pass::Done = self
-                .pass(rec, &conv, &batch.sender_id, &msgs, delayed)
-                .await?
-            {
-                return Ok(());
+        let conv_s = conv.to_string();
+        let state = match memory.get(&conv_s, rec.partition, epoch) {
+            Some(s) => s,
+            None => {
+                let s = self.load(&conv_s).await?;
+                memory.set(&conv_s, rec.partition, epoch, s.clone());
+                s
+            }
+        };
+        match self
+            .pass(rec, &conv, &batch.sender_id, &msgs, delayed, state.as_ref())
+            .await?
+        {
+            Outcome::Applied(Some(next)) => memory.set(&conv_s, rec.partition, epoch, Some(next)),
+            Outcome::Applied(None) => {}
+            Outcome::Behind => {
+                // Someone applied this record and later ones: catch up from the row,
+                // which covers every record before the later write that was seen.
+                let row = self.load(&conv_s).await?;
+                let newer = match (&row, &state) {
+                    (Some(r), Some(s)) => r.claim.offset > s.claim.offset,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                if newer {
+                    memory.set(&conv_s, rec.partition, epoch, row);
+                }
+                tracing::debug!(conv = %conv_s, offset = rec.offset, "a later record is already written; skipped");
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "seq row of {conv} kept moving"
-        )))
+        Ok(())
     }
 
+    async fn load(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
+        self.store
+            .conv_state(conv)
+            .instrument(tracing::info_span!("store.read", otel.name = "store read", conv = %conv))
+            .await
+    }
+
+    /// Applies one batch given the conversation's state before it (`state`).
     async fn pass(
         &self,
         rec: &LogRecord,
@@ -285,19 +390,17 @@ impl Sequencer {
         sender: &str,
         msgs: &[Message],
         delayed: bool,
-    ) -> Result<Pass, StoreError> {
+        state: Option<&ConvState>,
+    ) -> Result<Outcome, StoreError> {
         let conv_s = conv.to_string();
-        let state = self
-            .store
-            .conv_state(&conv_s)
-            .instrument(tracing::info_span!("store.read", otel.name = "store read", conv = %conv_s))
-            .await?;
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
-        let ours = match &state {
+        let ours = match state {
             Some(s) if here(s) && s.claim.offset > rec.offset => {
                 tracing::debug!(conv = %conv_s, offset = rec.offset, claimed_by = s.claim.offset, "already sequenced; skipped");
-                return Ok(Pass::Done);
+                return Ok(Outcome::Applied(None));
             }
+            // The row is written last: this record was applied whole and is applied
+            // again (a redelivery), with the seqs it took.
             Some(s) if here(s) && s.claim.offset == rec.offset => {
                 Some((s.claim.first_seq, s.max_seq))
             }
@@ -305,7 +408,7 @@ impl Sequencer {
         };
         // A delayed batch was checked when it was sent; the sender may have left the
         // group since. Checked when first sequenced only: a redelivered record that
-        // already claimed its seqs finishes what it started.
+        // already took its seqs finishes what it started.
         if delayed
             && ours.is_none()
             && !sender.is_empty()
@@ -315,44 +418,52 @@ impl Sequencer {
             metrics::counter!("ferry_delayed_dropped_total", "reason" => "sender_not_member")
                 .increment(1);
             tracing::info!(conv = %conv_s, sender, offset = rec.offset, "delayed batch dropped: the sender may no longer write here");
-            return Ok(Pass::Done);
+            return Ok(Outcome::Applied(None));
         }
-        let mut existing = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            existing.push(match m.client_msg_id.as_str() {
-                "" => None,
-                id => self.store.by_client_msg_id(&conv_s, sender, id).await?,
-            });
+        let lookups = msgs.iter().map(|m| {
+            let (id, conv_s) = (m.client_msg_id.as_str(), conv_s.as_str());
+            async move {
+                match id {
+                    "" => Ok(None),
+                    id => self.store.by_client_msg_id(conv_s, sender, id).await,
+                }
+            }
+        });
+        let found = try_join_all(lookups).await?;
+        let by = |f: &Option<Stored>| f.as_ref().and_then(|f| f.written_by);
+        if found.iter().any(|f| by(f).is_some_and(|o| o > rec.offset)) {
+            return Ok(Outcome::Behind);
         }
+        // This record's own earlier, partial application (it died or stalled before
+        // the seq row): those messages are its own, not retries of older ones.
+        let own = found.iter().any(|f| by(f) == Some(rec.offset));
+        let existing: Vec<Option<Message>> = found
+            .into_iter()
+            .map(|f| {
+                f.filter(|f| f.written_by != Some(rec.offset))
+                    .map(|f| f.msg)
+            })
+            .collect();
         let fates = plan(msgs, existing, ours);
         let takes = fates.iter().filter(|f| f.takes_seq()).count() as u64;
-        let base = match (&state, ours) {
+        let base = match (state, ours) {
             (_, Some((first, _))) => first,
             (Some(s), None) => s.max_seq + 1,
             (None, None) => 1,
         };
-        if takes > 0 && ours.is_none() {
-            let next = ConvState {
-                max_seq: base + takes - 1,
-                update_time_ms: rec.timestamp_ms,
-                claim: Claim {
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    first_seq: base,
-                },
-            };
-            if !self
-                .store
-                .claim(&conv_s, state.as_ref().map(|s| s.max_seq), &next)
-                .instrument(tracing::info_span!("store.claim", otel.name = "store claim", conv = %conv_s, takes))
-                .await?
-            {
-                tracing::debug!(conv = %conv_s, offset = rec.offset, "claim lost; rereading");
-                return Ok(Pass::Lost);
-            }
-            tracing::debug!(conv = %conv_s, partition = rec.partition, offset = rec.offset, first = base, last = base + takes - 1, "claimed");
+        let next = (takes > 0 && ours.is_none()).then(|| ConvState {
+            max_seq: base + takes - 1,
+            update_time_ms: rec.timestamp_ms,
+            claim: Claim {
+                partition: rec.partition,
+                offset: rec.offset,
+                first_seq: base,
+            },
+        });
+        if next.is_some() {
+            tracing::debug!(conv = %conv_s, partition = rec.partition, offset = rec.offset, first = base, last = base + takes - 1, own, "claimed");
             metrics::counter!("ferry_seqs_assigned_total").increment(takes);
-            // Claimed, nothing written yet: the window the fence must repair.
+            // Seqs taken, nothing written yet: the window a redelivery must repair.
             crate::faults::point("sequencer.claimed").await;
         }
         let Stamped {
@@ -370,24 +481,36 @@ impl Sequencer {
             self.route(conv, hand_off).await?
         };
         if hand_off && let Some(route) = &route {
-            self.hand_off(&conv_s, sender, &stored, route, ours.is_some())
+            self.hand_off(&conv_s, sender, &stored, route, ours.is_some() || own)
                 .await?;
         }
-        // Originals are rewritten before the new messages: a redelivery finds the new
-        // messages only once the originals are done.
-        let write = tracing::info_span!(
-            "store.write",
-            otel.name = "store write",
-            messages = stored.len() + originals.len()
-        );
-        if !originals.is_empty() {
-            self.store
-                .put_messages(&originals)
-                .instrument(write.clone())
-                .await?;
-        }
-        if !stored.is_empty() {
-            self.store.put_messages(&stored).instrument(write).await?;
+        let writes = Writes {
+            messages: originals
+                .iter()
+                .map(|m| (m, Step::Original))
+                .chain(stored.iter().map(|m| (m, Step::New)))
+                .map(|(m, step)| MessageWrite {
+                    msg: m.clone(),
+                    version: version(rec.offset, step),
+                })
+                .collect(),
+            members: Vec::new(),
+            rows: next
+                .iter()
+                .map(|s| RowWrite {
+                    conv: conv_s.clone(),
+                    state: s.clone(),
+                    version: version(rec.offset, Step::New),
+                })
+                .collect(),
+        };
+        if !writes.is_empty() {
+            let span = tracing::info_span!(
+                "store.write",
+                otel.name = "store write",
+                messages = writes.messages.len()
+            );
+            self.store.write(&writes).instrument(span).await?;
             tracing::debug!(conv = %conv_s, offset = rec.offset, first = base, redo = ours.is_some(), n = stored.len(), "written");
         }
         // Written, offset not yet committed, nothing pushed: redelivery must not
@@ -395,7 +518,7 @@ impl Sequencer {
         crate::faults::point("sequencer.written").await;
         self.deliver(conv, sender, route.as_ref(), &push, &echo)
             .await;
-        Ok(Pass::Done)
+        Ok(Outcome::Applied(next))
     }
 
     /// Routes the conversation's recipients. Without a hand-off to make, recipients

@@ -6,8 +6,11 @@
 //! rebuild the simulation's state; the effects of records at or after it are
 //! compared with the store: a message absent is written, identical is left alone,
 //! different is a conflict and is overwritten (the log is the truth). Finally each
-//! touched conversation's seq row is compare-and-set to the simulated state, and
-//! member changes are applied. Running it twice changes nothing the second time.
+//! touched conversation's seq row is set to the simulated state, and member changes
+//! are applied. Every write carries the version of the record that produced it at
+//! the repair step (`store::Step::Repair`): above that record's own write, below any
+//! later record's, so a live sequencer that moved on keeps its writes whatever the
+//! order. Running it twice changes nothing the second time.
 //!
 //! Next to a live cluster: replay reads outside any consumer group (nothing is
 //! committed, the `sequencer` group never moves), never deletes, and leaves alone a
@@ -21,7 +24,7 @@ use super::sim::{ConvSim, Position};
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogError, MsgLog, Watermarks};
 use crate::pipeline::records::{self, Inbound};
-use crate::store::{Store, StoreError};
+use crate::store::{MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Writes, version};
 
 /// Seqs read or written per store request.
 const CHUNK: usize = 500;
@@ -228,8 +231,8 @@ struct Sim {
     convs: HashMap<String, ConvSim>,
     /// Conversation -> seqs written by records in the window.
     touched: BTreeMap<String, BTreeSet<u64>>,
-    /// (group, user) -> min_seq, None when removed.
-    members: HashMap<(String, String), Option<u64>>,
+    /// (group, user) -> (min_seq, None when removed; offset of the change).
+    members: HashMap<(String, String), (Option<u64>, i64)>,
     touched_members: BTreeSet<(String, String)>,
 }
 
@@ -372,7 +375,7 @@ async fn read(
                     && let Some(g) = conv.group_id()
                     && !matches!(
                         sim.members.get(&(g.to_owned(), b.sender_id.clone())),
-                        Some(Some(_))
+                        Some((Some(_), _))
                     )
                 {
                     continue;
@@ -401,7 +404,7 @@ async fn read(
                 }
                 let key = (m.group_id, m.user_id);
                 sim.members
-                    .insert(key.clone(), (!m.removed).then_some(m.min_seq));
+                    .insert(key.clone(), ((!m.removed).then_some(m.min_seq), rec.offset));
                 if in_window {
                     sim.touched_members.insert(key);
                 }
@@ -454,7 +457,14 @@ async fn apply(
                 .into_iter()
                 .map(|m| (m.seq, m))
                 .collect();
-            let mut write = Vec::new();
+            let mut write: Vec<MessageWrite> = Vec::new();
+            let repair = |want: &Message| MessageWrite {
+                msg: want.clone(),
+                version: version(
+                    cs.written_by.get(&want.seq).copied().unwrap_or(-1),
+                    Step::Repair,
+                ),
+            };
             for seq in chunk {
                 // Every seq in `touched` was put into the simulation by `step`.
                 let Some(want) = cs.messages.get(seq) else {
@@ -463,18 +473,23 @@ async fn apply(
                 match stored.get(seq) {
                     None => {
                         report.missing += 1;
-                        write.push(want.clone());
+                        write.push(repair(want));
                     }
                     Some(have) if have == want => report.present += 1,
                     Some(_) => {
                         report.conflicts += 1;
                         conflicted = true;
-                        write.push(want.clone());
+                        write.push(repair(want));
                     }
                 }
             }
             if opts.execute && !write.is_empty() {
-                store.put_messages(&write).await?;
+                store
+                    .write(&Writes {
+                        messages: write,
+                        ..Writes::default()
+                    })
+                    .await?;
             }
         }
         if conflicted && report.conflict_convs.len() < 20 {
@@ -496,12 +511,22 @@ async fn apply(
                 }
                 _ => {
                     report.rows_set += 1;
-                    if opts.execute
-                        && !store
-                            .claim(conv, have.as_ref().map(|h| h.max_seq), want)
-                            .await?
-                    {
-                        report.rows_lost += 1;
+                    if opts.execute {
+                        let row = RowWrite {
+                            conv: conv.clone(),
+                            state: want.clone(),
+                            version: version(want.claim.offset, Step::Repair),
+                        };
+                        store
+                            .write(&Writes {
+                                rows: vec![row],
+                                ..Writes::default()
+                            })
+                            .await?;
+                        // A live sequencer's later write wins over the repair.
+                        if store.conv_state(conv).await?.as_ref() != Some(want) {
+                            report.rows_lost += 1;
+                        }
                     }
                 }
             }
@@ -513,17 +538,29 @@ async fn apply(
         }
     }
     for (g, u) in &sim.touched_members {
-        let want = sim.members.get(&(g.clone(), u.clone())).copied().flatten();
+        let (want, at) = sim
+            .members
+            .get(&(g.clone(), u.clone()))
+            .copied()
+            .unwrap_or((None, -1));
         if store.member(g, u).await? == want {
             report.members_same += 1;
             continue;
         }
         report.members_changed += 1;
         if opts.execute {
-            match want {
-                Some(min_seq) => store.set_member(g, u, min_seq).await?,
-                None => store.remove_member(g, u).await?,
-            }
+            let w = MemberWrite {
+                group: g.clone(),
+                user: u.clone(),
+                min_seq: want,
+                version: version(at, Step::Repair),
+            };
+            store
+                .write(&Writes {
+                    members: vec![w],
+                    ..Writes::default()
+                })
+                .await?;
         }
     }
     if opts.execute {

@@ -7,8 +7,8 @@
 //! The simulation mirrors the store the sequencer reads, not the sequencer's code
 //! paths: `by_client_msg_id` is the message currently stored at the highest seq
 //! indexed under (sender, clientMsgId). It is the first delivery of every record,
-//! so the fence's "ours" range never applies (a redelivery converges to the same
-//! result, see pipeline::sequencer).
+//! so the "ours" range of a redelivered record never applies (a redelivery converges
+//! to the same result, see pipeline::sequencer).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +22,8 @@ pub(crate) struct ConvSim {
     pub(crate) state: Option<ConvState>,
     /// Every stored message by seq, with its latest content (edits rewrite them).
     pub(crate) messages: BTreeMap<u64, Message>,
+    /// The offset of the record that last wrote each seq (its write version).
+    pub(crate) written_by: BTreeMap<u64, i64>,
     /// (senderId, clientMsgId) -> the highest seq stored under it.
     index: HashMap<(String, String), u64>,
 }
@@ -76,6 +78,7 @@ impl ConvSim {
         let mut wrote = Vec::with_capacity(originals.len() + stored.len());
         for m in originals.into_iter().chain(stored) {
             wrote.push(m.seq);
+            self.written_by.insert(m.seq, at.offset);
             self.put(m);
         }
         wrote

@@ -1,4 +1,9 @@
 //! Embedded store: the read model in a redb file under the data directory.
+//!
+//! Versions are not stored: the file is locked by the one process that serves it,
+//! whose sequencer applies each conversation's records in log order, and each
+//! `write` is one transaction (a record is applied whole or not at all), so the last
+//! write is always the latest record's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,8 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Claim, ConvState, Store, StoreError, unavailable};
+use super::{Claim, ConvState, Store, StoreError, Stored, Writes, unavailable};
 use crate::domain::Message;
 use crate::proto::pb;
 use crate::proto::records::ConvRow;
@@ -21,6 +27,60 @@ const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("member
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// The writer thread's queue: concurrent writes share one transaction.
+    writer: mpsc::Sender<Job>,
+}
+
+/// A write for the writer thread, and where its outcome goes.
+type Job = (
+    Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
+/// Writes waiting for the writer thread before `write` waits.
+const WRITE_QUEUE: usize = 1024;
+/// Writes applied in one transaction at most.
+const WRITE_BATCH: usize = 256;
+
+/// Group commit: every write queued while the previous transaction committed goes
+/// into the next one, so 32 lanes writing at once cost one commit, not 32 commits
+/// queued on redb's single-writer lock. A failed transaction fails all its writes
+/// (each is retried by its caller).
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(jobs.len());
+        let result = (|| {
+            let mut tx = db.begin_write().map_err(unavailable)?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(unavailable)?;
+            let mut first_err = None;
+            for (f, reply) in jobs {
+                if first_err.is_none()
+                    && let Err(e) = f(&tx)
+                {
+                    first_err = Some(e);
+                }
+                replies.push(reply);
+            }
+            match first_err {
+                Some(e) => Err(e),
+                None => tx.commit().map_err(unavailable),
+            }
+        })();
+        for reply in replies {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            });
+        }
+    }
 }
 
 fn decode_msg(bytes: &[u8]) -> Result<Message, StoreError> {
@@ -63,27 +123,30 @@ impl EmbeddedStore {
         tx.open_table(CMID).map_err(unavailable)?;
         tx.open_table(MEMBERS).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writer, rx) = mpsc::channel(WRITE_QUEUE);
+        let for_writer = db.clone();
+        std::thread::Builder::new()
+            .name("ferry-store-writer".into())
+            .spawn(move || writer_loop(for_writer, rx))
+            .map_err(unavailable)?;
+        Ok(Self { db, writer })
     }
 
-    /// Runs a write transaction off the async runtime. It commits without fsync:
-    /// `flush` makes it durable (the sequencer flushes before committing offsets, so a
-    /// crash loses only writes whose records will be read again).
-    async fn write<T: Send + 'static>(
+    /// Runs `f` in the writer thread's next transaction. It commits without fsync:
+    /// `flush` makes it durable (the sequencer flushes before committing offsets, so
+    /// a crash loses only writes whose records will be read again).
+    async fn grouped(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut tx = db.begin_write().map_err(unavailable)?;
-            tx.set_durability(redb::Durability::None)
-                .map_err(unavailable)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(out)
-        })
-        .await
-        .map_err(unavailable)?
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send((Box::new(f), tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 
     /// Runs a read transaction on the blocking pool: a read that waits for the disk
@@ -116,35 +179,15 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn claim(
-        &self,
-        conv: &str,
-        expected_max: Option<u64>,
-        next: &ConvState,
-    ) -> Result<bool, StoreError> {
-        let conv = conv.to_owned();
-        let row = encode_conv(next);
-        self.write(move |tx| {
-            let mut t = tx.open_table(CONVS).map_err(unavailable)?;
-            let current = t
-                .get(conv.as_str())
-                .map_err(unavailable)?
-                .map(|v| decode_conv(v.value()))
-                .transpose()?;
-            if current.map(|c| c.max_seq) != expected_max {
-                return Ok(false);
-            }
-            t.insert(conv.as_str(), row.as_slice())
-                .map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
-    }
-
-    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
-        let rows: Vec<(String, u64, String, String, Vec<u8>)> = msgs
+    async fn write(&self, w: &Writes) -> Result<(), StoreError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let msgs: Vec<(String, u64, String, String, Vec<u8>)> = w
+            .messages
             .iter()
-            .map(|m| {
+            .map(|w| {
+                let m = &w.msg;
                 (
                     m.conv_id.clone(),
                     m.seq,
@@ -154,11 +197,21 @@ impl Store for EmbeddedStore {
                 )
             })
             .collect();
-        self.write(move |tx| {
-            let mut msgs = tx.open_table(MSGS).map_err(unavailable)?;
+        let rows: Vec<(String, Vec<u8>)> = w
+            .rows
+            .iter()
+            .map(|r| (r.conv.clone(), encode_conv(&r.state)))
+            .collect();
+        let members: Vec<(String, String, Option<u64>)> = w
+            .members
+            .iter()
+            .map(|m| (m.group.clone(), m.user.clone(), m.min_seq))
+            .collect();
+        self.grouped(move |tx| {
+            let mut t = tx.open_table(MSGS).map_err(unavailable)?;
             let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
-            for (conv, seq, client_id, sender, bytes) in &rows {
-                msgs.insert((conv.as_str(), *seq), bytes.as_slice())
+            for (conv, seq, client_id, sender, bytes) in &msgs {
+                t.insert((conv.as_str(), *seq), bytes.as_slice())
                     .map_err(unavailable)?;
                 let key = (client_id.as_str(), conv.as_str(), sender.as_str());
                 let newer = cmid
@@ -168,6 +221,19 @@ impl Store for EmbeddedStore {
                 if !client_id.is_empty() && newer {
                     cmid.insert(key, *seq).map_err(unavailable)?;
                 }
+            }
+            let mut t = tx.open_table(MEMBERS).map_err(unavailable)?;
+            for (g, u, min_seq) in &members {
+                match min_seq {
+                    Some(min) => t.insert((g.as_str(), u.as_str()), *min).map(|_| ()),
+                    None => t.remove((g.as_str(), u.as_str())).map(|_| ()),
+                }
+                .map_err(unavailable)?;
+            }
+            let mut t = tx.open_table(CONVS).map_err(unavailable)?;
+            for (conv, row) in &rows {
+                t.insert(conv.as_str(), row.as_slice())
+                    .map_err(unavailable)?;
             }
             Ok(())
         })
@@ -194,7 +260,7 @@ impl Store for EmbeddedStore {
         conv: &str,
         sender: &str,
         client_msg_id: &str,
-    ) -> Result<Option<Message>, StoreError> {
+    ) -> Result<Option<Stored>, StoreError> {
         let key = (client_msg_id.to_owned(), conv.to_owned(), sender.to_owned());
         let seq = self
             .read(move |tx| {
@@ -205,7 +271,10 @@ impl Store for EmbeddedStore {
             })
             .await?;
         match seq {
-            Some(s) => Ok(self.messages(conv, &[s]).await?.pop()),
+            Some(s) => Ok(self.messages(conv, &[s]).await?.pop().map(|msg| Stored {
+                msg,
+                written_by: None,
+            })),
             None => Ok(None),
         }
     }
@@ -232,30 +301,6 @@ impl Store for EmbeddedStore {
             out.extend(self.messages(&conv, &[seq]).await?);
         }
         Ok(out)
-    }
-
-    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
-        let (g, u) = (group.to_owned(), user.to_owned());
-        self.write(move |tx| {
-            tx.open_table(MEMBERS)
-                .map_err(unavailable)?
-                .insert((g.as_str(), u.as_str()), min_seq)
-                .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
-        let (g, u) = (group.to_owned(), user.to_owned());
-        self.write(move |tx| {
-            tx.open_table(MEMBERS)
-                .map_err(unavailable)?
-                .remove((g.as_str(), u.as_str()))
-                .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {

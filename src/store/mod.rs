@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use crate::domain::Message;
 
 /// A conversation's seq row. `claim` records which inbound record took the last
-/// range of seqs: the sequencer's fence (see pipeline::sequencer).
+/// range of seqs: with the write versions below, what lets a sequencer tell a record
+/// already applied from one still to apply (see pipeline::sequencer).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConvState {
     pub max_seq: u64,
@@ -25,6 +26,88 @@ pub struct Claim {
     pub partition: i32,
     pub offset: i64,
     pub first_seq: u64,
+}
+
+/// Write versions: every cell the sequencer writes carries the position in the log
+/// of the inbound record that produced it (on ScyllaDB/Cassandra as the cell's write
+/// timestamp, `USING TIMESTAMP`), so last-write-wins keeps the write of the latest
+/// record whatever order writes arrive in: a zombie's late write of an earlier
+/// record loses to the rightful owner's write of a later one. A conversation lives
+/// in one partition, so offsets order all writes to its cells.
+///
+/// Versions start at `VERSION_BASE` (microseconds in the year ~3100): every one is
+/// newer than any wall-clock write, so rows written before versions existed (or by
+/// hand with a default timestamp) never shadow the log's writes.
+pub const VERSION_BASE: i64 = 1 << 55;
+
+/// Which write of a record a version stamps: a record rewrites edited originals
+/// before it writes its new messages and its seq row, and `ferry replay` repairs
+/// above both (the log is the truth) but below the next record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Original = 1,
+    New = 2,
+    Repair = 4,
+}
+
+/// The version of `step` of the record at `offset`.
+pub fn version(offset: i64, step: Step) -> i64 {
+    VERSION_BASE + (offset.max(-1) + 1) * 8 + step as i64
+}
+
+/// The offset of the record that wrote a cell with this version; None for a cell
+/// written without one.
+pub fn written_by(version: i64) -> Option<i64> {
+    (version >= VERSION_BASE + 8).then(|| (version - VERSION_BASE) / 8 - 1)
+}
+
+/// A message as stored, with the record that last wrote it when the backend knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub msg: Message,
+    /// Offset of the inbound record whose write is stored (None: unknown, e.g. the
+    /// embedded backend, whose single writer applies records in log order).
+    pub written_by: Option<i64>,
+}
+
+/// A message to upsert by (convId, seq), at a version.
+#[derive(Clone, Debug)]
+pub struct MessageWrite {
+    pub msg: Message,
+    pub version: i64,
+}
+
+/// A member added (`min_seq` Some) or removed (None), at a version.
+#[derive(Clone, Debug)]
+pub struct MemberWrite {
+    pub group: String,
+    pub user: String,
+    pub min_seq: Option<u64>,
+    pub version: i64,
+}
+
+/// A conversation's seq row, at a version.
+#[derive(Clone, Debug)]
+pub struct RowWrite {
+    pub conv: String,
+    pub state: ConvState,
+    pub version: i64,
+}
+
+/// What one or more inbound records change, applied by `Store::write`: messages
+/// (with their clientMsgId index) and members first, seq rows last, so a reader that
+/// sees a seq row finds its messages.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    pub messages: Vec<MessageWrite>,
+    pub members: Vec<MemberWrite>,
+    pub rows: Vec<RowWrite>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.members.is_empty() && self.rows.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,35 +130,56 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub trait Store: Send + Sync + 'static {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError>;
 
-    /// Compare-and-set on the seq row: writes `next` only if the row's max_seq is still
-    /// `expected_max` (None: the row must not exist). False when another writer got there.
-    async fn claim(
-        &self,
-        conv: &str,
-        expected_max: Option<u64>,
-        next: &ConvState,
-    ) -> Result<bool, StoreError>;
+    /// Applies `w`: messages (upserted by (convId, seq), clientMsgId indexed at the
+    /// highest seq) and members, then seq rows. Each cell keeps the write with the
+    /// highest version, whatever order writes arrive in. No compare-and-set: the
+    /// sequencer's writes are a pure function of the log (see pipeline::sequencer).
+    async fn write(&self, w: &Writes) -> Result<(), StoreError>;
 
-    /// Upserts messages by (convId, seq) and indexes their clientMsgId.
-    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError>;
+    /// `write` of messages alone, all at one version.
+    async fn put_messages(&self, msgs: &[Message], version: i64) -> Result<(), StoreError> {
+        self.write(&Writes {
+            messages: msgs
+                .iter()
+                .map(|m| MessageWrite {
+                    msg: m.clone(),
+                    version,
+                })
+                .collect(),
+            ..Writes::default()
+        })
+        .await
+    }
 
     /// The stored messages among `seqs`, in the order asked; missing seqs are left out.
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError>;
 
-    /// The latest message `sender` sent in `conv` under `client_msg_id`.
+    /// The latest message `sender` sent in `conv` under `client_msg_id`, with the
+    /// record that wrote it.
     async fn by_client_msg_id(
         &self,
         conv: &str,
         sender: &str,
         client_msg_id: &str,
-    ) -> Result<Option<Message>, StoreError>;
+    ) -> Result<Option<Stored>, StoreError>;
 
     /// Every stored message with this clientMsgId (any conversation, any sender).
     async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError>;
 
-    /// Adds or updates a member; `min_seq` is the first seq they may read (0: all).
-    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError>;
-    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError>;
+    /// Adds or updates a member outside the log (set-up of tools and tests), at the
+    /// lowest version: any member change from the log overrides it.
+    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
+        self.write(&Writes {
+            members: vec![MemberWrite {
+                group: group.to_owned(),
+                user: user.to_owned(),
+                min_seq: Some(min_seq),
+                version: VERSION_BASE,
+            }],
+            ..Writes::default()
+        })
+        .await
+    }
     /// The member's min_seq, or None when not a member.
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError>;
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError>;

@@ -1,8 +1,9 @@
 //! ScyllaDB (or Apache Cassandra) store. The schema is `schemas/ferry.cql`; every
 //! statement is prepared once at connect, so the driver routes each request to a
 //! replica of its partition (token-aware, the default load balancing policy).
-//! Reads and writes run at LOCAL_QUORUM; the seq row's compare-and-set is a
-//! lightweight transaction at SERIAL.
+//! Reads and writes run at LOCAL_QUORUM. There is no lightweight transaction:
+//! every write carries its version as the cell timestamp (`USING TIMESTAMP`, see
+//! `store::version`), so last-write-wins keeps the latest record's write.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,11 +15,13 @@ use prost::Message as _;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlValue, Row};
 
-use super::{Claim, ConvState, Store, StoreError, unavailable};
+use super::{
+    Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Store, StoreError, Stored, Writes,
+    unavailable, written_by,
+};
 use crate::domain::Message;
 use crate::proto::pb;
 
@@ -96,7 +99,6 @@ async fn session(s: &ScyllaSettings) -> Result<Session, StoreError> {
     check_keyspace(&s.keyspace)?;
     let profile = ExecutionProfile::builder()
         .consistency(Consistency::LocalQuorum)
-        .serial_consistency(Some(SerialConsistency::Serial))
         .build();
     let mut b = SessionBuilder::new()
         .known_nodes(&s.nodes)
@@ -201,8 +203,7 @@ pub async fn drop_keyspace(settings: &ScyllaSettings) -> Result<(), StoreError> 
 
 struct Statements {
     conv_get: PreparedStatement,
-    conv_insert: PreparedStatement,
-    conv_update: PreparedStatement,
+    conv_put: PreparedStatement,
     msg_put: PreparedStatement,
     msg_get: PreparedStatement,
     cmid_put: PreparedStatement,
@@ -217,8 +218,8 @@ struct Statements {
 
 impl Statements {
     async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        // Idempotent statements may be retried and speculatively executed by the
-        // driver; the LWTs are not: a retried CAS could see its own first attempt.
+        // Every statement is idempotent (versioned upserts and reads): the driver may
+        // retry and speculatively execute them.
         let prep = async |cql: String, idempotent: bool| -> Result<PreparedStatement, StoreError> {
             let mut p = session
                 .prepare(cql.as_str())
@@ -230,29 +231,24 @@ impl Statements {
         let conv_cols = "max_seq, update_time_ms, claim_partition, claim_offset, claim_first_seq";
         Ok(Self {
             conv_get: prep(format!("SELECT {conv_cols} FROM {ks}.conversations WHERE conv_id = ?"), true).await?,
-            conv_insert: prep(
-                format!("INSERT INTO {ks}.conversations (conv_id, {conv_cols}) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
-                false,
-            )
-            .await?,
-            conv_update: prep(
-                format!(
-                    "UPDATE {ks}.conversations SET max_seq = ?, update_time_ms = ?, claim_partition = ?, \
-                     claim_offset = ?, claim_first_seq = ? WHERE conv_id = ? IF max_seq = ?"
-                ),
-                false,
+            conv_put: prep(
+                format!("INSERT INTO {ks}.conversations (conv_id, {conv_cols}) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
+                true,
             )
             .await?,
             msg_put: prep(
                 format!(
                     "INSERT INTO {ks}.messages (conv_id, bucket, seq, client_msg_id, sender_id, server_time_ms, body) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)"
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
                 ),
                 true,
             )
             .await?,
-            msg_get: prep(format!("SELECT seq, body FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq IN ?"), true)
-                .await?,
+            msg_get: prep(
+                format!("SELECT seq, body, WRITETIME(body) FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq IN ?"),
+                true,
+            )
+            .await?,
             cmid_put: prep(
                 format!(
                     "INSERT INTO {ks}.client_msg_ids (client_msg_id, conv_id, sender_id, seq) VALUES (?, ?, ?, ?) \
@@ -267,9 +263,16 @@ impl Statements {
             )
             .await?,
             cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ?"), true).await?,
-            member_put: prep(format!("INSERT INTO {ks}.group_members (group_id, user_id, min_seq) VALUES (?, ?, ?)"), true)
-                .await?,
-            member_del: prep(format!("DELETE FROM {ks}.group_members WHERE group_id = ? AND user_id = ?"), true).await?,
+            member_put: prep(
+                format!("INSERT INTO {ks}.group_members (group_id, user_id, min_seq) VALUES (?, ?, ?) USING TIMESTAMP ?"),
+                true,
+            )
+            .await?,
+            member_del: prep(
+                format!("DELETE FROM {ks}.group_members USING TIMESTAMP ? WHERE group_id = ? AND user_id = ?"),
+                true,
+            )
+            .await?,
             member_get: prep(format!("SELECT min_seq FROM {ks}.group_members WHERE group_id = ? AND user_id = ?"), true)
                 .await?,
             members_get: prep(format!("SELECT user_id, min_seq FROM {ks}.group_members WHERE group_id = ?"), true).await?,
@@ -312,16 +315,105 @@ impl ScyllaStore {
         })
     }
 
-    async fn one_seq_message(&self, conv: &str, seq: i64) -> Result<Option<Message>, StoreError> {
-        Ok(self.messages(conv, &[unsigned(seq)?]).await?.pop())
+    async fn one_seq_message(&self, conv: &str, seq: i64) -> Result<Option<Stored>, StoreError> {
+        Ok(self.stored(conv, &[unsigned(seq)?]).await?.pop())
+    }
+
+    /// The stored messages among `seqs` with the record that wrote each, in the order
+    /// asked; missing seqs are left out.
+    async fn stored(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Stored>, StoreError> {
+        let mut buckets: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
+        for s in seqs {
+            buckets.entry(bucket(*s)).or_default().insert(big(*s)?);
+        }
+        let (session, st) = (&self.inner.session, &self.inner.st);
+        type Found = Vec<(i64, Vec<u8>, Option<i64>)>;
+        let mut queries: Vec<BoxFuture<'_, Result<Found, StoreError>>> = Vec::new();
+        for (b, in_bucket) in buckets {
+            queries.push(Box::pin(async move {
+                let list: Vec<i64> = in_bucket.into_iter().collect();
+                let r = session
+                    .execute_unpaged(&st.msg_get, (conv, big(b)?, list))
+                    .await
+                    .map_err(unavailable)?;
+                let rows = r.into_rows_result().map_err(corrupt)?;
+                rows.rows::<(i64, Vec<u8>, Option<i64>)>()
+                    .map_err(corrupt)?
+                    .map(|row| row.map_err(corrupt))
+                    .collect()
+            }));
+        }
+        let found = bounded(queries).await?;
+        let mut by_seq = HashMap::new();
+        for (seq, body, ts) in found.into_iter().flatten() {
+            let stored = Stored {
+                msg: decode_msg(&body)?,
+                written_by: ts.and_then(written_by),
+            };
+            by_seq.insert(unsigned(seq)?, stored);
+        }
+        Ok(seqs.iter().filter_map(|s| by_seq.remove(s)).collect())
+    }
+
+    async fn put_row(&self, w: &RowWrite) -> Result<(), StoreError> {
+        let (s, c) = (&w.state, &w.state.claim);
+        let values = (
+            &w.conv,
+            big(s.max_seq)?,
+            s.update_time_ms,
+            c.partition,
+            c.offset,
+            big(c.first_seq)?,
+            w.version,
+        );
+        self.inner
+            .session
+            .execute_unpaged(&self.inner.st.conv_put, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn put_member(&self, w: &MemberWrite) -> Result<(), StoreError> {
+        let (session, st) = (&self.inner.session, &self.inner.st);
+        match w.min_seq {
+            Some(min) => session
+                .execute_unpaged(&st.member_put, (&w.group, &w.user, big(min)?, w.version))
+                .await
+                .map(|_| ()),
+            None => session
+                .execute_unpaged(&st.member_del, (w.version, &w.group, &w.user))
+                .await
+                .map(|_| ()),
+        }
+        .map_err(unavailable)
+    }
+
+    async fn put_message(&self, w: &MessageWrite) -> Result<(), StoreError> {
+        let m = &w.msg;
+        let body = pb::MsgData::from(m).encode_to_vec();
+        let values = (
+            &m.conv_id,
+            big(bucket(m.seq))?,
+            big(m.seq)?,
+            &m.client_msg_id,
+            &m.sender_id,
+            m.server_time_ms,
+            body,
+            w.version,
+        );
+        self.inner
+            .session
+            .execute_unpaged(&self.inner.st.msg_put, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Store for ScyllaStore {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
-        // LOCAL_QUORUM, not SERIAL: a read racing an unfinished CAS may be stale, but
-        // the caller's next `claim` then fails (completing that CAS) and it re-reads.
         let r = self
             .inner
             .session
@@ -347,90 +439,29 @@ impl Store for ScyllaStore {
         }))
     }
 
-    /// An error here (e.g. a CAS write timeout) leaves the outcome unknown: the
-    /// caller re-reads the row, whose claim says whether its write landed.
-    async fn claim(
-        &self,
-        conv: &str,
-        expected_max: Option<u64>,
-        next: &ConvState,
-    ) -> Result<bool, StoreError> {
-        let (max, time, c) = (big(next.max_seq)?, next.update_time_ms, &next.claim);
-        let first = big(c.first_seq)?;
-        let st = &self.inner.st;
-        let r = match expected_max {
-            None => {
-                self.inner
-                    .session
-                    .execute_unpaged(
-                        &st.conv_insert,
-                        (conv, max, time, c.partition, c.offset, first),
-                    )
-                    .await
-            }
-            Some(expected) => {
-                self.inner
-                    .session
-                    .execute_unpaged(
-                        &st.conv_update,
-                        (
-                            max,
-                            time,
-                            c.partition,
-                            c.offset,
-                            first,
-                            conv,
-                            big(expected)?,
-                        ),
-                    )
-                    .await
-            }
-        }
-        .map_err(unavailable)?;
-        // The first column is `[applied]`; when not applied, the current values follow
-        // (which columns exactly differs between Cassandra and ScyllaDB), hence `Row`.
-        let row = r
-            .into_rows_result()
-            .map_err(corrupt)?
-            .first_row::<Row>()
-            .map_err(corrupt)?;
-        match row.columns.first() {
-            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
-            other => Err(StoreError::Corrupt(format!(
-                "LWT answered {other:?} instead of [applied]"
-            ))),
-        }
-    }
-
-    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
+    async fn write(&self, w: &Writes) -> Result<(), StoreError> {
         let (session, st) = (&self.inner.session, &self.inner.st);
-        // Rows first, then the index, so the index never points at a missing row.
-        let mut rows: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            rows.push(Box::pin(async move {
-                let body = pb::MsgData::from(m).encode_to_vec();
-                let values = (
-                    &m.conv_id,
-                    big(bucket(m.seq))?,
-                    big(m.seq)?,
-                    &m.client_msg_id,
-                    &m.sender_id,
-                    m.server_time_ms,
-                    body,
-                );
-                session
-                    .execute_unpaged(&st.msg_put, values)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
-            }));
+        // Rows and members first, then the index, so the index never points at a
+        // missing row; seq rows last, so a reader that sees max_seq finds the messages.
+        let mut first: Vec<BoxFuture<'_, Result<(), StoreError>>> =
+            Vec::with_capacity(w.messages.len() + w.members.len());
+        for m in &w.messages {
+            first.push(Box::pin(self.put_message(m)));
         }
-        bounded(rows).await?;
+        for m in &w.members {
+            first.push(Box::pin(self.put_member(m)));
+        }
+        bounded(first).await?;
         // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
         // the index ends up at the highest seq whatever order the writes (or a replay)
         // arrive in, with no read-before-write. Equal seqs rewrite the same value.
-        let mut index: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(msgs.len());
-        for m in msgs.iter().filter(|m| !m.client_msg_id.is_empty()) {
+        let mut index: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::new();
+        for m in w
+            .messages
+            .iter()
+            .map(|w| &w.msg)
+            .filter(|m| !m.client_msg_id.is_empty())
+        {
             index.push(Box::pin(async move {
                 let seq = big(m.seq)?;
                 let values = (&m.client_msg_id, &m.conv_id, &m.sender_id, seq, seq);
@@ -442,36 +473,22 @@ impl Store for ScyllaStore {
             }));
         }
         bounded(index).await?;
+        let rows: Vec<BoxFuture<'_, Result<(), StoreError>>> = w
+            .rows
+            .iter()
+            .map(|r| -> BoxFuture<'_, Result<(), StoreError>> { Box::pin(self.put_row(r)) })
+            .collect();
+        bounded(rows).await?;
         Ok(())
     }
 
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
-        let mut buckets: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
-        for s in seqs {
-            buckets.entry(bucket(*s)).or_default().insert(big(*s)?);
-        }
-        let (session, st) = (&self.inner.session, &self.inner.st);
-        let mut queries: Vec<BoxFuture<'_, Result<Vec<(i64, Vec<u8>)>, StoreError>>> = Vec::new();
-        for (b, in_bucket) in buckets {
-            queries.push(Box::pin(async move {
-                let list: Vec<i64> = in_bucket.into_iter().collect();
-                let r = session
-                    .execute_unpaged(&st.msg_get, (conv, big(b)?, list))
-                    .await
-                    .map_err(unavailable)?;
-                let rows = r.into_rows_result().map_err(corrupt)?;
-                rows.rows::<(i64, Vec<u8>)>()
-                    .map_err(corrupt)?
-                    .map(|row| row.map_err(corrupt))
-                    .collect()
-            }));
-        }
-        let found = bounded(queries).await?;
-        let mut by_seq = HashMap::new();
-        for (seq, body) in found.into_iter().flatten() {
-            by_seq.insert(unsigned(seq)?, decode_msg(&body)?);
-        }
-        Ok(seqs.iter().filter_map(|s| by_seq.get(s).cloned()).collect())
+        Ok(self
+            .stored(conv, seqs)
+            .await?
+            .into_iter()
+            .map(|s| s.msg)
+            .collect())
     }
 
     async fn by_client_msg_id(
@@ -479,7 +496,7 @@ impl Store for ScyllaStore {
         conv: &str,
         sender: &str,
         client_msg_id: &str,
-    ) -> Result<Option<Message>, StoreError> {
+    ) -> Result<Option<Stored>, StoreError> {
         if client_msg_id.is_empty() {
             return Ok(None);
         }
@@ -520,27 +537,9 @@ impl Store for ScyllaStore {
             .map_err(corrupt)?;
         let mut out = Vec::with_capacity(hits.len());
         for (conv, seq) in hits {
-            out.extend(self.one_seq_message(&conv, seq).await?);
+            out.extend(self.one_seq_message(&conv, seq).await?.map(|s| s.msg));
         }
         Ok(out)
-    }
-
-    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
-        self.inner
-            .session
-            .execute_unpaged(&self.inner.st.member_put, (group, user, big(min_seq)?))
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
-        self.inner
-            .session
-            .execute_unpaged(&self.inner.st.member_del, (group, user))
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {

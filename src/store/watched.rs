@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{ConvState, Store, StoreError};
+use super::{ConvState, Store, StoreError, Stored, Writes};
 use crate::domain::Message;
 
 /// `inner`, counting the membership writes made through it.
@@ -36,33 +36,17 @@ impl Store for Watched {
         Some(self.member_writes.subscribe())
     }
 
-    async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
-        self.inner.set_member(group, user, min_seq).await?;
-        self.member_written();
-        Ok(())
-    }
-
-    async fn remove_member(&self, group: &str, user: &str) -> Result<(), StoreError> {
-        self.inner.remove_member(group, user).await?;
-        self.member_written();
+    /// Every membership change goes through `write` (set-up's `set_member` too).
+    async fn write(&self, w: &Writes) -> Result<(), StoreError> {
+        self.inner.write(w).await?;
+        if !w.members.is_empty() {
+            self.member_written();
+        }
         Ok(())
     }
 
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
         self.inner.conv_state(conv).await
-    }
-
-    async fn claim(
-        &self,
-        conv: &str,
-        expected_max: Option<u64>,
-        next: &ConvState,
-    ) -> Result<bool, StoreError> {
-        self.inner.claim(conv, expected_max, next).await
-    }
-
-    async fn put_messages(&self, msgs: &[Message]) -> Result<(), StoreError> {
-        self.inner.put_messages(msgs).await
     }
 
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
@@ -74,7 +58,7 @@ impl Store for Watched {
         conv: &str,
         sender: &str,
         client_msg_id: &str,
-    ) -> Result<Option<Message>, StoreError> {
+    ) -> Result<Option<Stored>, StoreError> {
         self.inner
             .by_client_msg_id(conv, sender, client_msg_id)
             .await
@@ -125,7 +109,18 @@ mod tests {
         store.set_member("g", "u", 3).await.unwrap();
         assert!(writes.has_changed().unwrap());
         writes.mark_unchanged();
-        store.remove_member("g", "u").await.unwrap();
+        store
+            .write(&Writes {
+                members: vec![super::super::MemberWrite {
+                    group: "g".into(),
+                    user: "u".into(),
+                    min_seq: None,
+                    version: super::super::version(7, super::super::Step::New),
+                }],
+                ..Writes::default()
+            })
+            .await
+            .unwrap();
         assert!(writes.has_changed().unwrap());
         assert_eq!(store.member("g", "u").await.unwrap(), None);
     }

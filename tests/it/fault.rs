@@ -73,6 +73,45 @@ async fn load(
     n
 }
 
+/// `text` without its ANSI colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What every sequencer logged about `conv`, for the post-mortem.
+fn trail(c: &Cluster, conv: &str) -> String {
+    let mut trail = String::new();
+    for entry in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            for line in std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(conv))
+            {
+                trail.push_str(&format!(
+                    "{}: {line}\n",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    trail
+}
+
 /// The pod died of SIGKILL at the armed point, not of anything else.
 async fn died_at(f: &mut Ferry, point: &str) {
     let status = f.exited(Duration::from_secs(90)).await;
@@ -212,23 +251,10 @@ async fn sequencers_killed_between_claim_write_and_commit_and_stalled_lose_nothi
             .map(|m| m.seq.as_str())
             .collect();
         if !gaps.is_empty() {
-            // What every sequencer did with this conversation, for the post-mortem.
-            let mut trail = String::new();
-            for entry in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
-                if entry.path().extension().is_some_and(|e| e == "log") {
-                    for line in std::fs::read_to_string(entry.path())
-                        .unwrap_or_default()
-                        .lines()
-                        .filter(|l| l.contains(conv.as_str()))
-                    {
-                        trail.push_str(&format!(
-                            "{}: {line}\n",
-                            entry.file_name().to_string_lossy()
-                        ));
-                    }
-                }
-            }
-            panic!("{conv}: gaps at seqs {gaps:?} in 1..={max}\n{trail}");
+            panic!(
+                "{conv}: gaps at seqs {gaps:?} in 1..={max}\n{}",
+                trail(&c, conv)
+            );
         }
         let mut seen = HashSet::new();
         for m in &stored {
@@ -247,4 +273,228 @@ async fn sequencers_killed_between_claim_write_and_commit_and_stalled_lose_nothi
         acked.len()
     );
     drop((s1b, s3));
+}
+
+/// Edit chains: each sender resends a few clientMsgIds over and over with new
+/// content ("<chain> <n>", n rising), so every send is an edit that rewrites the
+/// previous version. Returns (conversation, chain clientMsgId) -> last acked n.
+async fn edit_load(
+    gw: String,
+    sender: String,
+    peer: String,
+    acked: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut client = match connect_url(&format!(
+        "{gw}?{}",
+        query(&[
+            ("token", &token(&sender)),
+            ("userId", &sender),
+            ("platform", "ios"),
+            ("deviceId", "load")
+        ])
+    ))
+    .await
+    {
+        Connect::Connected(c) => c,
+        Connect::Closed(code, r) => panic!("load client refused: {code} {r}"),
+    };
+    client.user = sender.clone();
+    let conv = if sender < peer {
+        format!("single:{sender}-{peer}")
+    } else {
+        format!("single:{peer}-{sender}")
+    };
+    let chains: Vec<String> = (0..3).map(|c| format!("{sender}-chain{c}")).collect();
+    let hard_stop = Instant::now() + LOAD_AT_MOST;
+    let mut n = 0;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+        let chain = &chains[i as usize % chains.len()];
+        let mut m = msg(&sender, &conv, &format!("{chain} {i}"));
+        m.client_msg_id = chain.clone();
+        if client.send_msgs(vec![m], None).await.code == 0 {
+            n += 1;
+            acked
+                .lock()
+                .unwrap()
+                .insert((conv.clone(), chain.clone()), i);
+        }
+        i += 1;
+    }
+    n
+}
+
+/// A lost update between a zombie and the new owner: seq-1 stalls holding an edit
+/// it has sequenced but not written, is frozen (SIGSTOP) until the group evicts it
+/// and seq-2 applies the later edits of the same clientMsgIds, then thaws and
+/// writes its stale edit. Each edit rewrites the previous version with its content,
+/// so in every chain the contents along the seqs must rise strictly up to the last
+/// two (the last edit and the version it rewrote); a zombie's late write of an
+/// earlier edit over a later one shows as a repeat or a fall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zombie_edit_written_late_loses_to_the_new_owners_later_edits() {
+    let c = Cluster::new(Backend::Kafka, "[log]\nappend_timeout_ms = 3000\n");
+    let gw = c.start_with(
+        "gw",
+        &["--role", "gateway", "--role", "pusher", "--role", "delay"],
+    );
+    // Stalls 25 s at its 150th sequenced record: frozen meanwhile, then it writes.
+    let s1 = c.start_env(
+        "seq-1",
+        SEQ,
+        &[("FERRY_FAULTS", "sequencer.claimed=pause:25000@150")],
+    );
+    let acked: Arc<Mutex<BTreeMap<(String, String), u64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = unique("z");
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        tasks.push(tokio::spawn(edit_load(
+            gw.ws_url(),
+            format!("{run}s{s}"),
+            format!("{run}p{s}"),
+            acked.clone(),
+            stop.clone(),
+        )));
+    }
+    s1.wait_log(
+        &["fault point reached", "sequencer.claimed"],
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+    let pid = s1.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let s2 = c.start_with("seq-2", SEQ);
+    // seq-2 gets seq-1's partitions only once the group evicts the frozen member;
+    // it then sequences the edits seq-1 left behind, and later ones.
+    s2.wait_log(&["claimed"], 200, Duration::from_secs(90))
+        .await;
+    signal("-CONT");
+    // The stalled task wakes and writes its stale edit as a zombie: the record it
+    // held (its offset is in the fault line) is written by seq-1 only now.
+    let held = plain(&s1.logs())
+        .lines()
+        .find(|l| l.contains("fault point reached"))
+        .and_then(|l| l.split("offset=").nth(1))
+        .and_then(|o| o.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("the fault line names the record's offset")
+        .to_owned();
+    let zombie_wrote = || {
+        plain(&s1.logs())
+            .lines()
+            .any(|l| l.contains("written conv=") && l.contains(&format!(" offset={held} ")))
+    };
+    let until = Instant::now() + Duration::from_secs(90);
+    while !zombie_wrote() {
+        assert!(
+            Instant::now() < until,
+            "seq-1 never wrote its held record {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Sequencing goes on afterwards (on whichever pod the group gives each partition).
+    let claimed = || s1.log_lines(&["claimed"]) + s2.log_lines(&["claimed"]);
+    let before = claimed();
+    let until = Instant::now() + Duration::from_secs(60);
+    while claimed() < before + 50 {
+        assert!(
+            Instant::now() < until,
+            "sequencing stopped after the zombie's write"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(
+        total > 500,
+        "load too small to mean anything: {total} acked"
+    );
+    let acked = acked.lock().unwrap().clone();
+
+    let mut reader: HashMap<String, Client> = HashMap::new();
+    for ((conv, chain), last) in &acked {
+        // Each chain gets its own bound: a chain's history is synced in full per poll.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let owner = chain.split('-').next().unwrap().to_owned();
+        if !reader.contains_key(&owner) {
+            reader.insert(
+                owner.clone(),
+                gw.connect_device(&owner, "web", "checker").await,
+            );
+        }
+        let cl = reader.get_mut(&owner).unwrap();
+        // The chain is settled once its last acked edit is stored.
+        let (max, stored) = loop {
+            let m: u64 = cl.conv_seq(conv).await.max_seq.parse().unwrap();
+            let seqs: Vec<u64> = (1..=m).collect();
+            let mut stored = Vec::new();
+            for chunk in seqs.chunks(1000) {
+                stored.extend(cl.sync(conv, chunk).await);
+            }
+            // A send answered with an error may still have been appended: the chain
+            // ends at the last acked edit or a later one.
+            let edit =
+                |x: &pb::MsgData| text(x).rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+            let has_last = stored
+                .iter()
+                .any(|x| x.client_msg_id == *chain && edit(x) >= *last);
+            if has_last {
+                break (m, stored);
+            }
+            if Instant::now() >= deadline {
+                let chain_seqs: Vec<(String, String)> = stored
+                    .iter()
+                    .filter(|x| x.client_msg_id == *chain)
+                    .map(|x| (x.seq.clone(), text(x)))
+                    .collect();
+                panic!(
+                    "{conv}: the last acked edit {last} of {chain} never stored; max_seq {m}, chain {:?}\n{}",
+                    &chain_seqs[chain_seqs.len().saturating_sub(6)..],
+                    trail(&c, conv)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let got: Vec<u64> = stored.iter().map(|m| m.seq.parse().unwrap()).collect();
+        assert_eq!(
+            got,
+            (1..=max).collect::<Vec<u64>>(),
+            "{conv}: seqs are not 1..={max}"
+        );
+        let versions: Vec<u64> = stored
+            .iter()
+            .filter(|m| m.client_msg_id == *chain)
+            .map(|m| text(m).rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .collect();
+        let n = versions.len();
+        let rising = versions
+            .windows(2)
+            .take(n.saturating_sub(2))
+            .all(|w| w[0] < w[1]);
+        let last_two = n < 2 || versions[n - 2] == versions[n - 1];
+        assert!(
+            rising && last_two && versions[n - 1] >= *last,
+            "{conv} {chain}: contents along the seqs {versions:?} (last acked {last}): an update was lost\n{}",
+            trail(&c, conv)
+        );
+    }
+    eprintln!(
+        "zombie edit test: {total} acked edits over {} chains verified",
+        acked.len()
+    );
+    drop((s1, s2));
 }

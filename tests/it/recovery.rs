@@ -243,6 +243,9 @@ async fn cql() -> scylla::client::session::Session {
 
 /// Deletes `n_delete` and corrupts `n_corrupt` messages stamped at or after `t`
 /// in `convs`, and lowers one of their seq rows; returns (deleted, corrupted).
+/// Each damaging write is stamped just after the write it damages (as a faulty
+/// writer racing ferry would): ferry's cells carry log versions that a wall-clock
+/// write never reaches.
 async fn damage(
     ks: &str,
     convs: &[String],
@@ -251,18 +254,19 @@ async fn damage(
     n_corrupt: usize,
 ) -> (u64, u64) {
     let s = cql().await;
-    let mut rows: Vec<(String, i64, i64, i64, Vec<u8>)> = Vec::new();
+    type Row = (String, i64, i64, i64, Vec<u8>, i64);
+    let mut rows: Vec<Row> = Vec::new();
     for conv in convs {
         let r = s
             .query_unpaged(
-                format!("SELECT conv_id, bucket, seq, server_time_ms, body FROM {ks}.messages WHERE conv_id = ? AND bucket = 0"),
+                format!("SELECT conv_id, bucket, seq, server_time_ms, body, WRITETIME(body) FROM {ks}.messages WHERE conv_id = ? AND bucket = 0"),
                 (conv,),
             )
             .await
             .unwrap()
             .into_rows_result()
             .unwrap();
-        for row in r.rows::<(String, i64, i64, i64, Vec<u8>)>().unwrap() {
+        for row in r.rows::<Row>().unwrap() {
             let row = row.unwrap();
             if row.3 >= t {
                 rows.push(row);
@@ -274,29 +278,40 @@ async fn damage(
         "only {} messages after T",
         rows.len()
     );
-    for (conv, bucket, seq, _, _) in rows.iter().take(n_delete) {
+    for (conv, bucket, seq, _, _, at) in rows.iter().take(n_delete) {
         s.query_unpaged(
-            format!("DELETE FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq = ?"),
-            (conv, bucket, seq),
+            format!("DELETE FROM {ks}.messages USING TIMESTAMP ? WHERE conv_id = ? AND bucket = ? AND seq = ?"),
+            (at + 1, conv, bucket, seq),
         )
         .await
         .unwrap();
     }
-    for (conv, bucket, seq, _, body) in rows.iter().skip(n_delete).take(n_corrupt) {
+    for (conv, bucket, seq, _, body, at) in rows.iter().skip(n_delete).take(n_corrupt) {
         let mut m = pb::MsgData::decode(body.as_slice()).unwrap();
         m.content = b"wrong data from a bad deploy".to_vec().into();
         s.query_unpaged(
             format!(
-                "UPDATE {ks}.messages SET body = ? WHERE conv_id = ? AND bucket = ? AND seq = ?"
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET body = ? WHERE conv_id = ? AND bucket = ? AND seq = ?"
             ),
-            (m.encode_to_vec(), conv, bucket, seq),
+            (at + 1, m.encode_to_vec(), conv, bucket, seq),
         )
         .await
         .unwrap();
     }
+    let (at,): (i64,) = s
+        .query_unpaged(
+            format!("SELECT WRITETIME(max_seq) FROM {ks}.conversations WHERE conv_id = ?"),
+            (&convs[0],),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap();
     s.query_unpaged(
-        format!("UPDATE {ks}.conversations SET max_seq = 3 WHERE conv_id = ?"),
-        (&convs[0],),
+        format!("UPDATE {ks}.conversations USING TIMESTAMP ? SET max_seq = 3 WHERE conv_id = ?"),
+        (at + 1, &convs[0]),
     )
     .await
     .unwrap();
@@ -313,8 +328,8 @@ const KEYS: [&str; 7] = [
     "undecodable",
 ];
 
-/// Kafka + Cassandra: 2000+ messages over 50 conversations; the store dropped and
-/// rebuilt; then partial damage after time T repaired with --from-time.
+/// Kafka + Cassandra: 2000+ messages over 50 conversations; partial damage after
+/// time T repaired with --from-time; then the store dropped and rebuilt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_the_store_kafka_cassandra() {
     let c = Cluster::new(Backend::Kafka, "");
@@ -343,8 +358,42 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     let offsets = sequencer_offsets(&c);
     assert!(!offsets.is_empty());
 
-    // The store is lost: drop the keyspace, migrate, replay.
     let ks = keyspace(&c);
+    // Partial damage after T in five conversations, repaired from T (the damage is
+    // stamped just after the live sequencer's writes; see `damage`).
+    let damaged: Vec<String> = w.convs[..5].iter().map(|c| c.id.clone()).collect();
+    let (deleted, corrupted) = damage(&ks, &damaged, t, 12, 7).await;
+    let t_arg = t.to_string();
+    let dry = result(&c.admin(&["replay", "--from-time", &t_arg]));
+    assert_eq!(
+        counts(
+            &dry,
+            &[
+                "written",
+                "missing",
+                "conflicts",
+                "rows_set",
+                "members_changed"
+            ]
+        ),
+        [deleted + corrupted, deleted, corrupted, 1, 0],
+        "{dry:?}"
+    );
+    assert!(
+        dry["records"] > dry["window"],
+        "records before T only rebuild the state"
+    );
+    // One conversation alone: only its share of the damage.
+    let one = result(&c.admin(&["replay", "--from-time", &t_arg, "--conv", &damaged[0]]));
+    assert!(
+        one["written"] < dry["written"] && one["rows_set"] == 1,
+        "{one:?}"
+    );
+    let done = result(&c.admin(&["replay", "--from-time", &t_arg, "--execute"]));
+    assert_eq!(counts(&done, &KEYS), counts(&dry, &KEYS));
+    assert_same_store(&before, &checksum(&c));
+
+    // The store is lost: drop the keyspace, migrate, replay.
     cql()
         .await
         .query_unpaged(format!("DROP KEYSPACE {ks}"), ())
@@ -378,39 +427,6 @@ async fn replay_rebuilds_the_store_kafka_cassandra() {
     );
     // Replay read on its own: the live sequencer group did not move.
     assert_eq!(sequencer_offsets(&c), offsets);
-
-    // Partial damage after T in five conversations, repaired from T.
-    let damaged: Vec<String> = w.convs[..5].iter().map(|c| c.id.clone()).collect();
-    let (deleted, corrupted) = damage(&ks, &damaged, t, 12, 7).await;
-    let t_arg = t.to_string();
-    let dry = result(&c.admin(&["replay", "--from-time", &t_arg]));
-    assert_eq!(
-        counts(
-            &dry,
-            &[
-                "written",
-                "missing",
-                "conflicts",
-                "rows_set",
-                "members_changed"
-            ]
-        ),
-        [deleted + corrupted, deleted, corrupted, 1, 0],
-        "{dry:?}"
-    );
-    assert!(
-        dry["records"] > dry["window"],
-        "records before T only rebuild the state"
-    );
-    // One conversation alone: only its share of the damage.
-    let one = result(&c.admin(&["replay", "--from-time", &t_arg, "--conv", &damaged[0]]));
-    assert!(
-        one["written"] < dry["written"] && one["rows_set"] == 1,
-        "{one:?}"
-    );
-    let done = result(&c.admin(&["replay", "--from-time", &t_arg, "--execute"]));
-    assert_eq!(counts(&done, &KEYS), counts(&dry, &KEYS));
-    assert_same_store(&before, &checksum(&c));
 
     // Explicit offsets: from the end writes nothing.
     let marks = c.admin(&["topics", "describe"]);
@@ -478,10 +494,25 @@ async fn replay_rebuilds_the_store_embedded() {
     assert_eq!(sequencer_offsets(&c), offsets);
 
     // Group administration works on the embedded log too.
-    let plan = c.admin_words("groups reset --group sequencer --to earliest");
+    let plan = c.admin(&[
+        "groups",
+        "reset",
+        "--group",
+        "sequencer",
+        "--to",
+        "earliest",
+    ]);
     assert!(plan.contains("dry run") && plan.contains("new=0"), "{plan}");
     assert_eq!(sequencer_offsets(&c), offsets);
-    c.admin_words("groups reset --group sequencer --to earliest --execute");
+    c.admin(&[
+        "groups",
+        "reset",
+        "--group",
+        "sequencer",
+        "--to",
+        "earliest",
+        "--execute",
+    ]);
     let lag = sequencer_offsets(&c);
     assert!(lag[0].contains("committed=0"), "{lag:?}");
 

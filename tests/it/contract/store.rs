@@ -3,7 +3,7 @@
 //! embedded store. Each Scylla test migrates a fresh keyspace and drops it after.
 
 use ferry::testkit::EmbeddedStore;
-use ferry::testkit::{Claim, ConvState, Store};
+use ferry::testkit::{Claim, ConvState, MemberWrite, RowWrite, Step, Store, Writes, version};
 use ferry::testkit::{Message, MsgOptions};
 use ferry::testkit::{ScyllaSettings, ScyllaStore, StoreError, drop_keyspace, migrate};
 
@@ -50,38 +50,91 @@ fn state(max_seq: u64, offset: i64, first_seq: u64) -> ConvState {
     }
 }
 
-/// The seq row is a compare-and-set: created once, then advanced only from the
-/// max_seq the writer read.
-async fn claim_is_compare_and_set(store: &dyn Store) {
+fn row(conv: &str, s: &ConvState, offset: i64, step: Step) -> Writes {
+    Writes {
+        rows: vec![RowWrite {
+            conv: conv.to_owned(),
+            state: s.clone(),
+            version: version(offset, step),
+        }],
+        ..Writes::default()
+    }
+}
+
+fn member(group: &str, user: &str, min_seq: Option<u64>, offset: i64) -> Writes {
+    Writes {
+        members: vec![MemberWrite {
+            group: group.to_owned(),
+            user: user.to_owned(),
+            min_seq,
+            version: version(offset, Step::New),
+        }],
+        ..Writes::default()
+    }
+}
+
+/// The seq row round-trips; rows are absent until written.
+async fn seq_rows(store: &dyn Store) {
     let conv = format!("single:a{}-b", suffix());
     assert_eq!(store.conv_state(&conv).await.unwrap(), None);
     let s1 = state(3, 10, 1);
-    assert!(store.claim(&conv, None, &s1).await.unwrap(), "first insert");
-    assert!(
-        !store.claim(&conv, None, &state(9, 11, 1)).await.unwrap(),
-        "second insert must fail"
-    );
-    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s1.clone()));
-    assert!(
-        !store.claim(&conv, Some(2), &state(9, 11, 3)).await.unwrap(),
-        "stale expected must fail"
-    );
-    assert!(
-        !store.claim(&conv, Some(4), &state(9, 11, 5)).await.unwrap(),
-        "future expected must fail"
-    );
+    store.write(&row(&conv, &s1, 10, Step::New)).await.unwrap();
+    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s1));
     let s2 = state(5, 11, 4);
-    assert!(
-        store.claim(&conv, Some(3), &s2).await.unwrap(),
-        "correct expected succeeds"
-    );
+    store.write(&row(&conv, &s2, 11, Step::New)).await.unwrap();
     assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s2));
-    let other = format!("group:g{}", suffix());
-    assert!(
-        !store.claim(&other, Some(0), &s1).await.unwrap(),
-        "update of a missing row must fail"
-    );
-    assert_eq!(store.conv_state(&other).await.unwrap(), None);
+}
+
+/// ScyllaDB keeps each cell's write of the latest record, whatever order the writes
+/// arrive in: a zombie's late write of an earlier record loses (the embedded store
+/// has one writer that writes in log order, so this is the CQL backend's contract).
+async fn latest_record_wins(store: &dyn Store) {
+    let conv = format!("single:a{}-b", suffix());
+    let (s1, s2) = (state(3, 10, 1), state(5, 11, 4));
+    store.write(&row(&conv, &s2, 11, Step::New)).await.unwrap();
+    store.write(&row(&conv, &s1, 10, Step::New)).await.unwrap();
+    store
+        .write(&row(&conv, &s1, 10, Step::Repair))
+        .await
+        .unwrap();
+    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s2.clone()));
+    // A repair of the same record beats that record's own write.
+    let s2b = state(5, 11, 3);
+    store
+        .write(&row(&conv, &s2b, 11, Step::Repair))
+        .await
+        .unwrap();
+    assert_eq!(store.conv_state(&conv).await.unwrap(), Some(s2b));
+
+    // An edit (record 13) rewrote seq 4; the late write of record 12 loses.
+    let cmid = format!("cmid-{}", suffix());
+    let newer = msg(&conv, 4, &cmid, "a", "newer");
+    store
+        .put_messages(std::slice::from_ref(&newer), version(13, Step::Original))
+        .await
+        .unwrap();
+    store
+        .put_messages(
+            &[msg(&conv, 4, &cmid, "a", "older")],
+            version(12, Step::New),
+        )
+        .await
+        .unwrap();
+    let found = store
+        .by_client_msg_id(&conv, "a", &cmid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.msg, found.written_by), (newer, Some(13)));
+
+    // Removed by record 7; the late add of record 6 does not bring the member back.
+    let g = format!("g{}", suffix());
+    store.write(&member(&g, "bob", Some(1), 5)).await.unwrap();
+    store.write(&member(&g, "bob", None, 7)).await.unwrap();
+    store.write(&member(&g, "bob", Some(2), 6)).await.unwrap();
+    assert_eq!(store.member(&g, "bob").await.unwrap(), None);
+    store.write(&member(&g, "bob", Some(3), 8)).await.unwrap();
+    assert_eq!(store.member(&g, "bob").await.unwrap(), Some(3));
 }
 
 /// Messages round-trip across buckets, answered in the order asked, missing left out.
@@ -91,11 +144,14 @@ async fn messages_across_buckets(store: &dyn Store) {
         .iter()
         .map(|s| msg(&conv, *s, &format!("c{s}"), "u1", "hi"))
         .collect();
-    store.put_messages(&msgs).await.unwrap();
+    store
+        .put_messages(&msgs, version(1, Step::New))
+        .await
+        .unwrap();
     // Rewriting is an upsert.
     let edited = msg(&conv, 1000, "c1000", "u1", "edited");
     store
-        .put_messages(std::slice::from_ref(&edited))
+        .put_messages(std::slice::from_ref(&edited), version(2, Step::Original))
         .await
         .unwrap();
 
@@ -129,19 +185,28 @@ async fn client_msg_id_index(store: &dyn Store) {
     );
     let cmid = format!("cmid-{}", suffix());
     store
-        .put_messages(&[msg(&conv, 7, &cmid, "a", "second")])
+        .put_messages(
+            &[msg(&conv, 7, &cmid, "a", "second")],
+            version(7, Step::New),
+        )
         .await
         .unwrap();
     // An older seq written later (a replay) must not win.
     store
-        .put_messages(&[msg(&conv, 3, &cmid, "a", "first")])
+        .put_messages(
+            &[msg(&conv, 3, &cmid, "a", "first")],
+            version(3, Step::Repair),
+        )
         .await
         .unwrap();
     store
-        .put_messages(&[
-            msg(&conv2, 1, &cmid, "c", "elsewhere"),
-            msg(&conv2, 2, "", "c", "no id"),
-        ])
+        .put_messages(
+            &[
+                msg(&conv2, 1, &cmid, "c", "elsewhere"),
+                msg(&conv2, 2, "", "c", "no id"),
+            ],
+            version(1, Step::New),
+        )
         .await
         .unwrap();
 
@@ -149,7 +214,8 @@ async fn client_msg_id_index(store: &dyn Store) {
         .by_client_msg_id(&conv, "a", &cmid)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .msg;
     assert_eq!((latest.seq, &latest.content[..]), (7, &b"second"[..]));
     assert_eq!(
         store.by_client_msg_id(&conv, "b", &cmid).await.unwrap(),
@@ -178,15 +244,15 @@ async fn client_msg_id_index(store: &dyn Store) {
 async fn group_members(store: &dyn Store) {
     let g = format!("g{}", suffix());
     assert!(store.members(&g).await.unwrap().is_empty());
-    store.set_member(&g, "alice", 0).await.unwrap();
-    store.set_member(&g, "bob", 5).await.unwrap();
-    store.set_member(&g, "bob", 7).await.unwrap();
+    store.write(&member(&g, "alice", Some(0), 1)).await.unwrap();
+    store.write(&member(&g, "bob", Some(5), 2)).await.unwrap();
+    store.write(&member(&g, "bob", Some(7), 3)).await.unwrap();
     assert_eq!(store.member(&g, "bob").await.unwrap(), Some(7));
     assert_eq!(store.member(&g, "carol").await.unwrap(), None);
     let mut all = store.members(&g).await.unwrap();
     all.sort();
     assert_eq!(all, vec![("alice".to_owned(), 0), ("bob".to_owned(), 7)]);
-    store.remove_member(&g, "alice").await.unwrap();
+    store.write(&member(&g, "alice", None, 4)).await.unwrap();
     assert_eq!(store.member(&g, "alice").await.unwrap(), None);
     assert_eq!(
         store.members(&g).await.unwrap(),
@@ -264,8 +330,13 @@ async fn scylla_rejects_bad_keyspace_names() {
 }
 
 #[tokio::test]
-async fn scylla_claim_is_compare_and_set() {
-    with_scylla(async |s| claim_is_compare_and_set(s).await).await;
+async fn scylla_seq_rows() {
+    with_scylla(async |s| seq_rows(s).await).await;
+}
+
+#[tokio::test]
+async fn scylla_latest_record_wins() {
+    with_scylla(async |s| latest_record_wins(s).await).await;
 }
 
 #[tokio::test]
@@ -289,7 +360,7 @@ async fn scylla_group_members() {
 async fn embedded_store_scenarios() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    claim_is_compare_and_set(&store).await;
+    seq_rows(&store).await;
     messages_across_buckets(&store).await;
     client_msg_id_index(&store).await;
     group_members(&store).await;
