@@ -24,6 +24,10 @@ const FULL_RETENTION_MS: &str = "604800000";
 pub(crate) const FOREVER_RETENTION_MS: &str = "-1";
 /// Timeout of the offset and group requests behind the administration methods.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `groups reset` waits for a stopping group's members to leave: a little
+/// over the consumers' session timeout (consumer.rs), after which a crashed member
+/// is gone too.
+const GROUP_SETTLE: Duration = Duration::from_secs(12);
 /// Retention of `Retention::Ephemeral` (push) topics: 1 hour.
 const EPHEMERAL_RETENTION_MS: &str = "3600000";
 
@@ -296,26 +300,53 @@ impl KafkaLog {
         let (group, topic, offsets) = (group.to_owned(), topic.to_owned(), offsets.to_vec());
         blocking(move || {
             // A live member keeps committing its own positions (and the broker only
-            // takes commits from outside the group while it is empty).
-            let list =
-                c.0.fetch_group_list(Some(&group), ADMIN_TIMEOUT)
-                    .map_err(unavailable)?;
-            if let Some(g) = list.groups().iter().find(|g| g.name() == group)
-                && !g.members().is_empty()
-            {
-                return Err(LogError::Refused(format!(
-                    "consumer group {group} has {} live member(s) (state {}): stop the ferry \
-                     processes running that role first",
-                    g.members().len(),
-                    g.state()
-                )));
+            // takes commits from outside the group while it is empty). A pod that has
+            // just stopped may still be listed until the broker has processed its
+            // leave (or, after a crash, until its session expires): wait for that,
+            // bounded, before refusing.
+            let deadline = std::time::Instant::now() + GROUP_SETTLE;
+            loop {
+                let list =
+                    c.0.fetch_group_list(Some(&group), ADMIN_TIMEOUT)
+                        .map_err(unavailable)?;
+                let busy = list
+                    .groups()
+                    .iter()
+                    .find(|g| g.name() == group)
+                    .filter(|g| !g.members().is_empty())
+                    .map(|g| (g.members().len(), g.state().to_owned()));
+                match busy {
+                    Some((n, state)) if std::time::Instant::now() >= deadline => {
+                        return Err(LogError::Refused(format!(
+                            "consumer group {group} has {n} live member(s) (state {state}): \
+                             stop the ferry processes running that role first"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let mut tpl = TopicPartitionList::new();
+                        for (p, o) in &offsets {
+                            tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
+                                .map_err(unavailable)?;
+                        }
+                        match c.0.commit(&tpl, CommitMode::Sync) {
+                            Ok(()) => return Ok(()),
+                            // The group is between generations: ask again.
+                            Err(e)
+                                if matches!(
+                                    e.rdkafka_error_code(),
+                                    Some(
+                                        RDKafkaErrorCode::RebalanceInProgress
+                                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                            | RDKafkaErrorCode::NotCoordinator
+                                    )
+                                ) && std::time::Instant::now() < deadline => {}
+                            Err(e) => return Err(unavailable(e)),
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
             }
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &offsets {
-                tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
-                    .map_err(unavailable)?;
-            }
-            c.0.commit(&tpl, CommitMode::Sync).map_err(unavailable)
         })
         .await
     }
