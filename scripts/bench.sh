@@ -6,7 +6,7 @@
 #   target/release/ferry-bench <scenario> [options]     (see BENCHMARKS.md for each row)
 #
 # e.g.  bash scripts/bench.sh idle --conns 1000,5000,15000
-#       bash scripts/bench.sh chat --backend embedded,kafka
+#       bash scripts/bench.sh chat --backend embedded,kafka     (kafka: two pods; kafka1: one)
 #       bash scripts/bench.sh fetch-centrifugo            (only fetch the peer)
 # Load goes only to 127.0.0.0/8; every run is bounded in count and time.
 set -euo pipefail

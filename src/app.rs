@@ -194,8 +194,12 @@ pub(crate) async fn start(
         tasks.spawn("presence-refresh", |stop| publisher.refresh(ttl, stop));
     }
 
-    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
-        .await
+    let listen: SocketAddr = cfg
+        .server
+        .listen
+        .parse()
+        .with_context(|| format!("server.listen {}", cfg.server.listen))?;
+    let listener = crate::serve::bind(listen, cfg.server.listen_backlog)
         .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let started = probe.started.clone();

@@ -84,6 +84,10 @@ fn default_pod() -> String {
 pub(crate) struct ServerConfig {
     /// Address of the WebSocket, server API, health and metrics listener.
     pub(crate) listen: String,
+    /// Connections the kernel holds for the listener before they are accepted (capped by
+    /// `net.core.somaxconn`). A reconnect storm of more clients than this waits for SYN
+    /// retries of 1, 3, 7… s.
+    pub(crate) listen_backlog: u32,
     /// A connection that has not sent a complete request head within this time is
     /// closed (it would otherwise hold a file descriptor and the shutdown drain).
     pub(crate) header_read_timeout_secs: u64,
@@ -98,6 +102,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            listen_backlog: 4096,
             header_read_timeout_secs: 10,
             max_header_bytes: 32 << 10,
             conformance_echo: false,
@@ -513,6 +518,9 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.server.listen_backlog == 0 {
+            bad.push(invalid("server.listen_backlog", "must be greater than 0"));
+        }
         if self.server.max_header_bytes < 8192 {
             bad.push(invalid("server.max_header_bytes", "must be at least 8192"));
         }
@@ -708,6 +716,7 @@ mod tests {
         c.pipeline.presence_ttl_secs = 0;
         c.custom.timeout_ms = 0;
         c.log.append_timeout_ms = 10_000_000;
+        c.server.listen_backlog = 0;
         let err = c.validate().unwrap_err().to_string();
         for key in [
             "pipeline.delay_tiers_secs",
@@ -715,13 +724,14 @@ mod tests {
             "pipeline.presence_ttl_secs",
             "custom.timeout_ms",
             "log.append_timeout_ms",
+            "server.listen_backlog",
         ] {
             assert!(
                 err.contains(&format!("`{key}`")),
                 "{key} missing from: {err}"
             );
         }
-        assert_eq!(err.lines().count(), 5, "{err}");
+        assert_eq!(err.lines().count(), 6, "{err}");
     }
 
     #[test]

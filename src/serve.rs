@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +19,22 @@ use tokio_util::task::TaskTracker;
 pub(crate) struct HeadBounds {
     pub(crate) read_timeout: Duration,
     pub(crate) max_bytes: usize,
+}
+
+/// Binds `addr` with an accept queue of `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). Connections the process has not accepted yet wait there; when
+/// it is full the kernel drops new SYNs and the clients retry after 1, 3, 7, 15 s…, so a
+/// reconnect storm larger than the queue turns into tens of seconds of connect time.
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restarted pod rebinds while old sockets linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Pause after a failed accept (typically EMFILE: out of file descriptors), so the
@@ -138,5 +156,41 @@ mod tests {
         assert!(capped < limit, "{capped} sockets with {limit} fds");
         assert!(capped >= limit - reserved_fds(limit));
         assert_eq!(max_connections(10), 10);
+    }
+
+    /// Opens `n` connections to a listener that never accepts; how many complete the
+    /// handshake within the timeout (the rest wait for room in its accept queue).
+    async fn handshakes_queued(backlog: u32, n: usize) -> usize {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), backlog).expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let mut tries = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            tries.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(700),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            });
+        }
+        let mut open = Vec::new();
+        while let Some(r) = tries.join_next().await {
+            if let Ok(Ok(Ok(s))) = r {
+                open.push(s);
+            }
+        }
+        drop(listener);
+        open.len()
+    }
+
+    #[tokio::test]
+    async fn the_listen_backlog_is_the_configured_one() {
+        // Linux lets backlog + 1 connections wait; with mio's default (128) all 64 would.
+        let small = handshakes_queued(4, 64).await;
+        assert!(
+            small <= 5,
+            "{small} of 64 handshakes completed with a backlog of 4"
+        );
+        assert_eq!(handshakes_queued(128, 64).await, 64);
     }
 }

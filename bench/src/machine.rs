@@ -25,3 +25,11 @@ pub fn describe() -> serde_json::Value {
         "kernel": kernel.trim(),
     })
 }
+
+/// The 1-minute load average (/proc/loadavg); 0 where it cannot be read.
+pub fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}

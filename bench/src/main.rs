@@ -32,7 +32,8 @@ use systems::Opts;
     about = "Load generator and peer comparison for ferry"
 )]
 struct Cli {
-    /// ferry backends to run: embedded, kafka (two pods, Kafka + Cassandra), or both.
+    /// ferry backends to run: embedded, kafka (two pods, Kafka + Cassandra), kafka1 (one
+    /// pod on Kafka + Cassandra), or several.
     #[arg(long, default_value = "embedded", value_delimiter = ',', global = true)]
     backend: Vec<String>,
     /// Peers measured in the same run: centrifugo, bare, rdkafka (chat on Kafka), none.

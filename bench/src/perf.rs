@@ -16,7 +16,7 @@ pub fn start(pids: &[u32], report: PathBuf) -> Option<Profile> {
     let data = report.with_extension("perf.data");
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     let child = Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "499", "-g", "-o"])
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
         .arg(&data)
         .arg("-p")
         .arg(list.join(","))
@@ -37,37 +37,30 @@ pub fn start(pids: &[u32], report: PathBuf) -> Option<Profile> {
 }
 
 impl Profile {
-    /// Stops sampling and writes the flat report (self time by symbol).
+    /// Stops sampling and writes the flat report: self time by binary or library first
+    /// (where the long tail of small symbols adds up), then by symbol.
     pub fn finish(mut self) {
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
-        let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "--sort",
-                "dso,symbol",
-                "--percent-limit",
-                "0.7",
-                "-g",
-                "none",
-                "-i",
-            ])
-            .arg(&self.data)
-            .output();
-        match out {
-            Ok(o) => {
-                if let Err(e) = std::fs::write(&self.report, &o.stdout) {
-                    eprintln!("writing {}: {e}", self.report.display());
-                } else {
-                    println!("   profile: {}", self.report.display());
-                }
+        let mut text = Vec::new();
+        for (sort, limit) in [("dso", "0.5"), ("dso,symbol", "0.3")] {
+            let out = Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "--sort", sort])
+                .args(["--percent-limit", limit, "-g", "none", "-i"])
+                .arg(&self.data)
+                .output();
+            match out {
+                Ok(o) => text.extend_from_slice(&o.stdout),
+                Err(e) => eprintln!("perf report failed: {e}"),
             }
-            Err(e) => eprintln!("perf report failed: {e}"),
+        }
+        if let Err(e) = std::fs::write(&self.report, &text) {
+            eprintln!("writing {}: {e}", self.report.display());
+        } else {
+            println!("   profile: {}", self.report.display());
         }
         let _ = std::fs::remove_file(&self.data);
     }

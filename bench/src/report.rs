@@ -34,6 +34,9 @@ pub struct Row {
     pub bytes_per_conn: Option<f64>,
     /// CPU of the system under test as a percentage of one core over the window.
     pub cpu_pct: f64,
+    /// The machine's 1-minute load average when the window closed (other work on the
+    /// same cores moves absolute numbers; ratios within one run are what compare).
+    pub load_avg: f64,
     pub notes: Vec<String>,
 }
 
@@ -42,11 +45,13 @@ impl Row {
         self.costs.iter().find(|c| c.name == "server")
     }
 
-    pub fn print(&self) {
+    /// Stamps the load average (the row's window has just closed) and prints the row.
+    pub fn print(&mut self) {
+        self.load_avg = crate::machine::load_avg();
         let c = &self.counters;
         println!(
-            "\n== {} | {} | {} | {} conns",
-            self.scenario, self.system, self.params, self.connections
+            "\n== {} | {} | {} | {} conns | load average {:.1}",
+            self.scenario, self.system, self.params, self.connections, self.load_avg
         );
         println!(
             "   sent {} acked {} errors {} connect errors {} | delivered {}/{} ({:.0}/s){}",
@@ -107,15 +112,84 @@ fn opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// One Markdown table of all rows (the format BENCHMARKS.md uses).
+/// ferry's value over the peer's, e.g. "2.1× CPU/delivery"; None when either is missing.
+fn ratio(ferry: Option<f64>, peer: Option<f64>, what: &str) -> Option<String> {
+    let (f, p) = (ferry?, peer?);
+    (p > 0.0 && f.is_finite()).then(|| format!("{:.1}× {what}", f / p))
+}
+
+fn p99(s: &Summary) -> Option<f64> {
+    (s.count > 0).then_some(s.p99_ms)
+}
+
+/// How a ferry row compares with a peer's row of the same load: memory and CPU at rest
+/// for idle rows, CPU per delivery and p99 send→push otherwise.
+fn versus(r: &Row, peer: &Row) -> String {
+    let parts: Vec<String> = if r.scenario == "idle" {
+        vec![
+            ratio(r.bytes_per_conn, peer.bytes_per_conn, "mem/conn"),
+            ratio(Some(r.cpu_pct), Some(peer.cpu_pct), "CPU"),
+        ]
+    } else {
+        vec![
+            ratio(
+                r.cpu_us_per_delivery,
+                peer.cpu_us_per_delivery,
+                "CPU/delivery",
+            ),
+            ratio(p99(&r.e2e), p99(&peer.e2e), "p99"),
+        ]
+    }
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "–".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The ratio columns of a ferry row: against Centrifugo and the bare server of the same
+/// scenario and load, and (chat on Kafka) acks/s against the bare producer's records/s.
+fn ratios(r: &Row, rows: &[Row]) -> [String; 3] {
+    if !r.system.starts_with("ferry") {
+        return ["–".into(), "–".into(), "–".into()];
+    }
+    let peer = |prefix: &str| {
+        rows.iter()
+            .find(|p| {
+                p.scenario == r.scenario && p.params == r.params && p.system.starts_with(prefix)
+            })
+            .map(|p| versus(r, p))
+            .unwrap_or_else(|| "–".into())
+    };
+    // Every ack has arrived by the end of the send schedule plus the slowest ack's
+    // latency (measured from its scheduled send time): a lower bound on ferry's acks/s.
+    let ceiling = rows
+        .iter()
+        .find(|p| p.scenario == r.scenario && p.system.starts_with("rdkafka"))
+        .filter(|_| r.system.contains("kafka") && r.offered_per_s > 0.0 && r.ack.count > 0)
+        .map(|p| {
+            let schedule = r.counters.sent as f64 / r.offered_per_s;
+            let acks = r.counters.acked as f64 / (schedule + r.ack.max_ms / 1000.0);
+            format!("{:.2}× acks/s", acks / p.delivered_per_s.max(1e-9))
+        })
+        .unwrap_or_else(|| "–".into());
+    [peer("Centrifugo"), peer("bare"), ceiling]
+}
+
+/// One Markdown table of all rows (the format BENCHMARKS.md uses), with ferry's ratios
+/// to the peers and the ceiling measured in the same run.
 pub fn markdown(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| scenario | system | load | conns | delivered/s | ack p50/p99 ms | send→push p50/p99/p99.9/max ms | server CPU % | µs CPU/delivery | KB/conn | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | system | load | conns | delivered/s | ack p50/p99 ms | send→push p50/p99/p99.9/max ms | server CPU % | µs CPU/delivery | KB/conn | errors | load avg | vs Centrifugo | vs bare | vs rdkafka |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let c = &r.counters;
+        let [vc, vb, vk] = ratios(r, rows);
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {} / {} | {} / {} / {} / {} | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {} / {} | {} / {} / {} / {} | {:.0} | {} | {} | {} | {:.1} | {vc} | {vb} | {vk} |\n",
             r.scenario,
             r.system,
             r.params,
@@ -131,7 +205,15 @@ pub fn markdown(rows: &[Row]) -> String {
             opt(r.cpu_us_per_delivery, 2),
             opt(r.bytes_per_conn.map(|b| b / 1024.0), 2),
             c.errors + c.connect_errors + c.sync_errors + c.early,
+            r.load_avg,
         ));
+        for n in r.notes.iter().filter(|n| {
+            n.starts_with("highest") || n.starts_with("no offered") || n.contains(" synced after ")
+        }) {
+            t.push_str(&format!(
+                "|  |  | ↳ {n} |  |  |  |  |  |  |  |  |  |  |  |  |\n"
+            ));
+        }
     }
     t
 }

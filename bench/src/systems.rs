@@ -44,6 +44,11 @@ impl Opts {
                     Backend::kafka_fresh(&self.brokers, &self.cql),
                     2,
                 )),
+                // One pod on the same backend: the 1-pod side of the 1-vs-2-pods cost.
+                "kafka1" => v.push(System::Ferry(
+                    Backend::kafka_fresh(&self.brokers, &self.cql),
+                    1,
+                )),
                 other => eprintln!("unknown backend {other:?} ignored"),
             }
         }

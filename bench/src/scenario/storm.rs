@@ -84,7 +84,7 @@ pub async fn run(opts: &Opts, clients: usize, msgs: u64) -> anyhow::Result<Vec<R
         row.notes.insert(
             0,
             format!(
-                "all {} synced after {secs:.2} s (send→push column: time until each client was synced)",
+                "{} of {n} synced after {secs:.2} s (send→push column: time until each client was synced)",
                 row.counters.synced
             ),
         );
