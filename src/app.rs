@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connections::registry::Registry;
@@ -115,6 +116,7 @@ pub(crate) async fn start(
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?,
         shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
     };
     let probe = Probe {
         log: log.clone(),
@@ -197,6 +199,7 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let started = probe.started.clone();
     let gateway_out = gateway.clone();
+    let sessions = gateway.tasks.clone();
     let router_http = crate::http::router(
         probe,
         roles
@@ -221,6 +224,18 @@ pub(crate) async fn start(
         // Sockets are closed (or the server gave up); now stop the roles, which
         // flush and commit. The grace period bounds the whole drain.
         let deadline = tokio::time::Instant::now() + grace;
+        // Sessions close with 1012 once the root token is cancelled; what they
+        // accepted reaches the log before the roles stop.
+        sessions.close();
+        if tokio::time::timeout_at(deadline, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = sessions.len(),
+                "sessions still open after the grace period"
+            );
+        }
         let roles_result = tasks.drain(deadline).await;
         let push_topic = topics.push(&cfg.pod);
         match tokio::time::timeout_at(deadline, log.delete_topic(&push_topic)).await {
