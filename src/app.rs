@@ -118,6 +118,7 @@ pub(crate) async fn start(
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?,
         shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
     };
     let probe = Probe {
         log: log.clone(),
@@ -204,6 +205,7 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let started = probe.started.clone();
     let gateway_out = gateway.clone();
+    let sessions = gateway.tasks.clone();
     let router_http = crate::http::router(
         probe,
         roles
@@ -232,6 +234,18 @@ pub(crate) async fn start(
         // add up to a multiple of the grace period, past Kubernetes' SIGKILL).
         let deadline = tokio::time::Instant::now() + grace;
         crate::serve::drain(&conns, deadline).await;
+        // Sessions close with 1012 once the root token is cancelled; what they
+        // accepted reaches the log before the roles stop.
+        sessions.close();
+        if tokio::time::timeout_at(deadline, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = sessions.len(),
+                "sessions still open after the grace period"
+            );
+        }
         // Requests in flight are done (or dropped); now stop the roles, which flush
         // and commit, then remove this pod's push topic.
         let roles_result = tasks.drain(deadline).await;

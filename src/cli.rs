@@ -74,6 +74,8 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    crate::heap_profile::start();
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -198,6 +200,8 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
+        #[cfg(feature = "dhat-heap")]
+        crate::heap_profile::write();
         tracing::info!("shutdown requested: closing sockets, flushing, committing");
         shutdown.cancel();
     });

@@ -15,7 +15,8 @@ use prost::Message as _;
 
 use crate::app;
 use crate::config::{AuthConfig, Config};
-use crate::connections::registry::{Closer, Conn};
+use crate::connections::outbox::Outbox;
+use crate::connections::registry::{Closer, Connection};
 use crate::domain::UserId;
 use crate::gateway::Gateway;
 use crate::gateway::auth::{Authenticator, redact_query};
@@ -75,21 +76,26 @@ fn harness() -> &'static Harness {
                 .set_member(GROUP, USER, 0)
                 .await
                 .expect("membership");
-            // The session's queue is drained and dropped: frames are checked where
-            // they are produced.
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-            tokio::spawn(async move { while rx.recv().await.is_some() {} });
-            let conn = Conn {
+            let conn = Arc::new(Connection {
                 conn_id: "fuzz-conn".into(),
                 user: USER.into(),
                 platform: "ios".into(),
                 device_id: "d1".into(),
-                tx,
-                closer: Closer::default(),
-                queued: crate::connections::registry::QueuedBytes::new(
+                outbox: Outbox::new(
+                    state.cfg.limits.send_queue,
                     state.cfg.limits.send_queue_bytes,
                 ),
-            };
+                closer: Closer::default(),
+            });
+            // The session's queue is drained and dropped: frames are checked where
+            // they are produced.
+            let drained = conn.clone();
+            tokio::spawn(async move {
+                loop {
+                    drained.outbox.ready().await;
+                    while drained.outbox.pop().is_some() {}
+                }
+            });
             let ctx = Arc::new(ConnCtx {
                 app: state.clone(),
                 user: UserId::parse(USER).expect("valid user id"),

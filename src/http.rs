@@ -76,15 +76,19 @@ async fn ws(
     // The query carries the token: only its redacted form is ever recorded.
     tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
-    sized(upgrade, &app).on_upgrade(move |socket| session::run(app, params, socket))
+    let tasks = app.tasks.clone();
+    sized(upgrade, &app)
+        .on_upgrade(move |socket| tasks.track_future(session::run(app, params, socket)))
 }
 
 /// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
-/// sockets must stay cheap (see BENCHMARKS.md).
+/// sockets must stay cheap (see BENCHMARKS.md). The read buffer is held by every
+/// socket for its whole life; 1 KiB holds any ping and a typical request, and a
+/// larger frame grows it for as long as it takes to read.
 fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
     upgrade
-        .read_buffer_size(2048)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)

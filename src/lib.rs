@@ -27,6 +27,7 @@
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
 //! - `fuzzing`   — entry points and invariants for the fuzz targets in `fuzz/` (not an API)
+//! - `heap_profile` — allocation counting by call site (feature `dhat-heap`, measurement only)
 
 mod access;
 mod api;
@@ -43,6 +44,8 @@ mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;
+#[cfg(feature = "dhat-heap")]
+mod heap_profile;
 mod http;
 mod msglog;
 mod pipeline;

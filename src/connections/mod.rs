@@ -3,4 +3,5 @@
 //! that deliver to local sockets (pusher, notices), so neither imports the other.
 
 pub(crate) mod frames;
+pub(crate) mod outbox;
 pub(crate) mod registry;

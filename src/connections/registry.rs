@@ -3,56 +3,12 @@
 //! never hold up fan-out to the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// What a session's writer task sends.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    Binary(Bytes),
-}
-
-impl Outbound {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Outbound::Binary(b) => b.len(),
-        }
-    }
-}
-
-/// Bytes queued for one socket, against its limit: the queue is bounded in bytes as
-/// well as in frames, so a client that stops reading holds at most `limit` bytes.
-#[derive(Clone, Debug)]
-pub(crate) struct QueuedBytes {
-    used: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-impl QueuedBytes {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            used: Arc::new(AtomicUsize::new(0)),
-            limit,
-        }
-    }
-
-    /// Reserves `n` bytes; false (nothing reserved) when that would pass the limit.
-    fn reserve(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.limit)
-            })
-            .is_ok()
-    }
-
-    /// Gives back `n` bytes (the frame was written, or never queued).
-    pub(crate) fn release(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-}
+use super::outbox::Outbox;
 
 /// Close codes used by ferry, beside 3000 (authentication failed).
 pub(crate) mod close {
@@ -65,25 +21,38 @@ pub(crate) mod close {
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct Conn {
+/// One socket as the registry, its session and its request handlers share it: one
+/// allocation per socket, so every holder has the ids without a copy of its own.
+pub(crate) type Conn = Arc<Connection>;
+
+#[derive(Debug)]
+pub(crate) struct Connection {
     pub(crate) conn_id: String,
     pub(crate) user: String,
     pub(crate) platform: String,
     pub(crate) device_id: String,
-    pub(crate) tx: mpsc::Sender<Outbound>,
-    pub(crate) queued: QueuedBytes,
+    /// Frames waiting for the session to write them.
+    pub(crate) outbox: Outbox,
     pub(crate) closer: Closer,
 }
 
 /// Closes one socket from anywhere, ahead of whatever is queued for it.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Closer {
-    token: tokio_util::sync::CancellationToken,
-    why: Arc<std::sync::Mutex<Option<(u16, String)>>>,
+    token: CancellationToken,
+    why: Mutex<Option<(u16, String)>>,
 }
 
 impl Closer {
+    /// A closer that also fires when `parent` (the process's shutdown token) is
+    /// cancelled; `why` is then None.
+    pub(crate) fn child_of(parent: &CancellationToken) -> Self {
+        Self {
+            token: parent.child_token(),
+            why: Mutex::new(None),
+        }
+    }
+
     /// The first reason given wins.
     pub(crate) fn close(&self, code: u16, reason: &str) {
         let mut why = self.why.lock().unwrap();
@@ -92,16 +61,20 @@ impl Closer {
         }
         self.token.cancel();
     }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.token.is_cancelled()
     }
-    pub(crate) async fn closed(&self) -> (u16, String) {
-        self.token.cancelled().await;
-        self.why
-            .lock()
-            .unwrap()
-            .clone()
-            .unwrap_or((close::NORMAL, String::new()))
+
+    /// Resolves once the socket is to close.
+    pub(crate) async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The code and reason the socket was closed with; None when it was closed by
+    /// its parent token (shutdown) or is still open.
+    pub(crate) fn why(&self) -> Option<(u16, String)> {
+        self.why.lock().unwrap().clone()
     }
 }
 
@@ -194,34 +167,26 @@ impl Registry {
             return 0;
         };
         list.iter()
-            .filter(|c| send_or_close(c, Outbound::Binary(frame.clone())))
+            .filter(|c| send_or_close(c, frame.clone()))
             .count()
     }
 }
 
 /// Queues without waiting; a queue full in frames or in bytes closes the socket as a
-/// slow consumer (its writer then drops what is queued).
-pub(crate) fn send_or_close(c: &Conn, out: Outbound) -> bool {
-    let n = out.len();
-    if !c.queued.reserve(n) {
-        slow_consumer(c);
+/// slow consumer (its session then drops what is queued). A closing socket takes
+/// nothing.
+pub(crate) fn send_or_close(c: &Connection, frame: Bytes) -> bool {
+    if c.closer.is_closed() {
         return false;
     }
-    match c.tx.try_send(out) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            c.queued.release(n);
-            slow_consumer(c);
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            c.queued.release(n);
-            false
-        }
+    if c.outbox.push(frame) {
+        return true;
     }
+    slow_consumer(c);
+    false
 }
 
-fn slow_consumer(c: &Conn) {
+fn slow_consumer(c: &Connection) {
     if !c.closer.is_closed() {
         metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);
         tracing::warn!(user = %c.user, conn = %c.conn_id, "slow consumer disconnected");

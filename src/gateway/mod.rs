@@ -18,6 +18,7 @@ pub(crate) mod ws_close;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connections::registry::Registry;
@@ -43,6 +44,10 @@ pub(crate) struct Gateway {
     pub(crate) auth: Arc<auth::Authenticator>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
-    /// Cancelled on shutdown: sessions close with 1012.
+    /// Cancelled on shutdown: sessions close with 1012 (each session's closer is a
+    /// child of it).
     pub(crate) shutdown: CancellationToken,
+    /// Sessions, their SendMsgList workers and their requests: the drain waits for
+    /// them before the roles stop, so what they accepted reaches the log.
+    pub(crate) tasks: TaskTracker,
 }

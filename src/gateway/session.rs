@@ -1,15 +1,18 @@
-//! One WebSocket session: authenticate, register, then a reader loop and a writer
-//! task. SendMsgList requests go through one ordered worker per connection (order per
-//! conversation is kept); other requests run concurrently, bounded per connection.
+//! One WebSocket session: authenticate, register, then one task that reads the
+//! socket, writes its queued frames and keeps it alive. SendMsgList requests go
+//! through one ordered worker per connection (order per conversation is kept); other
+//! requests run concurrently, bounded per connection. The session, its worker and its
+//! requests run on the gateway's task tracker, so the shutdown drain waits for them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use prost::Message as _;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::Gateway;
 use super::auth::AuthFailure;
@@ -18,7 +21,8 @@ use super::keepalive::{Keepalive, Silence};
 use super::limits::TokenBucket;
 use super::wire::{self, Closing, Failure};
 use super::ws_close;
-use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
+use crate::connections::outbox::Outbox;
+use crate::connections::registry::{self, Closer, Conn, Connection};
 use crate::domain::UserId;
 use crate::proto::pb::{ActiveEvent, RequestBody};
 
@@ -75,6 +79,11 @@ impl ConnectParams {
             }
         }
         p
+    }
+
+    /// The metadata alone; everything else (the token among it) is freed.
+    fn into_meta(self) -> Vec<(String, String)> {
+        self.meta
     }
 
     pub(crate) fn language_zh(&self) -> bool {
@@ -137,24 +146,26 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
             return;
         }
     };
+    // Only the metadata is kept: the token and the rest are freed now, not when the
+    // session ends.
+    let meta = params.into_meta();
     if app.registry.connection_count() >= app.cfg.limits.max_connections {
         close_now(&mut socket, Closing::ServerFull).await;
         return;
     }
-    let conn_id = uuid::Uuid::new_v4().simple().to_string();
-    let (tx, rx) = mpsc::channel(app.cfg.limits.send_queue);
-    let conn = Conn {
-        conn_id: conn_id.clone(),
+    let conn: Conn = Arc::new(Connection {
+        conn_id: uuid::Uuid::new_v4().simple().to_string(),
         user: id.user.to_string(),
-        platform: id.platform.clone(),
-        device_id: id.device_id.clone(),
-        tx,
-        queued: QueuedBytes::new(app.cfg.limits.send_queue_bytes),
-        closer: Closer::default(),
-    };
+        platform: id.platform,
+        device_id: id.device_id,
+        outbox: Outbox::new(app.cfg.limits.send_queue, app.cfg.limits.send_queue_bytes),
+        // A child of the root token: shutdown closes the socket (1012).
+        closer: Closer::child_of(&app.shutdown),
+    });
     // Routable before the client hears "connected": whatever is pushed from then on
-    // queues behind that frame.
-    if !super::lifecycle::connected(&app, &conn).await {
+    // queues behind that frame. Boxed: its state is needed only while connecting, and
+    // would otherwise be part of every idle session's task.
+    if !Box::pin(super::lifecycle::connected(&app, &conn)).await {
         close_now(&mut socket, Closing::UserFull).await;
         return;
     }
@@ -163,125 +174,110 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         .await
         .is_err()
     {
-        super::lifecycle::disconnected(&app, &conn).await;
+        Box::pin(super::lifecycle::disconnected(&app, &conn)).await;
         return;
     }
-    tracing::debug!(user = %id.user, platform = %id.platform, conn = %conn_id, "connected");
-    metrics::gauge!("ferry_connections", "platform" => id.platform.clone()).increment(1.0);
+    tracing::debug!(user = %id.user, platform = %conn.platform, conn = %conn.conn_id, "connected");
+    metrics::gauge!("ferry_connections", "platform" => conn.platform.clone()).increment(1.0);
 
-    let (sink, stream) = socket.split();
-    let ping = Arc::new(Notify::new());
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        conn.queued.clone(),
-        conn.closer.clone(),
-        app.shutdown.clone(),
-        ping.clone(),
-    ));
     let ctx = Arc::new(ConnCtx {
-        app: app.clone(),
+        app,
         user: id.user,
-        conn: conn.clone(),
-        meta: params.meta,
+        conn,
+        meta,
     });
-    let keepalive = Keepalive::new(Duration::from_secs(app.cfg.session.idle_timeout_secs), ping);
-    read_loop(&app, &ctx, &conn.closer, stream, keepalive).await;
+    let sender = serve_socket(&ctx, &mut socket).await;
 
-    Closing::Normal.close(&conn.closer);
-    // The writer gives up on a client that does not read within ws_close::CLOSE_WAIT.
-    let _ = writer.await;
-    super::lifecycle::disconnected(&app, &conn).await;
-    metrics::gauge!("ferry_connections", "platform" => id.platform).decrement(1.0);
-}
-
-/// Writes queued frames. A write that cannot finish (a client that stopped reading)
-/// is abandoned as soon as the socket is closed, so a slow consumer's session, socket
-/// and queue are freed at once instead of when the client goes away.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
-    mut rx: mpsc::Receiver<Outbound>,
-    queued: QueuedBytes,
-    closer: Closer,
-    shutdown: tokio_util::sync::CancellationToken,
-    ping: Arc<Notify>,
-) {
-    let (code, reason) = loop {
-        // A server ping (keep-alive) or the next queued frame, with its queued bytes.
-        let (msg, n) = tokio::select! {
-            biased;
-            why = closer.closed() => break why,
-            _ = shutdown.cancelled() => break Closing::Restarting.pair(),
-            _ = ping.notified() => (WsMessage::Ping(Bytes::new()), 0),
-            out = rx.recv() => match out {
-                Some(Outbound::Binary(b)) => {
-                    let n = b.len();
-                    (WsMessage::Binary(b), n)
-                }
-                None => break Closing::Normal.pair(),
-            },
-        };
-        let sent = tokio::select! {
-            biased;
-            why = closer.closed() => Err(why),
-            _ = shutdown.cancelled() => Err(Closing::Restarting.pair()),
-            r = sink.send(msg) => Ok(r.is_ok()),
-        };
-        queued.release(n);
-        match sent {
-            Ok(true) => {}
-            Ok(false) => {
-                Closing::Normal.close(&closer);
-                return;
-            }
-            Err(why) => break why,
-        }
+    let closer = &ctx.conn.closer;
+    let (code, reason) = match closer.why() {
+        Some(why) => why,
+        None if closer.is_closed() => Closing::Restarting.pair(),
+        None => Closing::Normal.pair(),
     };
-    ws_close::send(&mut sink, code, &reason).await;
-    closer.close(code, "");
+    // Nothing more is queued once the closer fired; what is queued is dropped.
+    closer.close(code, &reason);
+    ctx.conn.outbox.clear();
+    // Bounded by ws_close::CLOSE_WAIT: a client that does not read is not waited for.
+    ws_close::send(&mut socket, code, &reason).await;
+    drop(socket);
+    if let Some((send_tx, send_worker)) = sender {
+        drop(send_tx);
+        // Requests already accepted reach the log before the session ends.
+        let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
+    }
+    Box::pin(super::lifecycle::disconnected(&ctx.app, &ctx.conn)).await;
+    metrics::gauge!("ferry_connections", "platform" => ctx.conn.platform.clone()).decrement(1.0);
 }
 
-async fn read_loop(
-    app: &Gateway,
-    ctx: &Arc<ConnCtx>,
-    closer: &Closer,
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
-    mut keepalive: Keepalive,
-) {
+/// The ordered SendMsgList worker of a connection: its queue and task.
+type SendWorker = (mpsc::Sender<RequestBody>, tokio::task::JoinHandle<()>);
+
+/// The socket's one task: reads frames, writes what is queued for it, pings a silent
+/// client and closes an idle one, until the client goes or the closer fires. Returns
+/// the SendMsgList worker if one was started.
+async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<SendWorker> {
+    let app = &ctx.app;
+    let conn = &ctx.conn;
     let mut bucket = TokenBucket::new(
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
     );
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
-    // The ordered SendMsgList worker and its queue exist only once the connection sends:
-    // an idle socket carries neither a task nor a queue block.
-    let mut sender: Option<(mpsc::Sender<RequestBody>, tokio::task::JoinHandle<()>)> = None;
+    // The request limit, the ordered SendMsgList worker and its queue exist only once
+    // the connection sends a request: an idle socket carries none of them.
+    let mut in_flight: Option<Arc<Semaphore>> = None;
+    let mut sender: Option<SendWorker> = None;
+    let mut keepalive = Keepalive::new(
+        Duration::from_secs(app.cfg.session.idle_timeout_secs),
+        Instant::now(),
+    );
+    // Reading stops until then when the client is over its request rate: it is held
+    // back by TCP instead of costing a refusal per frame.
+    let mut paused_until: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(keepalive.deadline());
+    tokio::pin!(timer);
     loop {
-        // One frame per turn: a socket with a backlog of frames would otherwise keep
-        // a worker for a whole scheduling budget while other sockets wait.
-        tokio::task::yield_now().await;
         let frame = tokio::select! {
-            _ = closer.closed() => break,
-            f = tokio::time::timeout(keepalive.wait(), stream.next()) => f,
-        };
-        let msg = match frame {
-            Err(_) => match keepalive.on_silence() {
-                Silence::Ping => continue,
-                Silence::Close => {
-                    Closing::Idle.close(closer);
+            biased;
+            () = conn.closer.closed() => break,
+            () = &mut timer => {
+                let now = Instant::now();
+                if paused_until.is_some_and(|until| until <= now) {
+                    paused_until = None;
+                }
+                let due = keepalive.on_timer(now);
+                if due == Some(Silence::Close) {
+                    Closing::Idle.close(&conn.closer);
                     break;
                 }
-            },
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+                let ping = WsMessage::Ping(Bytes::new());
+                if due == Some(Silence::Ping) && !write(socket, &conn.closer, ping).await {
+                    break;
+                }
+                let next = paused_until.map_or(keepalive.deadline(), |p| p.min(keepalive.deadline()));
+                timer.as_mut().reset(next);
+                continue;
+            }
+            () = conn.outbox.ready() => {
+                while let Some(frame) = conn.outbox.pop() {
+                    if !write(socket, &conn.closer, WsMessage::Binary(frame)).await {
+                        return sender;
+                    }
+                }
+                continue;
+            }
+            f = socket.next(), if paused_until.is_none() => f,
+        };
+        let msg = match frame {
+            None => break,
+            Some(Err(e)) => {
                 // Protocol violations close with 1002, bad UTF-8 with 1007, size with 1009.
                 if let Some(why) = Closing::for_read_error(&e) {
-                    why.close(closer);
+                    why.close(&conn.closer);
                 }
                 break;
             }
-            Ok(Some(Ok(m))) => {
-                keepalive.on_frame();
+            Some(Ok(m)) => {
+                keepalive.on_frame(Instant::now());
                 m
             }
         };
@@ -298,7 +294,7 @@ async fn read_loop(
         // Every frame costs a token, well-formed or not: a flood of garbage is
         // throttled like a flood of requests.
         let now = Instant::now();
-        if !bucket.take(now) {
+        if !bucket.take(now.into_std()) {
             let (event, req_id) = RequestBody::decode(data)
                 .map(|r| (r.event, r.req_id))
                 .unwrap_or_default();
@@ -310,69 +306,94 @@ async fn read_loop(
                     &Failure::Retry("rate limit exceeded, slow down".into()),
                 ),
             );
-            // Stop reading until the next token: a client over its rate is held back
-            // by TCP instead of costing a refusal per frame.
-            tokio::select! {
-                _ = closer.closed() => break,
-                _ = tokio::time::sleep(bucket.next_token_in(now)) => {}
+            let until = now + bucket.next_token_in(now.into_std());
+            paused_until = Some(until);
+            if until < timer.deadline() {
+                timer.as_mut().reset(until);
             }
             continue;
         }
-        let req = match RequestBody::decode(data) {
-            Ok(r) => r,
-            Err(e) => {
-                reply(
-                    ctx,
-                    wire::failure(0, "", &Failure::malformed("RequestBody", &e)),
-                );
-                continue;
+        handle(ctx, data, &mut in_flight, &mut sender);
+        // One request per turn: a socket with a backlog of frames would otherwise
+        // keep a worker for a whole scheduling budget while other sockets wait.
+        tokio::task::yield_now().await;
+    }
+    sender
+}
+
+/// Writes one frame; false when the socket failed or the closer fired first (a
+/// write that cannot finish, to a client that stopped reading, is abandoned at once).
+async fn write(socket: &mut WebSocket, closer: &Closer, msg: WsMessage) -> bool {
+    tokio::select! {
+        biased;
+        () = closer.closed() => false,
+        r = socket.send(msg) => {
+            if r.is_err() {
+                Closing::Normal.close(closer);
             }
-        };
-        if req.event == ActiveEvent::SendMsgList as i32 {
-            let (send_tx, _) = sender.get_or_insert_with(|| {
-                let (tx, rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
-                (tx, tokio::spawn(send_worker(ctx.clone(), rx)))
-            });
-            if let Err(
-                mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req),
-            ) = send_tx.try_send(req)
-            {
-                reply(
-                    ctx,
-                    wire::failure(
-                        req.event,
-                        &req.req_id,
-                        &Failure::Retry("too many SendMsgList requests in flight".into()),
-                    ),
-                );
-            }
-            continue;
+            r.is_ok()
         }
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+    }
+}
+
+/// Starts one request: SendMsgList into the ordered worker, the rest concurrently,
+/// bounded per connection. Never waits.
+fn handle(
+    ctx: &Arc<ConnCtx>,
+    data: Bytes,
+    in_flight: &mut Option<Arc<Semaphore>>,
+    sender: &mut Option<SendWorker>,
+) {
+    let req = match RequestBody::decode(data) {
+        Ok(r) => r,
+        Err(e) => {
+            reply(
+                ctx,
+                wire::failure(0, "", &Failure::malformed("RequestBody", &e)),
+            );
+            return;
+        }
+    };
+    let tasks = &ctx.app.tasks;
+    if req.event == ActiveEvent::SendMsgList as i32 {
+        let (send_tx, _) = sender.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<RequestBody>(SEND_QUEUE_PER_CONN);
+            (tx, tasks.spawn(send_worker(ctx.clone(), rx)))
+        });
+        if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) =
+            send_tx.try_send(req)
+        {
             reply(
                 ctx,
                 wire::failure(
                     req.event,
                     &req.req_id,
-                    &Failure::Retry("too many requests in flight".into()),
+                    &Failure::Retry("too many SendMsgList requests in flight".into()),
                 ),
             );
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let frames = dispatch::handle(&ctx, req).await;
-            for f in frames {
-                reply(&ctx, f);
-            }
-            drop(permit);
-        });
+        }
+        return;
     }
-    if let Some((send_tx, send_worker)) = sender {
-        drop(send_tx);
-        // Requests already accepted are answered before the socket goes (if it still can).
-        let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
-    }
+    let in_flight = in_flight.get_or_insert_with(|| Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN)));
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        reply(
+            ctx,
+            wire::failure(
+                req.event,
+                &req.req_id,
+                &Failure::Retry("too many requests in flight".into()),
+            ),
+        );
+        return;
+    };
+    let ctx = ctx.clone();
+    tasks.spawn(async move {
+        let frames = dispatch::handle(&ctx, req).await;
+        for f in frames {
+            reply(&ctx, f);
+        }
+        drop(permit);
+    });
 }
 
 async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
@@ -385,7 +406,7 @@ async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
 
 /// Queues a frame for the calling connection (a full queue closes it as slow).
 fn reply(ctx: &ConnCtx, frame: Bytes) {
-    registry::send_or_close(&ctx.conn, Outbound::Binary(frame));
+    registry::send_or_close(&ctx.conn, frame);
 }
 
 /// Parses the query for the HTTP handler.

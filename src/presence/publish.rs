@@ -40,9 +40,9 @@ impl Publisher {
             .conns(user)
             .into_iter()
             .map(|c| Device {
-                platform: c.platform,
-                device_id: c.device_id,
-                conn_id: c.conn_id,
+                platform: c.platform.clone(),
+                device_id: c.device_id.clone(),
+                conn_id: c.conn_id.clone(),
             })
             .collect();
         record(&self.topics, &self.pod, user, devices)
