@@ -233,19 +233,10 @@ pub(crate) async fn start(
         // was requested, shared by every step below (each step's own timeout would
         // add up to a multiple of the grace period, past Kubernetes' SIGKILL).
         let deadline = tokio::time::Instant::now() + grace;
-        crate::serve::drain(&conns, deadline).await;
+        crate::serve::drain(&conns, deadline, "HTTP connections").await;
         // Sessions close with 1012 once the root token is cancelled; what they
         // accepted reaches the log before the roles stop.
-        sessions.close();
-        if tokio::time::timeout_at(deadline, sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = sessions.len(),
-                "sessions still open after the grace period"
-            );
-        }
+        crate::serve::drain(&sessions, deadline, "WebSocket sessions").await;
         // Requests in flight are done (or dropped); now stop the roles, which flush
         // and commit, then remove this pod's push topic.
         let roles_result = tasks.drain(deadline).await;

@@ -89,17 +89,18 @@ pub(crate) async fn accept(
     }
 }
 
-/// Waits for the open HTTP connections to finish their requests, until `deadline`
-/// (the one deadline of the whole drain); the rest are dropped with the process.
-pub(crate) async fn drain(conns: &TaskTracker, deadline: Instant) {
-    conns.close();
-    if tokio::time::timeout_at(deadline, conns.wait())
+/// Waits for the tasks of `tracker` (open HTTP connections, WebSocket sessions) to
+/// finish, until `deadline` (the one deadline of the whole drain); the rest are
+/// dropped with the process.
+pub(crate) async fn drain(tracker: &TaskTracker, deadline: Instant, what: &str) {
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            open = conns.len(),
-            "HTTP connections still open at the drain deadline; dropped"
+            open = tracker.len(),
+            "{what} still open at the drain deadline; dropped"
         );
     }
 }

@@ -25,6 +25,21 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// An empty record of topic "t" at (partition, offset), for unit tests of what
+    /// tracks positions.
+    #[cfg(test)]
+    pub(crate) fn at(partition: i32, offset: i64) -> Self {
+        Self {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: Bytes::new(),
+            value: None,
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()

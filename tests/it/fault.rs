@@ -27,18 +27,13 @@ const SEQ: &[&str] = &["--role", "sequencer"];
 /// Acked clientMsgIds per conversation.
 type Acked = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
-async fn load(
-    gw: String,
-    sender: String,
-    peers: Vec<String>,
-    acked: Acked,
-    stop: Arc<AtomicBool>,
-) -> usize {
+/// A load client of `sender` on the gateway at `gw` (its own device id).
+async fn load_client(gw: &str, sender: &str) -> Box<Client> {
     let mut client = match connect_url(&format!(
         "{gw}?{}",
         query(&[
-            ("token", &token(&sender)),
-            ("userId", &sender),
+            ("token", &token(sender)),
+            ("userId", sender),
             ("platform", "ios"),
             ("deviceId", "load")
         ])
@@ -48,7 +43,18 @@ async fn load(
         Connect::Connected(c) => c,
         Connect::Closed(code, r) => panic!("load client refused: {code} {r}"),
     };
-    client.user = sender.clone();
+    client.user = sender.to_owned();
+    client
+}
+
+async fn load(
+    gw: String,
+    sender: String,
+    peers: Vec<String>,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut client = load_client(&gw, &sender).await;
     let mut n = 0;
     let mut i = 0usize;
     let hard_stop = Instant::now() + LOAD_AT_MOST;
@@ -285,21 +291,7 @@ async fn edit_load(
     acked: Arc<Mutex<BTreeMap<(String, String), u64>>>,
     stop: Arc<AtomicBool>,
 ) -> usize {
-    let mut client = match connect_url(&format!(
-        "{gw}?{}",
-        query(&[
-            ("token", &token(&sender)),
-            ("userId", &sender),
-            ("platform", "ios"),
-            ("deviceId", "load")
-        ])
-    ))
-    .await
-    {
-        Connect::Connected(c) => c,
-        Connect::Closed(code, r) => panic!("load client refused: {code} {r}"),
-    };
-    client.user = sender.clone();
+    let mut client = load_client(&gw, &sender).await;
     let conv = if sender < peer {
         format!("single:{sender}-{peer}")
     } else {

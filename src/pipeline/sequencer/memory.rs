@@ -80,15 +80,7 @@ mod tests {
     use super::*;
 
     fn rec(partition: i32, offset: i64) -> LogRecord {
-        LogRecord {
-            topic: "t".into(),
-            partition,
-            offset,
-            key: bytes::Bytes::new(),
-            value: None,
-            timestamp_ms: 0,
-            headers: Vec::new(),
-        }
+        LogRecord::at(partition, offset)
     }
 
     #[test]

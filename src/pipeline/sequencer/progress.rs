@@ -71,15 +71,7 @@ mod tests {
     use super::*;
 
     fn rec(offset: i64) -> LogRecord {
-        LogRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            key: bytes::Bytes::new(),
-            value: None,
-            timestamp_ms: 0,
-            headers: Vec::new(),
-        }
+        LogRecord::at(0, offset)
     }
 
     #[test]
