@@ -139,6 +139,9 @@ pub(crate) struct Limits {
     /// Conversations (items) per SyncMsgList.
     pub(crate) max_convs_per_msg_sync: usize,
     pub(crate) max_convs_per_seq_sync: usize,
+    /// Messages one clientMsgId may match for GetMsgById; an id shared by more is
+    /// refused as ambiguous (clients make clientMsgIds unique; look up by serverMsgId).
+    pub(crate) max_client_msg_id_matches: usize,
     /// Largest response or push of requested data (SyncMsgList, CustomRequest), bytes.
     pub(crate) max_response_bytes: usize,
     /// Sockets per process. Capped at startup below what the file-descriptor limit
@@ -162,6 +165,7 @@ impl Default for Limits {
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,
             max_convs_per_seq_sync: 1000,
+            max_client_msg_id_matches: 50,
             max_response_bytes: 4 << 20,
             max_connections: 100_000,
             max_connections_per_user: 20,
@@ -523,6 +527,10 @@ impl Config {
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
             ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),
             ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
+            (
+                "limits.max_client_msg_id_matches",
+                l.max_client_msg_id_matches,
+            ),
             ("limits.max_response_bytes", l.max_response_bytes),
             ("limits.max_connections", l.max_connections),
             (
@@ -666,6 +674,7 @@ impl Config {
             &mut c.auth.hs256_secret,
             &mut c.scylla.password,
             &mut c.api.service_token,
+            &mut c.offline.forwarder.bearer_token,
         ] {
             if secret.is_some() {
                 *secret = Some(SET.to_owned());
@@ -676,6 +685,14 @@ impl Config {
             if k.contains("password") || k.contains("secret") || k.contains("jaas") {
                 *v = SET.to_owned();
             }
+        }
+        // URLs can carry credentials too: user info, or a key in the query string.
+        for url in [&mut c.offline.forwarder.url, &mut c.telemetry.otlp_endpoint]
+            .into_iter()
+            .flatten()
+            .chain(c.custom.routes.values_mut())
+        {
+            *url = crate::redact::url(url);
         }
         c
     }
@@ -752,8 +769,19 @@ mod tests {
         c.kafka
             .properties
             .insert("client.id".into(), "visible-client".into());
+        c.offline.forwarder.bearer_token = Some("forwarder-bearer-value".into());
+        c.offline.forwarder.url =
+            Some("https://push:url-password-value@push.internal/v1?tok%65n=url-token-value".into());
+        c.custom.routes.insert(
+            "/v1".into(),
+            "http://up.internal/base?x=1&api%5Fkey=route-key-value".into(),
+        );
         let shown = toml::to_string_pretty(&c.redacted()).unwrap();
         for secret in [
+            "forwarder-bearer-value",
+            "url-password-value",
+            "url-token-value",
+            "route-key-value",
             "hs-secret-value-123456",
             "db-password-value",
             "service-token-value",

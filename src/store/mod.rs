@@ -69,8 +69,14 @@ pub trait Store: Send + Sync + 'static {
         client_msg_id: &str,
     ) -> Result<Option<Message>, StoreError>;
 
-    /// Every stored message with this clientMsgId (any conversation, any sender).
-    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError>;
+    /// Where messages with this clientMsgId are stored (any conversation, any
+    /// sender), as (convId, seq): at most `limit` of them, so a clientMsgId that many
+    /// messages share costs a bounded read.
+    async fn find_client_msg_id(
+        &self,
+        client_msg_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Adds or updates a member; `min_seq` is the first seq they may read (0: all).
     async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError>;

@@ -1,6 +1,6 @@
 //! Every size a client controls is bounded before work is done and refused with a
 //! clear error: list lengths (counted before decoding), duplicate seqs, response
-//! bytes, notice ids, queued bytes (slow consumers), connections per user, request
+//! bytes, notice ids, clientMsgId matches, queued bytes (slow consumers), connections per user, request
 //! heads; malformed frames pay the rate limit like requests.
 
 use std::io::{Read, Write};
@@ -144,6 +144,58 @@ async fn sync_answers_each_seq_once_within_a_byte_budget(b: Backend) {
     assert_eq!(a1.sync(&conv, &[1, 2, 3]).await.len(), 3);
 }
 on_both!(sync_answers_each_seq_once_within_a_byte_budget);
+
+async fn get_msg_by_client_msg_id_is_bounded(b: Backend) {
+    let c = Cluster::new(b, "[limits]\nmax_client_msg_id_matches = 3\n");
+    let f = c.start("pod-a");
+    let a = unique("a");
+    let mut a1 = f.connect(&a).await;
+    let by_client = |id: &str| {
+        pb::GetMsgByIdReq {
+            client_msg_id: Some(id.to_owned()),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // The id's length is checked before any read.
+    let r = a1
+        .request(pb::ActiveEvent::GetMsgById, by_client(&"i".repeat(257)))
+        .await;
+    assert_eq!(r.code, REQUEST_ERROR);
+    assert!(
+        r.msg.as_deref().unwrap_or("").contains("at most 256 bytes"),
+        "{r:?}"
+    );
+    // One clientMsgId reused in conversation after conversation.
+    let id = unique("shared");
+    for k in 1..=4 {
+        let conv = format!("single:{a}-{}", unique(&format!("p{k}")));
+        let mut m = msg(&a, &conv, &format!("copy {k}"));
+        m.client_msg_id = id.clone();
+        a1.send_msgs(vec![m], None).await.ok();
+        sequenced(&mut a1, &conv, 1).await;
+        let r = a1
+            .request(pb::ActiveEvent::GetMsgById, by_client(&id))
+            .await;
+        if k <= 3 {
+            assert!(
+                r.ok().decode::<pb::GetMsgByIdResp>().msg_data.is_some(),
+                "{k} matches are within the bound"
+            );
+        } else {
+            // The fourth makes the id ambiguous past the bound: refused, not scanned.
+            assert_eq!(r.code, REQUEST_ERROR, "{r:?}");
+            assert!(
+                r.msg
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("more than 3 messages carry this clientMsgId"),
+                "{r:?}"
+            );
+        }
+    }
+}
+on_both!(get_msg_by_client_msg_id_is_bounded);
 
 /// Waits until `conv` has `n` messages.
 async fn sequenced(c: &mut Client, conv: &str, n: u64) {
