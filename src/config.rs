@@ -133,6 +133,9 @@ pub(crate) struct Limits {
     pub(crate) requests_per_second: u32,
     /// Burst above the sustained rate.
     pub(crate) request_burst: u32,
+    /// Frames refused for the rate a connection may collect (one more each second)
+    /// before it is closed with 1008: a client that keeps flooding is cut off.
+    pub(crate) max_refusals: u32,
     pub(crate) max_msgs_per_send: usize,
     /// Seqs per SyncMsgList, over all its items (a seq asked twice counts twice).
     pub(crate) max_seqs_per_sync: usize,
@@ -161,6 +164,7 @@ impl Default for Limits {
             max_frame_bytes: 1 << 20,
             requests_per_second: 50,
             request_burst: 100,
+            max_refusals: 50,
             max_msgs_per_send: 100,
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,
@@ -523,6 +527,7 @@ impl Config {
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
             ("limits.requests_per_second", l.requests_per_second as usize),
+            ("limits.max_refusals", l.max_refusals as usize),
             ("limits.max_msgs_per_send", l.max_msgs_per_send),
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
             ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),

@@ -15,7 +15,7 @@ use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
-use super::limits::TokenBucket;
+use super::limits::{Refusals, TokenBucket};
 use super::wire::{self, Closing, Failure};
 use super::ws_close;
 use crate::connections::registry::{self, Closer, Conn, Outbound, QueuedBytes};
@@ -252,6 +252,7 @@ async fn read_loop(
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
     );
+    let mut refusals = Refusals::new(app.cfg.limits.max_refusals);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
     // The ordered SendMsgList worker and its queue exist only once the connection sends:
     // an idle socket carries neither a task nor a queue block.
@@ -299,6 +300,10 @@ async fn read_loop(
         // throttled like a flood of requests.
         let now = Instant::now();
         if !bucket.take(now) {
+            if !refusals.refuse(now) {
+                Closing::Flooding.close(closer);
+                break;
+            }
             let (event, req_id) = RequestBody::decode(data)
                 .map(|r| (r.event, r.req_id))
                 .unwrap_or_default();

@@ -135,6 +135,8 @@ pub(crate) enum Closing<'a> {
     UserFull,
     /// A frame or message over `limits.max_frame_bytes`.
     TooBig,
+    /// Kept sending over its request rate after being refused (`gateway::limits`).
+    Flooding,
     /// No frame within `session.idle_timeout_secs`.
     Idle,
     /// The same device connected again.
@@ -152,7 +154,7 @@ impl Closing<'_> {
         match self {
             Self::Auth(..) => close::AUTH_FAILED,
             Self::ServerFull => close::TRY_AGAIN_LATER,
-            Self::UserFull => close::POLICY,
+            Self::UserFull | Self::Flooding => close::POLICY,
             Self::TooBig => close::TOO_BIG,
             Self::Idle | Self::Duplicate | Self::Normal => close::NORMAL,
             Self::Kick => close::GOING_AWAY,
@@ -166,6 +168,7 @@ impl Closing<'_> {
             Self::ServerFull => "connection limit reached".into(),
             Self::UserFull => "too many connections for this user".into(),
             Self::TooBig => "frame too large".into(),
+            Self::Flooding => "request rate limit exceeded".into(),
             Self::Idle => "idle timeout".into(),
             Self::Duplicate => "duplicate connection".into(),
             Self::Kick => "kick".into(),

@@ -413,6 +413,36 @@ async fn malformed_frames_pay_the_rate_limit() {
 /// Raw HTTP: connections that never finish their request head are closed after the
 /// header-read timeout, oversized heads are refused, and neither holds up SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_keeps_flooding_is_closed() {
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[limits]\nrequests_per_second = 20\nrequest_burst = 5\nmax_refusals = 3\n",
+    );
+    let f = c.start("pod-a");
+    let u = unique("u");
+    let mut flooder = f.connect_device(&u, "ios", "d1").await;
+    // Five frames spend the burst; of the rest about every other one is refused (each
+    // refusal pauses reading until the next token, 50 ms), far more than the one
+    // refusal a second that is forgiven: the fourth refusal closes.
+    for _ in 0..20 {
+        flooder.send_raw(vec![0xff, 0xff, 0xff]).await;
+    }
+    assert_eq!(
+        flooder.closed(10 * SEC).await,
+        (1008, "request rate limit exceeded".to_owned())
+    );
+    // The user's other device is not affected.
+    let mut other = f.connect_device(&u, "web", "d2").await;
+    other
+        .request(
+            pb::ActiveEvent::SyncConvSeq,
+            pb::BatchGetConvSeqReq::default().encode_to_vec(),
+        )
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_bounded_in_time_and_size() {
     let c = Cluster::new(
         Backend::Embedded,
