@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install --locked cargo-fuzz@0.13.2
+  echo "cargo-fuzz is missing: bash scripts/prereqs.sh installs it" >&2
+  exit 1
 fi
 export RUSTC_BOOTSTRAP=1
 secs="${FERRY_FUZZ_SECS:-25}"

@@ -138,12 +138,18 @@ pub(crate) struct Limits {
     pub(crate) requests_per_second: u32,
     /// Burst above the sustained rate.
     pub(crate) request_burst: u32,
+    /// Frames refused for the rate a connection may collect (one more each second)
+    /// before it is closed with 1008: a client that keeps flooding is cut off.
+    pub(crate) max_refusals: u32,
     pub(crate) max_msgs_per_send: usize,
     /// Seqs per SyncMsgList, over all its items (a seq asked twice counts twice).
     pub(crate) max_seqs_per_sync: usize,
     /// Conversations (items) per SyncMsgList.
     pub(crate) max_convs_per_msg_sync: usize,
     pub(crate) max_convs_per_seq_sync: usize,
+    /// Messages one clientMsgId may match for GetMsgById; an id shared by more is
+    /// refused as ambiguous (clients make clientMsgIds unique; look up by serverMsgId).
+    pub(crate) max_client_msg_id_matches: usize,
     /// Largest response or push of requested data (SyncMsgList, CustomRequest), bytes.
     pub(crate) max_response_bytes: usize,
     /// Sockets per process. Capped at startup below what the file-descriptor limit
@@ -163,10 +169,12 @@ impl Default for Limits {
             max_frame_bytes: 1 << 20,
             requests_per_second: 50,
             request_burst: 100,
+            max_refusals: 50,
             max_msgs_per_send: 100,
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,
             max_convs_per_seq_sync: 1000,
+            max_client_msg_id_matches: 50,
             max_response_bytes: 4 << 20,
             max_connections: 100_000,
             max_connections_per_user: 20,
@@ -528,10 +536,15 @@ impl Config {
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
             ("limits.requests_per_second", l.requests_per_second as usize),
+            ("limits.max_refusals", l.max_refusals as usize),
             ("limits.max_msgs_per_send", l.max_msgs_per_send),
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
             ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),
             ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
+            (
+                "limits.max_client_msg_id_matches",
+                l.max_client_msg_id_matches,
+            ),
             ("limits.max_response_bytes", l.max_response_bytes),
             ("limits.max_connections", l.max_connections),
             (
@@ -675,6 +688,7 @@ impl Config {
             &mut c.auth.hs256_secret,
             &mut c.scylla.password,
             &mut c.api.service_token,
+            &mut c.offline.forwarder.bearer_token,
         ] {
             if secret.is_some() {
                 *secret = Some(SET.to_owned());
@@ -685,6 +699,14 @@ impl Config {
             if k.contains("password") || k.contains("secret") || k.contains("jaas") {
                 *v = SET.to_owned();
             }
+        }
+        // URLs can carry credentials too: user info, or a key in the query string.
+        for url in [&mut c.offline.forwarder.url, &mut c.telemetry.otlp_endpoint]
+            .into_iter()
+            .flatten()
+            .chain(c.custom.routes.values_mut())
+        {
+            *url = crate::redact::url(url);
         }
         c
     }
@@ -763,8 +785,19 @@ mod tests {
         c.kafka
             .properties
             .insert("client.id".into(), "visible-client".into());
+        c.offline.forwarder.bearer_token = Some("forwarder-bearer-value".into());
+        c.offline.forwarder.url =
+            Some("https://push:url-password-value@push.internal/v1?tok%65n=url-token-value".into());
+        c.custom.routes.insert(
+            "/v1".into(),
+            "http://up.internal/base?x=1&api%5Fkey=route-key-value".into(),
+        );
         let shown = toml::to_string_pretty(&c.redacted()).unwrap();
         for secret in [
+            "forwarder-bearer-value",
+            "url-password-value",
+            "url-token-value",
+            "route-key-value",
             "hs-secret-value-123456",
             "db-password-value",
             "service-token-value",

@@ -248,7 +248,7 @@ pub fn custom_route(data: &[u8]) {
     let method = String::from_utf8_lossy(data);
     let routes = routes();
     // The two steps custom_request takes before it calls the upstream.
-    if !method.starts_with('/') || method.contains("..") {
+    if crate::gateway::custom::valid_method(&method).is_err() {
         return;
     }
     let Some(url) = crate::gateway::custom::route(&routes, &method) else {
@@ -258,10 +258,15 @@ pub fn custom_route(data: &[u8]) {
         // Refused by the client before any request is made.
         return;
     };
+    // The route a person reading the table expects: the longest prefix the method
+    // equals or continues with a '/' (so `/v1/relationship` belongs to `/v1`).
     let (prefix, base) = routes
         .iter()
-        .filter(|(p, _)| method.starts_with(p.as_str()))
-        .max_by_key(|(p, _)| p.len())
+        .filter(|(p, _)| {
+            let p = p.trim_end_matches('/');
+            method == p || method.starts_with(&format!("{p}/"))
+        })
+        .max_by_key(|(p, _)| p.trim_end_matches('/').len())
         .expect("an accepted method matched a route");
     let base = reqwest::Url::parse(base).expect("valid base URL");
     assert_eq!(

@@ -23,6 +23,7 @@
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends
 //! - `faults`    — named fault points that tests arm through `FERRY_FAULTS`
+//! - `redact`    — secrets out of printed URLs, query strings and settings
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
@@ -54,6 +55,7 @@ mod proto;
 #[cfg(test)]
 mod proto_vectors;
 mod recovery;
+mod redact;
 mod secrets;
 mod serve;
 mod shutdown;

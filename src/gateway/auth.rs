@@ -282,15 +282,9 @@ pub(crate) fn mint(
 }
 
 /// Replaces the value of `token` in a query string, for anything that records URLs.
+/// The name is matched decoded, as `ConnectParams::parse` reads it (`tok%65n`).
 pub(crate) fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some(("token", _)) => "token=REDACTED".to_owned(),
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    crate::redact::query(query, |k| k == "token", "REDACTED")
 }
 
 /// Key pairs for the tests, made as the integration tests make them.
@@ -405,6 +399,10 @@ mod tests {
         assert_eq!(
             redact_query("userId=a&token=secret.jwt&platform=ios"),
             "userId=a&token=REDACTED&platform=ios"
+        );
+        assert_eq!(
+            redact_query("userId=a&tok%65n=secret.jwt"),
+            "userId=a&tok%65n=REDACTED"
         );
     }
 }

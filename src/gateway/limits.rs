@@ -1,4 +1,5 @@
-//! Per-connection request rate limiting: a token bucket.
+//! Per-connection request rate limiting: a token bucket, and the refusals a connection
+//! may collect before it is closed.
 
 use std::time::Instant;
 
@@ -46,6 +47,23 @@ impl TokenBucket {
     }
 }
 
+/// Refusals (frames over the rate) a connection may collect: a client that bursts now
+/// and then is refused a few times, one that keeps flooding runs out within seconds
+/// and is closed, so it stops costing reads, refusals and scheduling at all.
+pub(crate) struct Refusals(TokenBucket);
+
+impl Refusals {
+    /// `allowed` refusals at once, one more per second.
+    pub(crate) fn new(allowed: u32) -> Self {
+        Self(TokenBucket::new(1, allowed))
+    }
+
+    /// Counts one refusal; false once the connection has used them up.
+    pub(crate) fn refuse(&mut self, now: Instant) -> bool {
+        self.0.take(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +79,19 @@ mod tests {
         assert!(!b.take(t0 + Duration::from_millis(100)));
         let wait = b.next_token_in(t0 + Duration::from_millis(100));
         assert!(wait > Duration::from_millis(99) && wait <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn refusals_run_out_for_a_flood_not_for_a_burst() {
+        let t0 = Instant::now();
+        let mut r = Refusals::new(3);
+        assert!(
+            (0..3).all(|_| r.refuse(t0)),
+            "a burst is refused, not closed"
+        );
+        assert!(!r.refuse(t0), "a fourth refusal at once closes");
+        let mut r = Refusals::new(3);
+        // One refusal a second, forever: never closed.
+        assert!((0..100).all(|s| r.refuse(t0 + Duration::from_secs(s))));
     }
 }

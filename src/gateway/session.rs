@@ -18,7 +18,7 @@ use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
-use super::limits::TokenBucket;
+use super::limits::{Refusals, TokenBucket};
 use super::wire::{self, Closing, Failure};
 use super::ws_close;
 use crate::connections::outbox::Outbox;
@@ -222,6 +222,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
         app.cfg.limits.requests_per_second,
         app.cfg.limits.request_burst,
     );
+    let mut refusals = Refusals::new(app.cfg.limits.max_refusals);
     // The request limit, the ordered SendMsgList worker and its queue exist only once
     // the connection sends a request: an idle socket carries none of them.
     let mut in_flight: Option<Arc<Semaphore>> = None;
@@ -295,6 +296,10 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
         // throttled like a flood of requests.
         let now = Instant::now();
         if !bucket.take(now.into_std()) {
+            if !refusals.refuse(now.into_std()) {
+                Closing::Flooding.close(&conn.closer);
+                break;
+            }
             let (event, req_id) = RequestBody::decode(data)
                 .map(|r| (r.event, r.req_id))
                 .unwrap_or_default();

@@ -156,12 +156,21 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
             found = store.messages(&conv.to_string(), &[seq.0]).await?.pop();
         }
     } else if let Some(id) = req.client_msg_id.as_deref().filter(|s| !s.is_empty()) {
-        for m in store.find_client_msg_id(id).await? {
-            let Ok(conv) = ConvId::parse(&m.conv_id) else {
+        // At most the bound plus one index rows are read: one more says "too many".
+        let max = ctx.app.cfg.limits.max_client_msg_id_matches;
+        let hits = store.find_client_msg_id(id, max + 1).await?;
+        if hits.len() > max {
+            return Err(Failure::Request(format!(
+                "more than {max} messages carry this clientMsgId; look it up by serverMsgId"
+            )));
+        }
+        for (conv_s, seq) in hits {
+            let Ok(conv) = ConvId::parse(&conv_s) else {
                 continue;
             };
             if let Some(min) = access::read_from(store, &ctx.user, &conv).await?
-                && m.seq >= min
+                && seq >= min
+                && let Some(m) = store.messages(&conv_s, &[seq]).await?.pop()
             {
                 found = Some(m);
                 break;

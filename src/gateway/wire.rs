@@ -151,6 +151,8 @@ pub(crate) enum Closing<'a> {
     Protocol(&'static str),
     /// A text message or close reason that is not valid UTF-8 (1007).
     InvalidUtf8,
+    /// Kept sending over its request rate after being refused (`gateway::limits`).
+    Flooding,
     /// No frame within `session.idle_timeout_secs`.
     Idle,
     /// The same device connected again.
@@ -168,7 +170,7 @@ impl Closing<'_> {
         match self {
             Self::Auth(..) => close::AUTH_FAILED,
             Self::ServerFull => close::TRY_AGAIN_LATER,
-            Self::UserFull => close::POLICY,
+            Self::UserFull | Self::Flooding => close::POLICY,
             Self::TooBig => close::TOO_BIG,
             Self::Protocol(_) => PROTOCOL_ERROR,
             Self::InvalidUtf8 => INVALID_PAYLOAD,
@@ -186,6 +188,7 @@ impl Closing<'_> {
             Self::TooBig => "frame too large".into(),
             Self::Protocol(what) => (*what).into(),
             Self::InvalidUtf8 => "invalid UTF-8".into(),
+            Self::Flooding => "request rate limit exceeded".into(),
             Self::Idle => "idle timeout".into(),
             Self::Duplicate => "duplicate connection".into(),
             Self::Kick => "kick".into(),

@@ -279,28 +279,26 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
+    async fn find_client_msg_id(
+        &self,
+        client_msg_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let wanted = client_msg_id.to_owned();
-        let hits = self
-            .read(move |tx| {
-                let t = tx.open_table(CMID).map_err(unavailable)?;
-                let mut hits = Vec::new();
-                for row in t.range((wanted.as_str(), "", "")..).map_err(unavailable)? {
-                    let (k, v) = row.map_err(unavailable)?;
-                    let (id, conv, _) = k.value();
-                    if id != wanted {
-                        break;
-                    }
-                    hits.push((conv.to_owned(), v.value()));
+        self.read(move |tx| {
+            let t = tx.open_table(CMID).map_err(unavailable)?;
+            let mut hits = Vec::new();
+            for row in t.range((wanted.as_str(), "", "")..).map_err(unavailable)? {
+                let (k, v) = row.map_err(unavailable)?;
+                let (id, conv, _) = k.value();
+                if id != wanted || hits.len() >= limit {
+                    break;
                 }
-                Ok(hits)
-            })
-            .await?;
-        let mut out = Vec::new();
-        for (conv, seq) in hits {
-            out.extend(self.messages(&conv, &[seq]).await?);
-        }
-        Ok(out)
+                hits.push((conv.to_owned(), v.value()));
+            }
+            Ok(hits)
+        })
+        .await
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {

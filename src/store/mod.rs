@@ -163,8 +163,14 @@ pub trait Store: Send + Sync + 'static {
         client_msg_id: &str,
     ) -> Result<Option<Stored>, StoreError>;
 
-    /// Every stored message with this clientMsgId (any conversation, any sender).
-    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError>;
+    /// Where messages with this clientMsgId are stored (any conversation, any
+    /// sender), as (convId, seq): at most `limit` of them, so a clientMsgId that many
+    /// messages share costs a bounded read.
+    async fn find_client_msg_id(
+        &self,
+        client_msg_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Adds or updates a member outside the log (set-up of tools and tests), at the
     /// lowest version: any member change from the log overrides it.

@@ -262,7 +262,7 @@ impl Statements {
                 true,
             )
             .await?,
-            cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ?"), true).await?,
+            cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ? LIMIT ?"), true).await?,
             member_put: prep(
                 format!("INSERT INTO {ks}.group_members (group_id, user_id, min_seq) VALUES (?, ?, ?) USING TIMESTAMP ?"),
                 true,
@@ -517,15 +517,20 @@ impl Store for ScyllaStore {
         }
     }
 
-    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
+    async fn find_client_msg_id(
+        &self,
+        client_msg_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         // Empty ids are never indexed, and CQL rejects an empty partition key.
-        if client_msg_id.is_empty() {
+        if client_msg_id.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let r = self
             .inner
             .session
-            .execute_unpaged(&self.inner.st.cmid_find, (client_msg_id,))
+            .execute_unpaged(&self.inner.st.cmid_find, (client_msg_id, limit))
             .await
             .map_err(unavailable)?;
         let hits: Vec<(String, i64)> = r
@@ -535,11 +540,9 @@ impl Store for ScyllaStore {
             .map_err(corrupt)?
             .collect::<Result<_, _>>()
             .map_err(corrupt)?;
-        let mut out = Vec::with_capacity(hits.len());
-        for (conv, seq) in hits {
-            out.extend(self.one_seq_message(&conv, seq).await?.map(|s| s.msg));
-        }
-        Ok(out)
+        hits.into_iter()
+            .map(|(conv, seq)| Ok((conv, unsigned(seq)?)))
+            .collect()
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {

@@ -64,8 +64,12 @@ impl Store for Watched {
             .await
     }
 
-    async fn find_client_msg_id(&self, client_msg_id: &str) -> Result<Vec<Message>, StoreError> {
-        self.inner.find_client_msg_id(client_msg_id).await
+    async fn find_client_msg_id(
+        &self,
+        client_msg_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.find_client_msg_id(client_msg_id, limit).await
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {

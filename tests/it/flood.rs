@@ -41,24 +41,57 @@ fn p99(mut v: Vec<Duration>) -> Duration {
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
-/// One flooding connection: sends as fast as the socket takes frames, reads (and
-/// drops) whatever comes back, until `stop`; counts each frame in `sent_by_all`.
+/// What one flooder did: frames sent, and how often ferry cut it off (1008).
+#[derive(Default)]
+struct Flooded {
+    frames: u64,
+    cut_off: u64,
+}
+
+/// One flooder (each frame counted in `sent_by_all`): sends as fast as the socket takes frames, reads (and drops) whatever
+/// comes back, and connects again whenever ferry closes the socket, until `stop`.
 async fn flood(
     f: &Ferry,
     user: String,
     stop: tokio_util::sync::CancellationToken,
     sent_by_all: Arc<AtomicU64>,
-) -> u64 {
-    let c = f.connect(&user).await;
+) -> Flooded {
+    let mut done = Flooded::default();
+    while !stop.is_cancelled() {
+        let (frames, code) = flood_once(f, &user, &stop, &sent_by_all).await;
+        done.frames += frames;
+        if code == Some(1008) {
+            done.cut_off += 1;
+        }
+    }
+    done
+}
+
+/// One flooding connection, until it is closed or `stop`: the frames it sent and the
+/// close code it got.
+async fn flood_once(
+    f: &Ferry,
+    user: &str,
+    stop: &tokio_util::sync::CancellationToken,
+    sent_by_all: &AtomicU64,
+) -> (u64, Option<u16>) {
+    let c = f.connect(user).await;
     let (mut sink, mut stream) = c.ws.split();
-    let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            if let WsMessage::Close(frame) = m {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
     let conv = format!("single:{user}-{}", unique("x"));
     let frames: Vec<Vec<u8>> = vec![
         pb::RequestBody {
             event: pb::ActiveEvent::SendMsgList as i32,
             req_id: "send".into(),
             data: pb::SendMsgListReq {
-                msg_data_list: vec![msg(&user, &conv, "flood")],
+                msg_data_list: vec![msg(user, &conv, "flood")],
                 ..Default::default()
             }
             .encode_to_vec()
@@ -82,7 +115,7 @@ async fn flood(
         .encode_to_vec(),
     ];
     let mut sent = 0u64;
-    'outer: while !stop.is_cancelled() {
+    'outer: while !stop.is_cancelled() && !reader.is_finished() {
         for fr in &frames {
             if sink
                 .send(WsMessage::Binary(fr.clone().into()))
@@ -95,8 +128,17 @@ async fn flood(
             sent_by_all.fetch_add(1, Ordering::Relaxed);
         }
     }
-    reader.abort();
-    sent
+    let code = if reader.is_finished() || !stop.is_cancelled() {
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    } else {
+        reader.abort();
+        None
+    };
+    (sent, code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,11 +177,13 @@ async fn a_flood_does_not_slow_down_another_user() {
                             )
                         })
                         .collect();
-                    let mut frames = 0;
+                    let mut all = Flooded::default();
                     for t in tasks {
-                        frames += t.await.unwrap();
+                        let one = t.await.unwrap();
+                        all.frames += one.frames;
+                        all.cut_off += one.cut_off;
                     }
-                    frames
+                    all
                 })
         })
     };
@@ -150,14 +194,21 @@ async fn a_flood_does_not_slow_down_another_user() {
     .await;
     let loud = p99(latencies(&mut victim, &conv, 300).await);
     stop.cancel();
-    let frames = flooders.join().unwrap();
-    println!("victim p99: quiet {quiet:?}, under a flood of {frames} frames {loud:?}");
+    let flooded = flooders.join().unwrap();
+    println!(
+        "victim p99: quiet {quiet:?}, under a flood of {} frames {loud:?}; flooders cut off {} times",
+        flooded.frames, flooded.cut_off
+    );
+    // A connection that keeps flooding is closed, again after each reconnect.
+    assert!(flooded.cut_off > 0, "no flooder was cut off");
     // The aim is a p99 within twice the quiet one. On two shared cores, where the
-    // flooders, the victim and every ferry role compete for the same CPU, it is
-    // 10-15x today (quiet 10-30 ms, flooded 150-480 ms); until fan-in scheduling
-    // reaches the aim, this asserts what holds everywhere: every victim request is
-    // answered (checked in `latencies`) and its p99 stays within a second.
-    let bound = Duration::from_secs(1).max(2 * quiet);
+    // flooders (in this process), the victim and every ferry role compete for the
+    // same CPU, that is not reachable: with flooders cut off after a few seconds of
+    // flooding and reconnecting at once, three runs measured quiet 4 / 4 / 25 ms and
+    // flooded 26 / 36 / 194 ms (6-9x; before the cut-off, 150-480 ms). So this
+    // asserts every victim request is answered (checked in `latencies`) and a p99
+    // within 10x the quiet one or 300 ms, whichever is larger.
+    let bound = Duration::from_millis(300).max(10 * quiet);
     assert!(
         loud <= bound,
         "p99 {loud:?} under the flood (quiet {quiet:?}): over {bound:?}"

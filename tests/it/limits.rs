@@ -1,6 +1,6 @@
 //! Every size a client controls is bounded before work is done and refused with a
 //! clear error: list lengths (counted before decoding), duplicate seqs, response
-//! bytes, notice ids, queued bytes (slow consumers), connections per user, request
+//! bytes, notice ids, clientMsgId matches, queued bytes (slow consumers), connections per user, request
 //! heads; malformed frames pay the rate limit like requests.
 
 use std::io::{Read, Write};
@@ -158,6 +158,58 @@ fn limited(limits: &str) -> (Cluster, Ferry) {
     let f = c.start("pod-a");
     (c, f)
 }
+
+async fn get_msg_by_client_msg_id_is_bounded(b: Backend) {
+    let c = Cluster::new(b, "[limits]\nmax_client_msg_id_matches = 3\n");
+    let f = c.start("pod-a");
+    let a = unique("a");
+    let mut a1 = f.connect(&a).await;
+    let by_client = |id: &str| {
+        pb::GetMsgByIdReq {
+            client_msg_id: Some(id.to_owned()),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // The id's length is checked before any read.
+    let r = a1
+        .request(pb::ActiveEvent::GetMsgById, by_client(&"i".repeat(257)))
+        .await;
+    assert_eq!(r.code, REQUEST_ERROR);
+    assert!(
+        r.msg.as_deref().unwrap_or("").contains("at most 256 bytes"),
+        "{r:?}"
+    );
+    // One clientMsgId reused in conversation after conversation.
+    let id = unique("shared");
+    for k in 1..=4 {
+        let conv = format!("single:{a}-{}", unique(&format!("p{k}")));
+        let mut m = msg(&a, &conv, &format!("copy {k}"));
+        m.client_msg_id = id.clone();
+        a1.send_msgs(vec![m], None).await.ok();
+        sequenced(&mut a1, &conv, 1).await;
+        let r = a1
+            .request(pb::ActiveEvent::GetMsgById, by_client(&id))
+            .await;
+        if k <= 3 {
+            assert!(
+                r.ok().decode::<pb::GetMsgByIdResp>().msg_data.is_some(),
+                "{k} matches are within the bound"
+            );
+        } else {
+            // The fourth makes the id ambiguous past the bound: refused, not scanned.
+            assert_eq!(r.code, REQUEST_ERROR, "{r:?}");
+            assert!(
+                r.msg
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("more than 3 messages carry this clientMsgId"),
+                "{r:?}"
+            );
+        }
+    }
+}
+on_both!(get_msg_by_client_msg_id_is_bounded);
 
 /// Waits until `conv` has `n` messages.
 async fn sequenced(c: &mut Client, conv: &str, n: u64) {
@@ -338,6 +390,36 @@ async fn malformed_frames_pay_the_rate_limit() {
 
 /// Raw HTTP: connections that never finish their request head are closed after the
 /// header-read timeout, oversized heads are refused, and neither holds up SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_keeps_flooding_is_closed() {
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[limits]\nrequests_per_second = 20\nrequest_burst = 5\nmax_refusals = 3\n",
+    );
+    let f = c.start("pod-a");
+    let u = unique("u");
+    let mut flooder = f.connect_device(&u, "ios", "d1").await;
+    // Five frames spend the burst; of the rest about every other one is refused (each
+    // refusal pauses reading until the next token, 50 ms), far more than the one
+    // refusal a second that is forgiven: the fourth refusal closes.
+    for _ in 0..20 {
+        flooder.send_raw(vec![0xff, 0xff, 0xff]).await;
+    }
+    assert_eq!(
+        flooder.closed(10 * SEC).await,
+        (1008, "request rate limit exceeded".to_owned())
+    );
+    // The user's other device is not affected.
+    let mut other = f.connect_device(&u, "web", "d2").await;
+    other
+        .request(
+            pb::ActiveEvent::SyncConvSeq,
+            pb::BatchGetConvSeqReq::default().encode_to_vec(),
+        )
+        .await
+        .ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_bounded_in_time_and_size() {
     let c = Cluster::new(

@@ -73,12 +73,24 @@ fn scale() -> Scale {
 // Kafka and Cassandra of this test alone
 // ---------------------------------------------------------------------------
 
+/// A free port below the kernel's ephemeral range. A port the kernel hands out (a
+/// listener on port 0, a client socket's local end) can be taken by any process on the
+/// machine while the service that owns it is killed, and a client retrying a dead
+/// port in that range can even connect to itself: either way the restart finds its
+/// port busy. Below the range, only an explicit bind can take it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = low.saturating_sub(12_000).max(1024)..low;
+    for _ in 0..1000 {
+        let port = rand::random_range(range.clone());
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {range:?}");
 }
 
 struct Services {
@@ -90,8 +102,8 @@ struct Services {
 
 impl Services {
     /// Ports are picked free and released before the services bind them, so another
-    /// process (a client socket of a concurrent test) can take one in between: a
-    /// start that fails is retried on fresh ports, a few times.
+    /// process (a concurrent test's own service) can take one in between: a start
+    /// that fails is retried on fresh ports, a few times.
     fn start() -> Self {
         let mut last = String::new();
         for attempt in 1..=3 {
@@ -123,6 +135,12 @@ impl Services {
             ("FERRY_CASSANDRA_STORAGE_PORT", storage.to_string()),
             ("FERRY_CASSANDRA_JMX_PORT", jmx.to_string()),
             ("FERRY_CASSANDRA_HEAP", "-Xms512m -Xmx512m".into()),
+            // A single node killed with SIGKILL keeps every write it acknowledged only
+            // when it syncs its commit log before acknowledging (a cluster gets that from
+            // its replicas). With the default periodic sync the last seconds of seq
+            // claims and messages vanish: a seq is claimed twice (the first message is
+            // overwritten, "lost") or a claim survives its message (a hole).
+            ("FERRY_CASSANDRA_COMMITLOG_SYNC", "batch".into()),
             ("FERRY_KAFKA_HEAP", "-Xms256m -Xmx512m".into()),
             ("FERRY_KAFKA_START_TIMEOUT", "90".into()),
             ("FERRY_CASSANDRA_START_TIMEOUT", "180".into()),
@@ -204,13 +222,22 @@ impl Services {
     }
 
     /// Starts it again on the same data, ports and directory (bounded by services.sh).
+    /// A start that fails is tried twice more, as a supervisor would: on a machine
+    /// shared with other work a JVM can die while it starts for reasons that are not
+    /// the matrix's (it is reported, and the third failure fails the test).
     fn restart(&self, svc: &str) {
-        let out = self.services(&["start", svc]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{svc} did not come back:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut errors = Vec::new();
+        for attempt in 1..=3 {
+            let out = self.services(&["start", svc]).output().unwrap();
+            if out.status.success() {
+                return;
+            }
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!("matrix: {svc} restart, attempt {attempt}, failed:\n{why}");
+            errors.push(why);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        panic!("{svc} did not come back:\n{}", errors.join("\n"));
     }
 }
 
@@ -682,6 +709,41 @@ async fn device(
 // the run
 // ---------------------------------------------------------------------------
 
+/// Copies the pods' and the services' logs out of their temporary directories, which
+/// go when the test ends, so a failure can be read afterwards.
+struct KeepLogsOnPanic<'a>(&'a Cluster, &'a Services);
+
+impl Drop for KeepLogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_logs(self.0, self.1);
+        }
+    }
+}
+
+fn keep_logs(cluster: &Cluster, svc: &Services) {
+    let to = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "matrix-logs-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    ));
+    std::fs::create_dir_all(&to).unwrap();
+    let copy_logs = |from: &std::path::Path, prefix: &str| {
+        for f in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                let _ = std::fs::copy(f.path(), to.join(format!("{prefix}{name}")));
+            }
+        }
+    };
+    copy_logs(cluster.dir.path(), "");
+    copy_logs(&svc.dir.path().join("kafka/logs"), "kafka-");
+    copy_logs(&svc.dir.path().join("cassandra/logs"), "cassandra-");
+    eprintln!("matrix: logs kept in {}", to.display());
+}
+
 /// Waits until `cond` holds, for at most `within`.
 async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -718,7 +780,8 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         &svc.kafka,
         &svc.cql,
     ));
-    let pods = Pods::start(cluster).await;
+    let _keep = KeepLogsOnPanic(&cluster, &svc);
+    let pods = Pods::start(cluster.clone()).await;
     let stop_pods = Arc::new(AtomicBool::new(false));
     let supervisor = tokio::spawn(pods.clone().supervise(stop_pods.clone()));
 
@@ -1090,6 +1153,25 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         pods.unplanned_exits.lock().unwrap(),
         t0.elapsed(),
     );
+    let failed = !gaps.is_empty()
+        || totals[2] > 0
+        || totals[3] > 0
+        || !missing.is_empty()
+        || !notices_missing.is_empty();
+    if failed {
+        let lost_ids: Vec<(&String, &String, &str)> = ledger
+            .acked
+            .iter()
+            .filter(|(id, (conv, _))| {
+                !stored
+                    .get(conv.as_str())
+                    .is_some_and(|rows| rows.values().any(|v| v == *id))
+            })
+            .map(|(id, (conv, phase))| (id, conv, *phase))
+            .collect();
+        // The asserts below fail, and `_keep` keeps the logs.
+        eprintln!("matrix: lost (clientMsgId, conv, phase): {lost_ids:?}");
+    }
     assert!(gaps.is_empty(), "seqs not exactly 1..N: {gaps:?}");
     assert_eq!(totals[2], 0, "acked messages lost: {lost:?}");
     assert_eq!(totals[3], 0, "messages stored twice: {duplicated:?}");
@@ -1101,6 +1183,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         notices_missing.is_empty(),
         "pending notices lost: {notices_missing:?}"
     );
+    drop(_keep);
     drop(pods);
     drop(svc);
 }

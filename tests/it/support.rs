@@ -159,11 +159,17 @@ impl Cluster {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let log = self.dir.path().join(format!("{pod}.log"));
+        // Appended: a pod started again under its name keeps its earlier lives' logs.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = self
             .ferry(&all, pod)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(file)
             .spawn()
             .unwrap();
         let lines = stdout_lines(&mut child);

@@ -63,9 +63,11 @@ impl KafkaLog {
         )
         .await
         .map_err(|_| LogError::Timeout)?;
-        for r in results {
+        for (r, o) in results.into_iter().zip(&records) {
             match r {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => {
+                    tracing::debug!(topic = %o.topic, partition = d.partition, offset = d.offset, key = %String::from_utf8_lossy(&o.key), "appended");
+                }
                 Ok(Err((e, _))) if code(&e) == Some(RDKafkaErrorCode::MessageTimedOut) => {
                     return Err(LogError::Timeout);
                 }

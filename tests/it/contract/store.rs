@@ -227,18 +227,14 @@ async fn client_msg_id_index(store: &dyn Store) {
     );
     assert_eq!(store.by_client_msg_id(&conv2, "c", "").await.unwrap(), None);
 
-    let mut found: Vec<(String, u64)> = store
-        .find_client_msg_id(&cmid)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.conv_id, m.seq))
-        .collect();
+    let mut found: Vec<(String, u64)> = store.find_client_msg_id(&cmid, 10).await.unwrap();
     found.sort();
     let mut want = vec![(conv.clone(), 7), (conv2.clone(), 1)];
     want.sort();
     assert_eq!(found, want);
-    assert!(store.find_client_msg_id("").await.unwrap().is_empty());
+    // The limit bounds the read.
+    assert_eq!(store.find_client_msg_id(&cmid, 1).await.unwrap().len(), 1);
+    assert!(store.find_client_msg_id("", 10).await.unwrap().is_empty());
 }
 
 async fn group_members(store: &dyn Store) {
