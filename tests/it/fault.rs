@@ -27,6 +27,13 @@ const SEQ: &[&str] = &["--role", "sequencer"];
 /// Acked clientMsgIds per conversation.
 type Acked = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
+/// A refused send (RetryError: over the rate limit, or the log slow) is retried
+/// later, as the SDKs do: a client that retries at once keeps being refused and is
+/// cut off (1008) as a flooder.
+async fn refused_backoff() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// A load client of `sender` on the gateway at `gw` (its own device id).
 async fn load_client(gw: &str, sender: &str) -> Box<Client> {
     let mut client = match connect_url(&format!(
@@ -73,6 +80,8 @@ async fn load(
         if r.code == 0 {
             n += ids.len();
             acked.lock().unwrap().entry(conv).or_default().extend(ids);
+        } else {
+            refused_backoff().await;
         }
         i += 1;
     }
@@ -311,6 +320,8 @@ async fn edit_load(
                 .lock()
                 .unwrap()
                 .insert((conv.clone(), chain.clone()), i);
+        } else {
+            refused_backoff().await;
         }
         i += 1;
     }
