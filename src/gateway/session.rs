@@ -1,6 +1,7 @@
 //! One WebSocket session: authenticate, register, then a reader loop and a writer
 //! task. SendMsgList requests go through one ordered, pipelined worker per connection
-//! (order per conversation is kept, `pipeline.rs`); other requests run concurrently, bounded per connection.
+//! (order per conversation is kept, `pipeline.rs`); other requests run concurrently,
+//! bounded per connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
