@@ -1,6 +1,8 @@
 //! SendMsgList: validate, split by conversation, append to the log (or to the delay
 //! tiers), and answer Success only once the log has the batch durably.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,6 +103,21 @@ pub(crate) async fn append(
     batches: Batches,
     due: i64,
 ) -> Result<(), Failure> {
+    enqueue(app, sender, batches, due).await?.await
+}
+
+/// The wait for an enqueued append to be durable.
+pub(crate) type Appended = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'static>>;
+
+/// Puts the batches in line on the log and returns the wait for their durability;
+/// both steps share `log.append_timeout_ms`. Appends enqueued one after another keep
+/// their order in the log whatever order their waits end in.
+pub(crate) async fn enqueue(
+    app: &super::Gateway,
+    sender: &str,
+    batches: Batches,
+    due: i64,
+) -> Result<Appended, Failure> {
     let now = now_ms();
     let span = tracing::info_span!(
         "log.append",
@@ -126,16 +143,40 @@ pub(crate) async fn append(
         .collect();
     drop(_guard);
     let started = std::time::Instant::now();
-    let deadline = Duration::from_millis(app.cfg.log.append_timeout_ms);
-    let res = match tokio::time::timeout(deadline, app.log.append(records).instrument(span)).await {
-        Ok(r) => r,
-        Err(_) => Err(LogError::Timeout),
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(app.cfg.log.append_timeout_ms);
+    let enqueued = tokio::time::timeout_at(deadline, app.log.enqueue(records))
+        .instrument(span.clone())
+        .await;
+    let durable = match enqueued {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(append_failed(started, e)),
+        Err(_) => return Err(append_failed(started, LogError::Timeout)),
     };
-    metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
-    res.map_err(Failure::from)
+    Ok(Box::pin(
+        async move {
+            let res = match tokio::time::timeout_at(deadline, durable).await {
+                Ok(r) => r,
+                Err(_) => Err(LogError::Timeout),
+            };
+            metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
+            res.map_err(Failure::from)
+        }
+        .instrument(span),
+    ))
 }
 
-pub(crate) async fn send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
+fn append_failed(started: std::time::Instant, e: LogError) -> Failure {
+    metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
+    Failure::from(e)
+}
+
+/// The wait for an enqueued SendMsgList's answer.
+pub(crate) type Sending = Pin<Box<dyn Future<Output = Result<Reply, Failure>> + Send + 'static>>;
+
+/// Validates and enqueues one SendMsgList; the returned wait answers Success once the
+/// log has it durably. A connection's requests enqueued in turn keep their order.
+pub(crate) async fn start_send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Sending, Failure> {
     // The list length is checked on the encoded request: an over-long list costs
     // one pass over its bytes, not the decoding of every message.
     let max = ctx.app.cfg.limits.max_msgs_per_send;
@@ -149,8 +190,11 @@ pub(crate) async fn send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     let req: pb::SendMsgListReq = decode(data, "SendMsgListReq")?;
     let due = due_at(req.deliver_after, now_ms())?;
     let batches = validate(&ctx.app, Some(&ctx.user), req.msg_data_list).await?;
-    append(&ctx.app, ctx.user.as_str(), batches, due).await?;
-    Ok(Reply::data(pb::SendMsgListResp::default().encode_to_vec()))
+    let appended = enqueue(&ctx.app, ctx.user.as_str(), batches, due).await?;
+    Ok(Box::pin(async move {
+        appended.await?;
+        Ok(Reply::data(pb::SendMsgListResp::default().encode_to_vec()))
+    }))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! One WebSocket session: authenticate, register, then one task that reads the
 //! socket, writes its queued frames and keeps it alive. SendMsgList requests go
-//! through one ordered worker per connection (order per conversation is kept); other
-//! requests run concurrently, bounded per connection. The session, its worker and its
-//! requests run on the gateway's task tracker, so the shutdown drain waits for them.
+//! through one ordered, pipelined worker per connection (order per conversation is
+//! kept, `pipeline.rs`); other requests run concurrently, bounded per connection. The
+//! session, its worker and its requests run on the gateway's task tracker, so the
+//! shutdown drain waits for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -401,12 +402,15 @@ fn handle(
     });
 }
 
-async fn send_worker(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<RequestBody>) {
-    while let Some(req) = rx.recv().await {
-        for f in dispatch::handle(&ctx, req).await {
-            reply(&ctx, f);
-        }
-    }
+async fn send_worker(ctx: Arc<ConnCtx>, rx: mpsc::Receiver<RequestBody>) {
+    let answer_to = ctx.clone();
+    super::pipeline::run(
+        rx,
+        super::pipeline::DEPTH,
+        |req| dispatch::start_send(ctx.clone(), req),
+        |frames| frames.into_iter().for_each(|f| reply(&answer_to, f)),
+    )
+    .await;
 }
 
 /// Queues a frame for the calling connection (a full queue closes it as slow).

@@ -9,6 +9,10 @@ pub(crate) mod topics;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+/// Resolves once enqueued records are durable (`MsgLog::enqueue`).
+pub(crate) type Durable =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LogError>> + Send + 'static>>;
+
 pub(crate) use topics::Topics;
 
 /// One record as consumed.
@@ -140,6 +144,17 @@ pub trait MsgLog: Send + Sync + 'static {
     /// Appends and returns once the records are durable (acks=all on Kafka),
     /// all of them or an error; records with the same topic and key keep their order.
     async fn append(&self, records: Vec<Outgoing>) -> Result<(), LogError>;
+
+    /// Appends in two steps: the returned call has put the records in line (after
+    /// everything enqueued before it on this log, so same topic and key keep the
+    /// order of the calls), and the future it gives resolves once they are durable.
+    /// A caller can thus have many appends in flight and still keep their order.
+    /// The default appends whole before returning (backends with no queue of their
+    /// own, where in line means written).
+    async fn enqueue(&self, records: Vec<Outgoing>) -> Result<Durable, LogError> {
+        let res = self.append(records).await;
+        Ok(Box::pin(std::future::ready(res)))
+    }
 
     /// Joins consumer group `group` on `topics`, resuming at its committed offsets
     /// (at the beginning when it has none).

@@ -261,3 +261,49 @@ async fn one_client_cannot_hurt_another(b: Backend) {
     assert_eq!(text(&calm.messages(10 * SEC).await[0]), "still fine");
 }
 on_both!(one_client_cannot_hurt_another);
+
+async fn pipelined_sends_keep_order(b: Backend) {
+    let c = Cluster::new(b, "");
+    let f = c.start("pod-a");
+    let (_, _, conv, mut a1, mut b1) = chat(&f).await;
+    // Many SendMsgList frames without waiting for acks: the connection has several
+    // appends in flight, yet acks come in request order and seqs follow it.
+    const N: usize = 40;
+    for i in 0..N {
+        let body = pb::RequestBody {
+            event: pb::ActiveEvent::SendMsgList as i32,
+            req_id: format!("p{i}"),
+            data: pb::SendMsgListReq {
+                msg_data_list: vec![msg(&a1.user.clone(), &conv, &format!("m{i}"))],
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+        };
+        a1.send_raw(body.encode_to_vec()).await;
+    }
+    let mut acks = Vec::new();
+    let deadline = tokio::time::Instant::now() + 20 * SEC;
+    while acks.len() < N && tokio::time::Instant::now() < deadline {
+        match a1.next_frame(SEC).await {
+            Frame::Push(p) if p.event == pb::PushEvent::PushResponseBody as i32 => {
+                let r = pb::ResponseBody::decode(p.data).unwrap();
+                assert_eq!(r.code, 0, "{} was not acked", r.req_id);
+                acks.push(r.req_id);
+            }
+            Frame::Closed => panic!("socket closed"),
+            _ => {}
+        }
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("p{i}")).collect();
+    assert_eq!(acks, want, "acks in request order");
+    let got = b1.collect_messages(N, 20 * SEC).await;
+    let mut order: Vec<(u64, String)> = got
+        .iter()
+        .map(|m| (m.seq.parse().unwrap(), text(m)))
+        .collect();
+    order.sort();
+    let want: Vec<(u64, String)> = (0..N).map(|i| (i as u64 + 1, format!("m{i}"))).collect();
+    assert_eq!(order, want, "seqs follow the request order");
+}
+on_both!(pipelined_sends_keep_order);

@@ -128,6 +128,10 @@ impl MsgLog for KafkaLog {
         self.produce(records).await
     }
 
+    async fn enqueue(&self, records: Vec<Outgoing>) -> Result<super::Durable, LogError> {
+        self.enqueue_records(records).await
+    }
+
     async fn subscribe(
         &self,
         group: &str,

@@ -1,4 +1,5 @@
-//! The producer side of the Kafka log: `append`.
+//! The producer side of the Kafka log: `append`, and `enqueue` for callers that keep
+//! many appends in flight (SendMsgList pipelines a connection's requests).
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use tokio::time::Instant;
 
 use super::{KafkaLog, code, unavailable};
-use crate::msglog::{LogError, Outgoing};
+use crate::msglog::{Durable, LogError, Outgoing};
 
 /// Extra wait on top of `append_timeout` before giving up on a delivery report that
 /// librdkafka should already have produced (`message.timeout.ms` = `append_timeout`).
@@ -16,8 +17,19 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(1);
 
 impl KafkaLog {
     pub(super) async fn produce(&self, records: Vec<Outgoing>) -> Result<(), LogError> {
+        self.enqueue_records(records).await?.await
+    }
+
+    /// Hands the records to librdkafka in order and returns the wait for their
+    /// delivery reports. Once this returns, a later call's records with the same
+    /// topic and key are behind these (one producer, idempotent, per-partition
+    /// order), so waiting for durability need not hold up the next append.
+    pub(super) async fn enqueue_records(
+        &self,
+        records: Vec<Outgoing>,
+    ) -> Result<Durable, LogError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Box::pin(std::future::ready(Ok(()))));
         }
         let deadline = Instant::now() + self.inner.settings.append_timeout;
         // Enqueued one by one, in order: the idempotent producer keeps per-partition
@@ -57,25 +69,27 @@ impl KafkaLog {
                 }
             }
         }
-        let results = tokio::time::timeout_at(
-            deadline + DELIVERY_GRACE,
-            futures_util::future::join_all(deliveries),
-        )
-        .await
-        .map_err(|_| LogError::Timeout)?;
-        for (r, o) in results.into_iter().zip(&records) {
-            match r {
-                Ok(Ok(d)) => {
-                    tracing::debug!(topic = %o.topic, partition = d.partition, offset = d.offset, key = %String::from_utf8_lossy(&o.key), "appended");
+        Ok(Box::pin(async move {
+            let results = tokio::time::timeout_at(
+                deadline + DELIVERY_GRACE,
+                futures_util::future::join_all(deliveries),
+            )
+            .await
+            .map_err(|_| LogError::Timeout)?;
+            for (r, o) in results.into_iter().zip(&records) {
+                match r {
+                    Ok(Ok(d)) => {
+                        tracing::debug!(topic = %o.topic, partition = d.partition, offset = d.offset, key = %String::from_utf8_lossy(&o.key), "appended");
+                    }
+                    Ok(Err((e, _))) if code(&e) == Some(RDKafkaErrorCode::MessageTimedOut) => {
+                        return Err(LogError::Timeout);
+                    }
+                    Ok(Err((e, _))) => return Err(unavailable(e)),
+                    // The producer dropped the delivery report: it is shutting down.
+                    Err(_) => return Err(LogError::Closed),
                 }
-                Ok(Err((e, _))) if code(&e) == Some(RDKafkaErrorCode::MessageTimedOut) => {
-                    return Err(LogError::Timeout);
-                }
-                Ok(Err((e, _))) => return Err(unavailable(e)),
-                // The producer dropped the delivery report: it is shutting down.
-                Err(_) => return Err(LogError::Closed),
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 }
