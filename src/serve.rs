@@ -72,11 +72,14 @@ pub(crate) async fn accept(
         // Small frames (acks, pushes) go out at once instead of waiting behind Nagle's
         // algorithm for the peer's delayed ACK (about 40 ms per request otherwise).
         let _ = tcp.set_nodelay(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
-            .with_upgrades();
-        let stop = stop.clone();
+        let (builder, router, stop) = (builder.clone(), router.clone(), stop.clone());
         conns.spawn(async move {
+            if !first_byte(&tcp, &stop).await {
+                return;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router))
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -86,6 +89,28 @@ pub(crate) async fn accept(
                 }
             }
         });
+    }
+}
+
+/// How long an accepted connection may stay silent before its first byte. The head
+/// timeout counts from that byte, not from the accept: in a reconnect storm the kernel
+/// completes thousands of handshakes at once and ferry accepts them within seconds,
+/// while many requests reach it only later (measured: ferry's sockets held no unread
+/// bytes while thousands of clients had not sent their upgrade yet). Counted from the
+/// accept, the head timeout closed those connections before their request arrived
+/// ("Handshake not finished" for about 10–20% of a 10k storm). A client that never
+/// sends is still dropped, after this long; one that starts its head and stops is cut
+/// by the head timeout as before.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until `tcp` has a byte to read (peeked, left for the HTTP parser); false at
+/// EOF, when it stayed silent for [`FIRST_BYTE_TIMEOUT`], failed, or the server is
+/// stopping. (`readable()` is not enough: it may report a fresh socket ready at once.)
+async fn first_byte(tcp: &tokio::net::TcpStream, stop: &CancellationToken) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(FIRST_BYTE_TIMEOUT, tcp.peek(&mut byte)) => matches!(r, Ok(Ok(1))),
+        () = stop.cancelled() => false,
     }
 }
 

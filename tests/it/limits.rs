@@ -465,6 +465,46 @@ async fn request_heads_are_bounded_in_time_and_size() {
     assert!(f.stop().success());
 }
 
+/// The head timeout counts from the request's first byte, not from the accept: in a
+/// reconnect storm requests reach the server long after the kernel completed their
+/// handshakes, and a client that sends its upgrade late is still served ("connected").
+/// A client that starts its head and stops is cut as before (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_after_the_head_timeout_is_still_served() {
+    use futures_util::StreamExt as _;
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[server]\nheader_read_timeout_secs = 1\n",
+    );
+    let f = c.start("pod-a");
+    let tcp = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    // Silent for twice the head timeout: the delay of a request queued behind a storm.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = unique("late");
+    let q = query(&[
+        ("token", &token(&user)),
+        ("userId", &user),
+        ("platform", "ios"),
+        ("deviceId", "d1"),
+    ]);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(format!("{}?{q}", f.ws_url()), tcp),
+    )
+    .await
+    .expect("upgrade answered within 10 s")
+    .expect("the late upgrade is accepted");
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a frame within 10 s");
+    match first {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+            assert_eq!(t.as_str(), "connected");
+        }
+        other => panic!("expected \"connected\", got {other:?}"),
+    }
+}
+
 async fn delayed_messages_need_the_sender_still_in_the_group(b: Backend) {
     let c = Cluster::new(b, "");
     let f = c.start("pod-a");
