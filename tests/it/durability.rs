@@ -86,6 +86,8 @@ async fn acked_messages_survive_kill_9(b: Backend) {
         let id = m.client_msg_id.clone();
         if a1.send_msgs(vec![m], None).await.code == 0 {
             acked.push(id);
+        } else {
+            refused_backoff().await;
         }
     }
     // No drain, no flush: the process dies mid-stream.

@@ -27,13 +27,6 @@ const SEQ: &[&str] = &["--role", "sequencer"];
 /// Acked clientMsgIds per conversation.
 type Acked = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
-/// A refused send (RetryError: over the rate limit, or the log slow) is retried
-/// later, as the SDKs do: a client that retries at once keeps being refused and is
-/// cut off (1008) as a flooder.
-async fn refused_backoff() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 /// A load client of `sender` on the gateway at `gw` (its own device id).
 async fn load_client(gw: &str, sender: &str) -> Box<Client> {
     let mut client = match connect_url(&format!(

@@ -912,3 +912,10 @@ enum Waited {
     TimedOut,
     Closed(String),
 }
+
+/// A refused send (RetryError: over the rate limit, or the log slow) is retried
+/// later, as the SDKs do: a client that retries at once keeps being refused and is
+/// cut off (1008) as a flooder.
+pub async fn refused_backoff() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
