@@ -149,22 +149,13 @@ impl Ctx {
         let id = msg_id(intended_ns, s.deliver_after, self.job.worker, self.index, k);
         match self.job.target {
             Target::Ferry => {
-                let m = pb::MsgData {
-                    client_msg_id: id.clone(),
-                    sender_id: self.c.user.clone(),
-                    conv_id: s.to.clone(),
-                    content_type: 101,
-                    content: self.payload.clone(),
-                    client_time: (intended_ns / 1_000_000).to_string(),
-                    options: Some(pb::msg_data::Options {
-                        storage_for_server: true,
-                        storage_for_client: true,
-                        update_conv_msg: true,
-                        update_unread_count: true,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
+                let m = crate::pb::text_msg(
+                    id.clone(),
+                    &self.c.user,
+                    &s.to,
+                    self.payload.clone(),
+                    intended_ns / 1_000_000,
+                );
                 let req = pb::RequestBody {
                     event: pb::ActiveEvent::SendMsgList as i32,
                     req_id: id.clone(),

@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::hist;
-use crate::pb::{gateway as pb, records};
+use crate::pb::{records, text_msg};
 
 pub struct Ceiling {
     pub records: u64,
@@ -26,22 +26,13 @@ pub struct Ceiling {
 /// The inbound record ferry writes for one message of `payload` bytes.
 fn record(conv: &str, sender: &str, k: u64, payload: usize) -> Vec<u8> {
     let now = crate::conn::now_ns();
-    let m = pb::MsgData {
-        client_msg_id: format!("{now}.0.0.{k}.{k}"),
-        sender_id: sender.to_owned(),
-        conv_id: conv.to_owned(),
-        content_type: 101,
-        content: vec![b'x'; payload].into(),
-        client_time: (now / 1_000_000).to_string(),
-        options: Some(pb::msg_data::Options {
-            storage_for_server: true,
-            storage_for_client: true,
-            update_conv_msg: true,
-            update_unread_count: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let m = text_msg(
+        format!("{now}.0.0.{k}.{k}"),
+        sender,
+        conv,
+        vec![b'x'; payload].into(),
+        now / 1_000_000,
+    );
     records::InboundRecord {
         kind: Some(records::inbound_record::Kind::Messages(
             records::MessageBatch {

@@ -27,6 +27,25 @@ const SEQ: &[&str] = &["--role", "sequencer"];
 /// Acked clientMsgIds per conversation.
 type Acked = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
+/// Stops the load tasks and checks they got more than `at_least` sends acked;
+/// returns how many.
+async fn stop_load(
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<usize>>,
+    at_least: usize,
+) -> usize {
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(
+        total > at_least,
+        "load too small to mean anything: {total} acked"
+    );
+    total
+}
+
 /// A load client of `sender` on the gateway at `gw` (its own device id).
 async fn load_client(gw: &str, sender: &str) -> Box<Client> {
     let mut client = match connect_url(&format!(
@@ -195,16 +214,8 @@ async fn sequencers_killed_between_claim_write_and_commit_and_stalled_lose_nothi
     let before = s1b.log_lines(&["claimed"]);
     s1b.wait_log(&["claimed"], before + 20, Duration::from_secs(60))
         .await;
-    stop.store(true, Ordering::Relaxed);
+    let total = stop_load(&stop, tasks, 1000).await;
 
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    assert!(
-        total > 1000,
-        "load too small to mean anything: {total} acked"
-    );
     let acked = acked.lock().unwrap().clone();
 
     // Check every conversation through the protocol, as the sender sees it.
@@ -410,15 +421,7 @@ async fn a_zombie_edit_written_late_loses_to_the_new_owners_later_edits() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    assert!(
-        total > 500,
-        "load too small to mean anything: {total} acked"
-    );
+    let total = stop_load(&stop, tasks, 500).await;
     let acked = acked.lock().unwrap().clone();
 
     let mut reader: HashMap<String, Client> = HashMap::new();

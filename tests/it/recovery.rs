@@ -494,25 +494,10 @@ async fn replay_rebuilds_the_store_embedded() {
     assert_eq!(sequencer_offsets(&c), offsets);
 
     // Group administration works on the embedded log too.
-    let plan = c.admin(&[
-        "groups",
-        "reset",
-        "--group",
-        "sequencer",
-        "--to",
-        "earliest",
-    ]);
+    let plan = c.admin_words("groups reset --group sequencer --to earliest");
     assert!(plan.contains("dry run") && plan.contains("new=0"), "{plan}");
     assert_eq!(sequencer_offsets(&c), offsets);
-    c.admin(&[
-        "groups",
-        "reset",
-        "--group",
-        "sequencer",
-        "--to",
-        "earliest",
-        "--execute",
-    ]);
+    c.admin_words("groups reset --group sequencer --to earliest --execute");
     let lag = sequencer_offsets(&c);
     assert!(lag[0].contains("committed=0"), "{lag:?}");
 
