@@ -63,15 +63,29 @@ impl KafkaLog {
         self.topic_metadata(topic, |t| t.partitions().len()).await
     }
 
+    /// The topic's partition count and whether every partition has a leader (a
+    /// new topic is listed before its leaders are elected, and reads of a
+    /// leaderless partition fail with NotLeaderForPartition).
+    async fn partitions_led(&self, topic: &str) -> Result<Option<(usize, bool)>, LogError> {
+        self.topic_metadata(topic, |t| {
+            let led = t
+                .partitions()
+                .iter()
+                .all(|p| p.leader() >= 0 && p.error().is_none());
+            (t.partitions().len(), led)
+        })
+        .await
+    }
+
     /// Polls the metadata until `done` holds for the topic, or gives up.
     async fn settle(
         &self,
         topic: &str,
-        done: impl Fn(Option<usize>) -> bool,
+        done: impl Fn(Option<(usize, bool)>) -> bool,
     ) -> Result<(), LogError> {
         let deadline = Instant::now() + TOPIC_SETTLE;
         loop {
-            if done(self.partitions_of(topic).await?) {
+            if done(self.partitions_led(topic).await?) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -129,7 +143,8 @@ impl KafkaLog {
                 }
             }
         }
-        self.settle(&spec.name, |p| p.is_some()).await?;
+        self.settle(&spec.name, |p| matches!(p, Some((_, true))))
+            .await?;
         Ok(created)
     }
 
@@ -207,9 +222,7 @@ impl KafkaLog {
         blocking(move || {
             (0..n)
                 .map(|p| {
-                    let (low, high) =
-                        c.0.fetch_watermarks(&topic, p, ADMIN_TIMEOUT)
-                            .map_err(unavailable)?;
+                    let (low, high) = c.watermarks(&topic, p)?;
                     Ok(Watermarks {
                         partition: p,
                         low,
@@ -391,6 +404,32 @@ impl KafkaLog {
 
 /// A consumer created for one blocking request.
 struct Plain(BaseConsumer<DefaultConsumerContext>);
+
+impl Plain {
+    /// One partition's watermarks. A partition whose leader is moving (or not yet
+    /// elected on a new topic) answers NotLeaderForPartition / LeaderNotAvailable
+    /// for a moment: asked again until ADMIN_TIMEOUT runs out.
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), LogError> {
+        let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            match self.0.fetch_watermarks(topic, partition, ADMIN_TIMEOUT) {
+                Ok(marks) => return Ok(marks),
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotLeaderForPartition
+                                | RDKafkaErrorCode::LeaderNotAvailable
+                        )
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+}
 
 /// Runs a blocking librdkafka request off the async runtime.
 async fn blocking<T: Send + 'static>(
