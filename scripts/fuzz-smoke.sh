@@ -7,6 +7,10 @@
 #   FERRY_FUZZ_SECS   seconds per target (default 25)
 #   FERRY_FUZZ_TARGETS  space-separated subset of targets (default: all)
 #
+# The instrumented build (every dependency again, with coverage flags: about 11
+# CPU-minutes) lives outside the repo, in ${FERRY_CACHE:-~/.cache/ferry}/fuzz-target,
+# so a second run on the same machine only rebuilds ferry itself.
+#
 # Runs on the pinned stable toolchain: cargo-fuzz passes a few unstable flags, which
 # RUSTC_BOOTSTRAP=1 lets stable accept. No sanitizer (`-s none`): ferry forbids unsafe
 # code, so AddressSanitizer would only slow the search; debug assertions and overflow
@@ -29,11 +33,13 @@ base=/tmp
 work=$(mktemp -d "$base/ferry-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-nice cargo fuzz build -s none -a
+target_dir="${FERRY_CACHE:-$HOME/.cache/ferry}/fuzz-target"
+mkdir -p "$target_dir"
+nice cargo fuzz build -s none -a --target-dir "$target_dir"
 for t in $targets; do
   mkdir -p "$work/corpus/$t" "$work/tmp"
   echo "fuzz: $t for ${secs}s"
-  if ! TMPDIR="$work/tmp" nice cargo fuzz run -s none -a "$t" "$work/corpus/$t" "fuzz/corpus/$t" -- \
+  if ! TMPDIR="$work/tmp" nice cargo fuzz run -s none -a --target-dir "$target_dir" "$t" "$work/corpus/$t" "fuzz/corpus/$t" -- \
     -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
     >"$work/$t.log" 2>&1; then
     tail -n 60 "$work/$t.log"
