@@ -43,7 +43,7 @@ JAEGER_QUERY_GRPC_PORT="${FERRY_JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${FERRY_JAEGER_HEALTH_PORT:-13133}"
 
 KAFKA_HEAP="${FERRY_KAFKA_HEAP:--Xms512m -Xmx1g}"
-CASSANDRA_HEAP="${FERRY_CASSANDRA_HEAP:--Xms1g -Xmx1g}"
+CASSANDRA_HEAP="${FERRY_CASSANDRA_HEAP:--Xms1g -Xmx2g}"
 # periodic (default): writes are acknowledged before the commit log is synced, and a
 # node killed with SIGKILL replays only up to its last sync: the acknowledged writes of
 # the last period are gone. batch: a write is acknowledged once synced, so a single
