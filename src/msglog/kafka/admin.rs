@@ -47,7 +47,7 @@ impl KafkaLog {
             let md = inner
                 .admin
                 .inner()
-                .fetch_metadata(None, PING_TIMEOUT)
+                .fetch_metadata(None, ADMIN_TIMEOUT)
                 .map_err(unavailable)?;
             Ok(md
                 .topics()
@@ -77,7 +77,9 @@ impl KafkaLog {
         .await
     }
 
-    /// Polls the metadata until `done` holds for the topic, or gives up.
+    /// Polls the metadata until `done` holds for the topic, or gives up. A metadata
+    /// request that fails meanwhile (a busy broker answering all topics' metadata
+    /// late) is asked again; the last failure is named if the deadline passes.
     async fn settle(
         &self,
         topic: &str,
@@ -85,12 +87,17 @@ impl KafkaLog {
     ) -> Result<(), LogError> {
         let deadline = Instant::now() + TOPIC_SETTLE;
         loop {
-            if done(self.partitions_led(topic).await?) {
+            let seen = self.partitions_led(topic).await;
+            if matches!(seen, Ok(p) if done(p)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                let why = match seen {
+                    Err(e) => format!(": {e}"),
+                    Ok(_) => String::new(),
+                };
                 return Err(LogError::Unavailable(format!(
-                    "topic {topic} metadata did not settle"
+                    "topic {topic} metadata did not settle within {TOPIC_SETTLE:?}{why}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
