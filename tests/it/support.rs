@@ -279,19 +279,19 @@ impl Ferry {
             .status();
         for _ in 0..300 {
             if let Some(s) = self.child.try_wait().unwrap() {
-                if !s.success() {
-                    // Name the cause in the test's output: the pod's warnings and errors.
-                    let logs = self.logs();
-                    let bad: Vec<&str> = logs
-                        .lines()
-                        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                        .collect();
-                    eprintln!(
-                        "{} exited with {s}; its last warnings and errors:\n{}",
-                        self.pod,
-                        bad[bad.len().saturating_sub(20)..].join("\n")
-                    );
-                }
+                // Name how the pod stopped in the test's output (shown when the test
+                // fails): its last warnings and errors, e.g. a drain that ran out of
+                // time or a commit skipped during a rebalance.
+                let logs = self.logs();
+                let bad: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .collect();
+                eprintln!(
+                    "{} exited with {s}; its last warnings and errors:\n{}",
+                    self.pod,
+                    bad[bad.len().saturating_sub(20)..].join("\n")
+                );
                 return s;
             }
             std::thread::sleep(Duration::from_millis(100));
