@@ -20,6 +20,9 @@ async fn latencies(c: &mut Client, conv: &str, n: usize) -> Vec<Duration> {
     let seqs: Vec<u64> = (1..=10).collect();
     let mut out = Vec::with_capacity(n);
     let mut pace = tokio::time::interval(Duration::from_millis(25));
+    // A late answer must not make the victim catch up in a burst: a burst of missed
+    // ticks would exceed its own rate limit and be refused.
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for i in 0..n {
         pace.tick().await;
         let t = Instant::now();
