@@ -445,12 +445,16 @@ async fn a_zombie_edit_written_late_loses_to_the_new_owners_later_edits() {
                 stored.extend(cl.sync(conv, chunk).await);
             }
             // A send answered with an error may still have been appended: the chain
-            // ends at the last acked edit or a later one.
+            // ends at the last acked edit or a later one. Settled once the chain's
+            // highest seq holds it: the rewrite of the version it replaces lands
+            // before the seq row, so it can be seen while max_seq is still the old one.
             let edit =
                 |x: &pb::MsgData| text(x).rsplit(' ').next().unwrap().parse::<u64>().unwrap();
             let has_last = stored
                 .iter()
-                .any(|x| x.client_msg_id == *chain && edit(x) >= *last);
+                .rev()
+                .find(|x| x.client_msg_id == *chain)
+                .is_some_and(|x| edit(x) >= *last);
             if has_last {
                 break (m, stored);
             }
