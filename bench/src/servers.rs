@@ -135,6 +135,12 @@ fn ferry_config(backend: &Backend, data: &Path, pod: &str) -> String {
              [scylla]\nnodes = [\"{cql}\"]\nkeyspace = \"{keyspace}\"\n"
         ));
     }
+    // Settings under comparison (e.g. `[kafka.properties]` with "linger.ms"), appended
+    // to every pod's configuration.
+    if let Ok(extra) = std::env::var("FERRY_BENCH_EXTRA_TOML") {
+        cfg.push_str(&extra);
+        cfg.push('\n');
+    }
     cfg
 }
 

@@ -60,7 +60,17 @@
 //! Offline hand-off: before the message write, messages for recipients the routing
 //! hook counts as offline are appended to the offline topic; `handoff.rs` explains
 //! why there and how a redelivery avoids a second event.
+//!
+//! Live pushes are handed to `push_batch.rs`, which appends one push record per pod
+//! for whatever the lanes handed over meanwhile; a lane does not wait for them to
+//! be durable. Pushes are best effort (clients resync by seq), so a record may be
+//! committed before its push is durable: a crash then costs that live push, never a
+//! stored message, and none of the above depends on pushes. A group's recipients
+//! are remembered per lane (`members.rs`, forgotten at each member change of the
+//! group, which reaches the same lane in log order); they route pushes and
+//! hand-offs, never seqs.
 
+mod members;
 mod memory;
 mod progress;
 
@@ -73,9 +83,11 @@ use tracing::Instrument as _;
 
 use futures_util::future::try_join_all;
 
+use self::members::Members;
 use self::memory::{Epochs, Memory};
 use self::progress::Progress;
 use super::handoff;
+use super::push_batch::PushBatcher;
 use super::records::{self, Inbound};
 use super::router::{PushPayload, PushRouter};
 use super::routing::Route;
@@ -122,6 +134,25 @@ pub(crate) struct Sequencer {
     pub(crate) offline: bool,
 }
 
+/// What a lane carries from record to record.
+struct Lane<'a> {
+    /// The record's partition epoch (see `run`); 0 remembers nothing.
+    epoch: u64,
+    memory: &'a mut Memory,
+    members: &'a mut Members,
+    /// Pushes go through it when given (coalesced, not awaited), else are appended
+    /// at once.
+    pushes: Option<&'a PushBatcher>,
+}
+
+/// A record's messages, as `pass` applies them.
+struct Batch<'a> {
+    sender: &'a str,
+    msgs: &'a [Message],
+    /// Sent with a delay: the sender's membership is checked again.
+    delayed: bool,
+}
+
 /// What applying a record did.
 enum Outcome {
     /// Applied (or found applied); the conversation's new state when it took seqs.
@@ -139,6 +170,7 @@ impl Sequencer {
             .subscribe(&this.topics.group("sequencer"), &[this.topics.inbound()])
             .await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64)>();
+        let (pushes, pushing) = PushBatcher::start(this.router.clone());
         let mut lanes = Vec::with_capacity(LANES);
         let mut workers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
@@ -146,11 +178,13 @@ impl Sequencer {
             workers.push(tokio::spawn(this.clone().lane(
                 rx,
                 done_tx.clone(),
+                pushes.clone(),
                 cancel.clone(),
             )));
             lanes.push(tx);
         }
         drop(done_tx);
+        drop(pushes);
         let mut progress = Progress::default();
         let mut epochs = Epochs::default();
         let mut since: Option<tokio::time::Instant> = None;
@@ -192,6 +226,8 @@ impl Sequencer {
         for w in workers {
             let _ = w.await;
         }
+        // The lanes' handles are gone: the pushes they handed over are flushed.
+        let _ = pushing.await;
         while let Ok((topic, partition, offset)) = done_rx.try_recv() {
             progress.done(topic, partition, offset);
         }
@@ -206,9 +242,10 @@ impl Sequencer {
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(LogRecord, u64)>,
         done: mpsc::UnboundedSender<(String, i32, i64)>,
+        pushes: PushBatcher,
         cancel: CancellationToken,
     ) {
-        let mut memory = Memory::default();
+        let (mut memory, mut members) = (Memory::default(), Members::default());
         while let Some((rec, epoch)) = rx.recv().await {
             let span = tracing::info_span!(
                 "sequencer.record",
@@ -221,7 +258,15 @@ impl Sequencer {
             let mut attempt = 0u32;
             loop {
                 match self
-                    .apply_in(&rec, epoch, &mut memory)
+                    .apply_in(
+                        &rec,
+                        &mut Lane {
+                            epoch,
+                            memory: &mut memory,
+                            members: &mut members,
+                            pushes: Some(&pushes),
+                        },
+                    )
                     .instrument(span.clone())
                     .await
                 {
@@ -279,20 +324,25 @@ impl Sequencer {
     /// Applies one record on its own, with the conversation's state read from the
     /// store.
     pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
-        self.apply_in(rec, 0, &mut Memory::default()).await
+        let lane = &mut Lane {
+            epoch: 0,
+            memory: &mut Memory::default(),
+            members: &mut Members::default(),
+            pushes: None,
+        };
+        self.apply_in(rec, lane).await
     }
 
-    /// Applies one record with a lane's memory of its conversations' states, valid
-    /// while `epoch` (the partition's, see `run`) is unchanged.
-    async fn apply_in(
-        &self,
-        rec: &LogRecord,
-        epoch: u64,
-        memory: &mut Memory,
-    ) -> Result<(), StoreError> {
+    /// Applies one record with what its lane remembers.
+    async fn apply_in(&self, rec: &LogRecord, lane: &mut Lane<'_>) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
-            Inbound::Messages(b) => self.sequence(rec, b, epoch, memory).await,
-            Inbound::Member(m) => self.member(rec, m).await,
+            Inbound::Messages(b) => self.sequence(rec, b, lane).await,
+            Inbound::Member(m) => {
+                // Forgotten first: were the write to fail half-way, the rows are
+                // read again in any case.
+                lane.members.forget(&m.group_id);
+                self.member(rec, m).await
+            }
             Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
                 Ok(())
@@ -333,9 +383,9 @@ impl Sequencer {
         &self,
         rec: &LogRecord,
         batch: MessageBatch,
-        epoch: u64,
-        memory: &mut Memory,
+        lane: &mut Lane<'_>,
     ) -> Result<(), StoreError> {
+        let epoch = lane.epoch;
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
             return Ok(());
@@ -343,19 +393,31 @@ impl Sequencer {
         let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
         let conv_s = conv.to_string();
-        let state = match memory.get(&conv_s, rec.partition, epoch) {
+        let state = match lane.memory.get(&conv_s, rec.partition, epoch) {
             Some(s) => s,
             None => {
                 let s = self.load(&conv_s).await?;
-                memory.set(&conv_s, rec.partition, epoch, s.clone());
+                lane.memory.set(&conv_s, rec.partition, epoch, s.clone());
                 s
             }
         };
         match self
-            .pass(rec, &conv, &batch.sender_id, &msgs, delayed, state.as_ref())
+            .pass(
+                rec,
+                &conv,
+                Batch {
+                    sender: &batch.sender_id,
+                    msgs: &msgs,
+                    delayed,
+                },
+                state.as_ref(),
+                lane,
+            )
             .await?
         {
-            Outcome::Applied(Some(next)) => memory.set(&conv_s, rec.partition, epoch, Some(next)),
+            Outcome::Applied(Some(next)) => {
+                lane.memory.set(&conv_s, rec.partition, epoch, Some(next))
+            }
             Outcome::Applied(None) => {}
             Outcome::Behind => {
                 // Someone applied this record and later ones: catch up from the row,
@@ -367,7 +429,7 @@ impl Sequencer {
                     _ => false,
                 };
                 if newer {
-                    memory.set(&conv_s, rec.partition, epoch, row);
+                    lane.memory.set(&conv_s, rec.partition, epoch, row);
                 }
                 tracing::debug!(conv = %conv_s, offset = rec.offset, "a later record is already written; skipped");
             }
@@ -387,11 +449,15 @@ impl Sequencer {
         &self,
         rec: &LogRecord,
         conv: &ConvId,
-        sender: &str,
-        msgs: &[Message],
-        delayed: bool,
+        batch: Batch<'_>,
         state: Option<&ConvState>,
+        lane: &mut Lane<'_>,
     ) -> Result<Outcome, StoreError> {
+        let Batch {
+            sender,
+            msgs,
+            delayed,
+        } = batch;
         let conv_s = conv.to_string();
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
         let ours = match state {
@@ -478,7 +544,7 @@ impl Sequencer {
         let route = if push.is_empty() {
             None
         } else {
-            self.route(conv, hand_off).await?
+            self.route(rec, conv, hand_off, lane).await?
         };
         if hand_off && let Some(route) = &route {
             self.hand_off(&conv_s, sender, &stored, route, ours.is_some() || own)
@@ -516,7 +582,7 @@ impl Sequencer {
         // Written, offset not yet committed, nothing pushed: redelivery must not
         // sequence these again.
         crate::faults::point("sequencer.written").await;
-        self.deliver(conv, sender, route.as_ref(), &push, &echo)
+        self.deliver(conv, sender, route.as_ref(), &push, &echo, lane.pushes)
             .await;
         Ok(Outcome::Applied(next))
     }
@@ -524,8 +590,14 @@ impl Sequencer {
     /// Routes the conversation's recipients. Without a hand-off to make, recipients
     /// that cannot be read only cost the live push (clients resync); with one, the
     /// record is retried rather than lose the events.
-    async fn route(&self, conv: &ConvId, hand_off: bool) -> Result<Option<Route>, StoreError> {
-        match access::recipients(self.store.as_ref(), conv).await {
+    async fn route(
+        &self,
+        rec: &LogRecord,
+        conv: &ConvId,
+        hand_off: bool,
+        lane: &mut Lane<'_>,
+    ) -> Result<Option<Route>, StoreError> {
+        match self.recipients(rec, conv, lane).await {
             Ok(users) => Ok(Some(self.router.route(&users).await)),
             Err(e) if hand_off => Err(e),
             Err(e) => {
@@ -533,6 +605,31 @@ impl Sequencer {
                 Ok(None)
             }
         }
+    }
+
+    /// `conv`'s recipients; a group's members from the lane's memory (`members.rs`)
+    /// when this record is ordered with the group's member changes (same key).
+    async fn recipients(
+        &self,
+        rec: &LogRecord,
+        conv: &ConvId,
+        lane: &mut Lane<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        let ConvId::Group(g) = conv else {
+            return access::recipients(self.store.as_ref(), conv).await;
+        };
+        if rec.key.as_ref() != conv.to_string().as_bytes() {
+            return access::recipients(self.store.as_ref(), conv).await;
+        }
+        if let Some(users) = lane.members.get(g, rec.partition, lane.epoch) {
+            metrics::counter!("ferry_sequencer_member_cache_total", "result" => "hit").increment(1);
+            return Ok(users.to_vec());
+        }
+        metrics::counter!("ferry_sequencer_member_cache_total", "result" => "miss").increment(1);
+        let users = access::recipients(self.store.as_ref(), conv).await?;
+        lane.members
+            .set(g, rec.partition, lane.epoch, users.clone());
+        Ok(users)
     }
 
     /// Appends the offline events of `stored` before they are written. `redo`: this
@@ -584,6 +681,7 @@ impl Sequencer {
         route: Option<&Route>,
         push: &[Message],
         echo: &[Message],
+        pushes: Option<&PushBatcher>,
     ) {
         let span = tracing::info_span!(
             "push.route",
@@ -595,6 +693,21 @@ impl Sequencer {
         let mut headers = Vec::new();
         crate::telemetry::inject(&mut headers);
         drop(_guard);
+        if let Some(pushes) = pushes {
+            if let Some(route) = route.filter(|_| !push.is_empty()) {
+                pushes
+                    .submit(route, PushPayload::Messages(push), &headers)
+                    .instrument(span.clone())
+                    .await;
+            }
+            if !echo.is_empty() && !sender.is_empty() {
+                let route = self.router.route(&[sender.to_owned()]).await;
+                pushes
+                    .submit(&route, PushPayload::Messages(echo), &headers)
+                    .await;
+            }
+            return;
+        }
         if let Some(route) = route.filter(|_| !push.is_empty())
             && let Err(e) = self
                 .router

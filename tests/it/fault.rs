@@ -436,7 +436,11 @@ async fn a_zombie_edit_written_late_loses_to_the_new_owners_later_edits() {
             );
         }
         let cl = reader.get_mut(&owner).unwrap();
-        // The chain is settled once its last acked edit is stored.
+        // The chain is settled once its last acked edit is stored and a second read
+        // finds the same: an edit's rewrite of the version it replaces lands before
+        // its new seq's row, so a read in between sees the rewrite with the old
+        // max_seq (a state on its way, not a lost update).
+        let mut before: Option<(u64, Vec<pb::MsgData>)> = None;
         let (max, stored) = loop {
             let m: u64 = cl.conv_seq(conv).await.max_seq.parse().unwrap();
             let seqs: Vec<u64> = (1..=m).collect();
@@ -451,9 +455,11 @@ async fn a_zombie_edit_written_late_loses_to_the_new_owners_later_edits() {
             let has_last = stored
                 .iter()
                 .any(|x| x.client_msg_id == *chain && edit(x) >= *last);
-            if has_last {
+            let snapshot = Some((m, stored.clone()));
+            if has_last && before == snapshot {
                 break (m, stored);
             }
+            before = snapshot;
             if Instant::now() >= deadline {
                 let chain_seqs: Vec<(String, String)> = stored
                     .iter()

@@ -69,7 +69,10 @@ impl KafkaLog {
         let timeout_ms = cfg.append_timeout.as_millis().max(10).to_string();
         let producer: FutureProducer = cfg
             .client_config(
-                &[("linger.ms", "2"), ("compression.type", "zstd")],
+                // lz4, not zstd: with zstd a producer batch paid ZSTD_createCStream
+                // and its memset, and acked SendMsgList about half as many records
+                // in the same run (BENCHMARKS.md, "Throughput").
+                &[("linger.ms", "2"), ("compression.type", "lz4")],
                 &[
                     ("enable.idempotence", "true"),
                     ("acks", "all"),
