@@ -31,9 +31,10 @@ pub struct EmbeddedStore {
     writer: mpsc::Sender<Job>,
 }
 
-/// A write for the writer thread, and where its outcome goes.
+/// A write for the writer thread, and where its outcome goes. `None`: no write, the
+/// caller waits until everything written before it is durable (`flush`).
 type Job = (
-    Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>,
+    Option<Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>>,
     oneshot::Sender<Result<(), StoreError>>,
 );
 
@@ -45,7 +46,9 @@ const WRITE_BATCH: usize = 256;
 /// Group commit: every write queued while the previous transaction committed goes
 /// into the next one, so 32 lanes writing at once cost one commit, not 32 commits
 /// queued on redb's single-writer lock. A failed transaction fails all its writes
-/// (each is retried by its caller).
+/// (each is retried by its caller). Transactions commit without fsync unless one of
+/// their jobs is a flush: then the one fsync covers the flush and the writes beside
+/// it, and a flush never waits for redb's write lock behind the writer.
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
@@ -55,14 +58,18 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let durable = jobs.iter().any(|(f, _)| f.is_none());
         let mut replies = Vec::with_capacity(jobs.len());
         let result = (|| {
             let mut tx = db.begin_write().map_err(unavailable)?;
-            tx.set_durability(redb::Durability::None)
-                .map_err(unavailable)?;
+            if !durable {
+                tx.set_durability(redb::Durability::None)
+                    .map_err(unavailable)?;
+            }
             let mut first_err = None;
             for (f, reply) in jobs {
                 if first_err.is_none()
+                    && let Some(f) = f
                     && let Err(e) = f(&tx)
                 {
                     first_err = Some(e);
@@ -133,16 +140,16 @@ impl EmbeddedStore {
         Ok(Self { db, writer })
     }
 
-    /// Runs `f` in the writer thread's next transaction. It commits without fsync:
-    /// `flush` makes it durable (the sequencer flushes before committing offsets, so
+    /// Runs `f` in the writer thread's next transaction (`None`: an fsync'd one). It
+    /// commits without fsync unless a flush shares it: `flush` makes it durable (the sequencer flushes before committing offsets, so
     /// a crash loses only writes whose records will be read again).
     async fn grouped(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+        f: Option<Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>>,
     ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((Box::new(f), tx))
+            .send((f, tx))
             .await
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
         rx.await
@@ -207,7 +214,7 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|m| (m.group.clone(), m.user.clone(), m.min_seq))
             .collect();
-        self.grouped(move |tx| {
+        self.grouped(Some(Box::new(move |tx: &redb::WriteTransaction| {
             let mut t = tx.open_table(MSGS).map_err(unavailable)?;
             let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
             for (conv, seq, client_id, sender, bytes) in &msgs {
@@ -236,7 +243,7 @@ impl Store for EmbeddedStore {
                     .map_err(unavailable)?;
             }
             Ok(())
-        })
+        })))
         .await
     }
 
@@ -331,14 +338,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            // An empty fsync'd commit persists every earlier non-durable one.
-            let tx = db.begin_write().map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
-        .map_err(unavailable)?
+        // The writer's next transaction is fsync'd, which persists every earlier
+        // non-durable one.
+        self.grouped(None).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
