@@ -33,10 +33,8 @@ pub struct EmbeddedStore {
 
 /// A write for the writer thread, and where its outcome goes. `None`: no write, the
 /// caller waits until everything written before it is durable (`flush`).
-type Job = (
-    Option<Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>>,
-    oneshot::Sender<Result<(), StoreError>>,
-);
+type Job = (Option<WriteFn>, oneshot::Sender<Result<(), StoreError>>);
+type WriteFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>;
 
 /// Writes waiting for the writer thread before `write` waits.
 const WRITE_QUEUE: usize = 1024;
@@ -143,10 +141,7 @@ impl EmbeddedStore {
     /// Runs `f` in the writer thread's next transaction (`None`: an fsync'd one). It
     /// commits without fsync unless a flush shares it: `flush` makes it durable (the sequencer flushes before committing offsets, so
     /// a crash loses only writes whose records will be read again).
-    async fn grouped(
-        &self,
-        f: Option<Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>>,
-    ) -> Result<(), StoreError> {
+    async fn grouped(&self, f: Option<WriteFn>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send((f, tx))
