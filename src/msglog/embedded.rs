@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -65,6 +66,8 @@ struct Inner {
     tips: Mutex<HashMap<String, watch::Sender<u64>>>,
     ephemeral: Mutex<HashMap<String, EphemeralTopic>>,
     durable_topics: Mutex<HashSet<String>>,
+    /// Read transactions opened by readers: what a wake-up costs, counted.
+    reads: AtomicU64,
 }
 
 impl Inner {
@@ -131,6 +134,7 @@ impl EmbeddedLog {
             db,
             writer: tx,
             tips: Mutex::new(tips),
+            reads: AtomicU64::new(0),
             ephemeral: Mutex::new(HashMap::new()),
             durable_topics: Mutex::new(known),
         });
@@ -629,6 +633,7 @@ impl EmbeddedSub {
                 continue;
             }
             if rtx.is_none() {
+                inner.reads.fetch_add(1, Ordering::Relaxed);
                 let tx = inner.db.begin_read().map_err(unavailable)?;
                 let records = tx.open_table(RECORDS).map_err(unavailable)?;
                 rtx = Some((tx, records));
@@ -731,5 +736,100 @@ impl Subscription for EmbeddedSub {
 
     async fn flush_commits(&mut self) -> Result<(), LogError> {
         self.log.send(WriteOp::Flush).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn topic(log: &EmbeddedLog, name: &str) -> String {
+        log.ensure_topic(&TopicSpec {
+            name: name.to_owned(),
+            retention: Retention::Full,
+        })
+        .await
+        .unwrap();
+        name.to_owned()
+    }
+
+    /// Appends to one topic neither wake nor cost a read to a reader of another, and
+    /// the reader still gets its own topic's next record at once.
+    #[tokio::test]
+    async fn a_reader_pays_only_for_its_own_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        let (quiet, busy) = (topic(&log, "quiet").await, topic(&log, "busy").await);
+        let mut sub = log
+            .subscribe("g", std::slice::from_ref(&quiet))
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(async move {
+            let r = sub.next().await.unwrap();
+            (r.offset, r.value)
+        });
+        // Let the reader reach its wait.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = log.inner.reads.load(Ordering::Relaxed);
+        for i in 0..50u32 {
+            log.append(vec![Outgoing::new(busy.clone(), "k", i.to_string())])
+                .await
+                .unwrap();
+        }
+        // Appends to the busy topic are durable and done: had they woken the reader,
+        // it would have read by now.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            log.inner.reads.load(Ordering::Relaxed),
+            before,
+            "appends to another topic made the reader read"
+        );
+        assert!(!waiting.is_finished());
+        log.append(vec![Outgoing::new(quiet.clone(), "k", "mine")])
+            .await
+            .unwrap();
+        let (offset, value) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the reader was not woken by its own topic")
+            .unwrap();
+        assert_eq!((offset, value.as_deref()), (0, Some(&b"mine"[..])));
+    }
+
+    /// Offsets committed without an fsync of their own (an append's follows them) are
+    /// where the group resumes after a reopen.
+    #[tokio::test]
+    async fn commits_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            let t = topic(&log, "t").await;
+            for i in 0..3u32 {
+                log.append(vec![Outgoing::new(t.clone(), "k", i.to_string())])
+                    .await
+                    .unwrap();
+            }
+            let mut sub = log.subscribe("g", std::slice::from_ref(&t)).await.unwrap();
+            let r = sub.next().await.unwrap();
+            sub.commit(&r).unwrap();
+            log.append(vec![Outgoing::new(t.clone(), "k", "3")])
+                .await
+                .unwrap();
+        }
+        // The writer thread lets go of the file once the last handle is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            match EmbeddedLog::open(dir.path()) {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        let mut sub = log.subscribe("g", &["t".to_owned()]).await.unwrap();
+        assert_eq!(sub.next().await.unwrap().offset, 1);
     }
 }
