@@ -210,7 +210,7 @@ impl EmbeddedStore {
         .map_err(unavailable)?
     }
 
-    /// Runs a read of a few keys on the calling task. A point lookup descends a
+    /// Runs a read of a few small keys on the calling task. A point lookup descends a
     /// handful of pages, almost always in redb's cache: microseconds, where the hop
     /// to the blocking pool and back costs two thread wake-ups (a third of the
     /// sequencer's CPU per message when measured). Scans stay on the pool (`read`).
@@ -222,9 +222,6 @@ impl EmbeddedStore {
         f(&tx)
     }
 }
-
-/// Seqs fetched by key on the calling task at most; more go to the blocking pool.
-const POINT_SEQS: usize = 16;
 
 #[async_trait]
 impl Store for EmbeddedStore {
@@ -286,9 +283,8 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         }
-        if seqs.len() <= POINT_SEQS {
-            return self.point(|tx| get(tx, conv, seqs));
-        }
+        // On the pool even for a few seqs: message bodies can be large (a sync of a
+        // few big messages reads megabytes), unlike the lookups done on the task.
         let (conv, seqs) = (conv.to_owned(), seqs.to_vec());
         self.read(move |tx| get(tx, &conv, &seqs)).await
     }
