@@ -31,11 +31,20 @@ pub struct EmbeddedStore {
     writer: mpsc::Sender<Job>,
 }
 
-/// A write for the writer thread, and where its outcome goes.
-type Job = (
-    Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send>,
-    oneshot::Sender<Result<(), StoreError>>,
-);
+/// One `write`'s cells, encoded by the caller.
+#[derive(Default)]
+struct Batch {
+    /// (conv, seq, clientMsgId, sender, encoded message)
+    msgs: Vec<(String, u64, String, String, Vec<u8>)>,
+    /// (group, user, min seq; None removes)
+    members: Vec<(String, String, Option<u64>)>,
+    /// (conv, encoded row)
+    rows: Vec<(String, Vec<u8>)>,
+}
+
+/// A write for the writer thread, and where its outcome goes. `None`: no write, the
+/// caller waits until everything written before it is durable (`flush`).
+type Job = (Option<Batch>, oneshot::Sender<Result<(), StoreError>>);
 
 /// Writes waiting for the writer thread before `write` waits.
 const WRITE_QUEUE: usize = 1024;
@@ -44,8 +53,11 @@ const WRITE_BATCH: usize = 256;
 
 /// Group commit: every write queued while the previous transaction committed goes
 /// into the next one, so 32 lanes writing at once cost one commit, not 32 commits
-/// queued on redb's single-writer lock. A failed transaction fails all its writes
-/// (each is retried by its caller).
+/// queued on redb's single-writer lock, and each table is opened once per commit. A
+/// failed transaction fails all its writes (each is retried by its caller).
+/// Transactions commit without fsync unless one of their jobs is a flush: then the
+/// one fsync covers the flush and the writes beside it, and a flush never waits for
+/// redb's write lock behind the writer.
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
@@ -55,25 +67,9 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut replies = Vec::with_capacity(jobs.len());
-        let result = (|| {
-            let mut tx = db.begin_write().map_err(unavailable)?;
-            tx.set_durability(redb::Durability::None)
-                .map_err(unavailable)?;
-            let mut first_err = None;
-            for (f, reply) in jobs {
-                if first_err.is_none()
-                    && let Err(e) = f(&tx)
-                {
-                    first_err = Some(e);
-                }
-                replies.push(reply);
-            }
-            match first_err {
-                Some(e) => Err(e),
-                None => tx.commit().map_err(unavailable),
-            }
-        })();
+        let durable = jobs.iter().any(|(b, _)| b.is_none());
+        let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let result = commit(&db, batches.iter().flatten(), durable);
         for reply in replies {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
@@ -81,6 +77,58 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
             });
         }
     }
+}
+
+/// Applies the batches in order in one transaction. Each table's cells are written
+/// in batch order, so the later write of a key wins as it would one by one; the
+/// transaction is atomic, so the order between tables does not matter.
+fn commit<'a>(
+    db: &Database,
+    batches: impl Iterator<Item = &'a Batch> + Clone,
+    durable: bool,
+) -> Result<(), StoreError> {
+    let mut tx = db.begin_write().map_err(unavailable)?;
+    if !durable {
+        tx.set_durability(redb::Durability::None)
+            .map_err(unavailable)?;
+    }
+    if batches.clone().any(|b| !b.msgs.is_empty()) {
+        let mut t = tx.open_table(MSGS).map_err(unavailable)?;
+        let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
+        for (conv, seq, client_id, sender, bytes) in batches.clone().flat_map(|b| &b.msgs) {
+            t.insert((conv.as_str(), *seq), bytes.as_slice())
+                .map_err(unavailable)?;
+            if client_id.is_empty() {
+                continue;
+            }
+            let key = (client_id.as_str(), conv.as_str(), sender.as_str());
+            let newer = cmid
+                .get(key)
+                .map_err(unavailable)?
+                .is_none_or(|v| v.value() <= *seq);
+            if newer {
+                cmid.insert(key, *seq).map_err(unavailable)?;
+            }
+        }
+    }
+    if batches.clone().any(|b| !b.members.is_empty()) {
+        let mut t = tx.open_table(MEMBERS).map_err(unavailable)?;
+        for (g, u, min_seq) in batches.clone().flat_map(|b| &b.members) {
+            match min_seq {
+                Some(min) => t.insert((g.as_str(), u.as_str()), *min).map(|_| ()),
+                None => t.remove((g.as_str(), u.as_str())).map(|_| ()),
+            }
+            .map_err(unavailable)?;
+        }
+    }
+    if batches.clone().any(|b| !b.rows.is_empty()) {
+        let mut t = tx.open_table(CONVS).map_err(unavailable)?;
+        for (conv, row) in batches.flat_map(|b| &b.rows) {
+            t.insert(conv.as_str(), row.as_slice())
+                .map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)
 }
 
 fn decode_msg(bytes: &[u8]) -> Result<Message, StoreError> {
@@ -133,23 +181,21 @@ impl EmbeddedStore {
         Ok(Self { db, writer })
     }
 
-    /// Runs `f` in the writer thread's next transaction. It commits without fsync:
-    /// `flush` makes it durable (the sequencer flushes before committing offsets, so
-    /// a crash loses only writes whose records will be read again).
-    async fn grouped(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
+    /// Applies `f` in the writer thread's next transaction (`None`: an fsync'd one).
+    /// It commits without fsync unless a flush shares it: `flush` makes it durable
+    /// (the sequencer flushes before committing offsets, so a crash loses only writes
+    /// whose records will be read again).
+    async fn grouped(&self, f: Option<Batch>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((Box::new(f), tx))
+            .send((f, tx))
             .await
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 
-    /// Runs a read transaction on the blocking pool: a read that waits for the disk
+    /// Runs a read transaction on the blocking pool: a scan that waits for the disk
     /// must not hold up the async workers that serve every other socket.
     async fn read<T: Send + 'static>(
         &self,
@@ -163,96 +209,84 @@ impl EmbeddedStore {
         .await
         .map_err(unavailable)?
     }
+
+    /// Runs a read of a few small keys on the calling task. A point lookup descends a
+    /// handful of pages, almost always in redb's cache: microseconds, where the hop
+    /// to the blocking pool and back costs two thread wake-ups (a third of the
+    /// sequencer's CPU per message when measured). Scans stay on the pool (`read`).
+    fn point<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        f(&tx)
+    }
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
-        let conv = conv.to_owned();
-        self.read(move |tx| {
+        self.point(|tx| {
             let t = tx.open_table(CONVS).map_err(unavailable)?;
-            t.get(conv.as_str())
+            t.get(conv)
                 .map_err(unavailable)?
                 .map(|v| decode_conv(v.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn write(&self, w: &Writes) -> Result<(), StoreError> {
         if w.is_empty() {
             return Ok(());
         }
-        let msgs: Vec<(String, u64, String, String, Vec<u8>)> = w
-            .messages
-            .iter()
-            .map(|w| {
-                let m = &w.msg;
-                (
-                    m.conv_id.clone(),
-                    m.seq,
-                    m.client_msg_id.clone(),
-                    m.sender_id.clone(),
-                    pb::MsgData::from(m).encode_to_vec(),
-                )
-            })
-            .collect();
-        let rows: Vec<(String, Vec<u8>)> = w
-            .rows
-            .iter()
-            .map(|r| (r.conv.clone(), encode_conv(&r.state)))
-            .collect();
-        let members: Vec<(String, String, Option<u64>)> = w
-            .members
-            .iter()
-            .map(|m| (m.group.clone(), m.user.clone(), m.min_seq))
-            .collect();
-        self.grouped(move |tx| {
-            let mut t = tx.open_table(MSGS).map_err(unavailable)?;
-            let mut cmid = tx.open_table(CMID).map_err(unavailable)?;
-            for (conv, seq, client_id, sender, bytes) in &msgs {
-                t.insert((conv.as_str(), *seq), bytes.as_slice())
-                    .map_err(unavailable)?;
-                let key = (client_id.as_str(), conv.as_str(), sender.as_str());
-                let newer = cmid
-                    .get(key)
-                    .map_err(unavailable)?
-                    .is_none_or(|v| v.value() <= *seq);
-                if !client_id.is_empty() && newer {
-                    cmid.insert(key, *seq).map_err(unavailable)?;
-                }
-            }
-            let mut t = tx.open_table(MEMBERS).map_err(unavailable)?;
-            for (g, u, min_seq) in &members {
-                match min_seq {
-                    Some(min) => t.insert((g.as_str(), u.as_str()), *min).map(|_| ()),
-                    None => t.remove((g.as_str(), u.as_str())).map(|_| ()),
-                }
-                .map_err(unavailable)?;
-            }
-            let mut t = tx.open_table(CONVS).map_err(unavailable)?;
-            for (conv, row) in &rows {
-                t.insert(conv.as_str(), row.as_slice())
-                    .map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await
+        let batch = Batch {
+            msgs: w
+                .messages
+                .iter()
+                .map(|w| {
+                    let m = &w.msg;
+                    (
+                        m.conv_id.clone(),
+                        m.seq,
+                        m.client_msg_id.clone(),
+                        m.sender_id.clone(),
+                        pb::MsgData::from(m).encode_to_vec(),
+                    )
+                })
+                .collect(),
+            rows: w
+                .rows
+                .iter()
+                .map(|r| (r.conv.clone(), encode_conv(&r.state)))
+                .collect(),
+            members: w
+                .members
+                .iter()
+                .map(|m| (m.group.clone(), m.user.clone(), m.min_seq))
+                .collect(),
+        };
+        self.grouped(Some(batch)).await
     }
 
     async fn messages(&self, conv: &str, seqs: &[u64]) -> Result<Vec<Message>, StoreError> {
-        let (conv, seqs) = (conv.to_owned(), seqs.to_vec());
-        self.read(move |tx| {
+        fn get(
+            tx: &redb::ReadTransaction,
+            conv: &str,
+            seqs: &[u64],
+        ) -> Result<Vec<Message>, StoreError> {
             let t = tx.open_table(MSGS).map_err(unavailable)?;
             let mut out = Vec::with_capacity(seqs.len());
             for s in seqs {
-                if let Some(v) = t.get((conv.as_str(), s)).map_err(unavailable)? {
+                if let Some(v) = t.get((conv, *s)).map_err(unavailable)? {
                     out.push(decode_msg(v.value())?);
                 }
             }
             Ok(out)
-        })
-        .await
+        }
+        // On the pool even for a few seqs: message bodies can be large (a sync of a
+        // few big messages reads megabytes), unlike the lookups done on the task.
+        let (conv, seqs) = (conv.to_owned(), seqs.to_vec());
+        self.read(move |tx| get(tx, &conv, &seqs)).await
     }
 
     async fn by_client_msg_id(
@@ -261,22 +295,26 @@ impl Store for EmbeddedStore {
         sender: &str,
         client_msg_id: &str,
     ) -> Result<Option<Stored>, StoreError> {
-        let key = (client_msg_id.to_owned(), conv.to_owned(), sender.to_owned());
-        let seq = self
-            .read(move |tx| {
-                let t = tx.open_table(CMID).map_err(unavailable)?;
-                Ok(t.get((key.0.as_str(), key.1.as_str(), key.2.as_str()))
-                    .map_err(unavailable)?
-                    .map(|v| v.value()))
-            })
-            .await?;
-        match seq {
-            Some(s) => Ok(self.messages(conv, &[s]).await?.pop().map(|msg| Stored {
-                msg,
-                written_by: None,
-            })),
-            None => Ok(None),
-        }
+        self.point(|tx| {
+            let ids = tx.open_table(CMID).map_err(unavailable)?;
+            let Some(seq) = ids
+                .get((client_msg_id, conv, sender))
+                .map_err(unavailable)?
+                .map(|v| v.value())
+            else {
+                return Ok(None);
+            };
+            let msgs = tx.open_table(MSGS).map_err(unavailable)?;
+            msgs.get((conv, seq))
+                .map_err(unavailable)?
+                .map(|v| {
+                    decode_msg(v.value()).map(|msg| Stored {
+                        msg,
+                        written_by: None,
+                    })
+                })
+                .transpose()
+        })
     }
 
     async fn find_client_msg_id(
@@ -302,14 +340,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
-        let (group, user) = (group.to_owned(), user.to_owned());
-        self.read(move |tx| {
+        self.point(|tx| {
             let t = tx.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(t.get((group.as_str(), user.as_str()))
+            Ok(t.get((group, user))
                 .map_err(unavailable)?
                 .map(|v| v.value()))
         })
-        .await
     }
 
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
@@ -331,14 +367,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            // An empty fsync'd commit persists every earlier non-durable one.
-            let tx = db.begin_write().map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
-        .map_err(unavailable)?
+        // The writer's next transaction is fsync'd, which persists every earlier
+        // non-durable one.
+        self.grouped(None).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
