@@ -81,6 +81,11 @@ async fn ws(
         .on_upgrade(move |socket| tasks.track_future(session::run(app, params, socket)))
 }
 
+/// Frames written together are gathered up to this many bytes before the socket
+/// writes them (a `flush` writes whatever is gathered). The buffer keeps its size
+/// after a burst, so this bounds what a socket that once had a backlog holds.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 4 << 10;
+
 /// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
 /// sockets must stay cheap (see BENCHMARKS.md). The read buffer is held by every
 /// socket for its whole life; 1 KiB holds any ping and a typical request, and a
@@ -89,7 +94,7 @@ fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
     upgrade
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
 }

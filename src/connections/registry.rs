@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Pushed};
 
 /// Close codes used by ferry, beside 3000 (authentication failed).
 pub(crate) mod close {
@@ -154,6 +154,11 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Whether `user` has a socket here.
+    pub(crate) fn has(&self, user: &str) -> bool {
+        self.users.read().unwrap().contains_key(user)
+    }
+
     pub(crate) fn users(&self) -> Vec<String> {
         self.users.read().unwrap().keys().cloned().collect()
     }
@@ -173,19 +178,21 @@ impl Registry {
 }
 
 /// Queues without waiting; a queue full in frames or in bytes closes the socket as a
-/// slow consumer (its session then drops what is queued). A closing socket takes
-/// nothing.
+/// slow consumer (its session then drops what is queued). A socket whose outbox is
+/// closed takes nothing. The only lock taken is the outbox's own: this is the
+/// per-recipient step of every fan-out.
 pub(crate) fn send_or_close(c: &Connection, frame: Bytes) -> bool {
-    if c.closer.is_closed() {
-        return false;
+    match c.outbox.push(frame) {
+        Pushed::Queued => true,
+        Pushed::Closed => false,
+        Pushed::Overflow => {
+            slow_consumer(c);
+            false
+        }
     }
-    if c.outbox.push(frame) {
-        return true;
-    }
-    slow_consumer(c);
-    false
 }
 
+/// Runs once per socket: the outbox overflows once, then is closed.
 fn slow_consumer(c: &Connection) {
     if !c.closer.is_closed() {
         metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);

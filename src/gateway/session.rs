@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt as _, StreamExt};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -197,7 +197,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     };
     // Nothing more is queued once the closer fired; what is queued is dropped.
     closer.close(code, &reason);
-    ctx.conn.outbox.clear();
+    ctx.conn.outbox.close();
     // Bounded by ws_close::CLOSE_WAIT: a client that does not read is not waited for.
     ws_close::send(&mut socket, code, &reason).await;
     drop(socket);
@@ -236,11 +236,15 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
     // back by TCP instead of costing a refusal per frame.
     let mut paused_until: Option<Instant> = None;
     let timer = tokio::time::sleep_until(keepalive.deadline());
-    tokio::pin!(timer);
+    // Both waits live across turns of the loop: registering a waiter on the closer's
+    // token (a mutex) or the outbox's Notify on every frame is per-delivery work.
+    let closed = conn.closer.closed();
+    let ready = conn.outbox.ready();
+    tokio::pin!(timer, closed, ready);
     loop {
         let frame = tokio::select! {
             biased;
-            () = conn.closer.closed() => break,
+            () = &mut closed => break,
             () = &mut timer => {
                 let now = Instant::now();
                 if paused_until.is_some_and(|until| until <= now) {
@@ -259,11 +263,10 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
                 timer.as_mut().reset(next);
                 continue;
             }
-            () = conn.outbox.ready() => {
-                while let Some(frame) = conn.outbox.pop() {
-                    if !write(socket, &conn.closer, WsMessage::Binary(frame)).await {
-                        return sender;
-                    }
+            () = &mut ready => {
+                ready.set(conn.outbox.ready());
+                if !write_queued(socket, conn).await {
+                    return sender;
                 }
                 continue;
             }
@@ -336,6 +339,28 @@ async fn write(socket: &mut WebSocket, closer: &Closer, msg: WsMessage) -> bool 
         r = socket.send(msg) => {
             if r.is_err() {
                 Closing::Normal.close(closer);
+            }
+            r.is_ok()
+        }
+    }
+}
+
+/// Writes every queued frame and then flushes: frames queued together leave in
+/// one `write` (the socket buffers up to `http::WRITE_BUFFER_BYTES` before it writes),
+/// not one system call each. False as `write`.
+async fn write_queued(socket: &mut WebSocket, conn: &Connection) -> bool {
+    let io = async {
+        while let Some(frame) = conn.outbox.pop() {
+            socket.feed(WsMessage::Binary(frame)).await?;
+        }
+        socket.flush().await
+    };
+    tokio::select! {
+        biased;
+        () = conn.closer.closed() => false,
+        r = io => {
+            if r.is_err() {
+                Closing::Normal.close(&conn.closer);
             }
             r.is_ok()
         }

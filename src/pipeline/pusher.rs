@@ -76,10 +76,12 @@ impl Pusher {
             None => return,
         };
         let mut sockets = 0;
+        let per_user_spans = crate::telemetry::exporting();
         for user in &p.user_ids {
-            let _socket =
+            let _socket = per_user_spans.then(|| {
                 tracing::info_span!("push.socket", otel.name = "push socket", user = %user)
-                    .entered();
+                    .entered()
+            });
             sockets += self.registry.deliver(user, &frame);
         }
         // One counter update per record, not per recipient (a metrics lookup each).
