@@ -132,9 +132,17 @@ mod tests {
         let by_bytes = Outbox::new(100, 10);
         assert_eq!(push(&by_bytes, vec![0; 6]), Pushed::Queued);
         by_bytes.pop();
-        assert_eq!(push(&by_bytes, vec![0; 6]), Pushed::Queued, "popped bytes are free");
+        assert_eq!(
+            push(&by_bytes, vec![0; 6]),
+            Pushed::Queued,
+            "popped bytes are free"
+        );
         assert_eq!(push(&by_bytes, vec![0; 4]), Pushed::Queued);
-        assert_eq!(push(&by_bytes, vec![0; 1]), Pushed::Overflow, "11 bytes > 10");
+        assert_eq!(
+            push(&by_bytes, vec![0; 1]),
+            Pushed::Overflow,
+            "11 bytes > 10"
+        );
     }
 
     #[test]
