@@ -100,7 +100,7 @@ fn harness() -> &'static Harness {
                 app: state.clone(),
                 user: UserId::parse(USER).expect("valid user id"),
                 conn,
-                meta: vec![("language".into(), "en".into())],
+                meta: crate::gateway::meta::Meta::pack([("language", "en")]),
             });
             (state, ctx)
         });

@@ -77,8 +77,11 @@ async fn ws(
     tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
     let tasks = app.tasks.clone();
-    sized(upgrade, &app)
-        .on_upgrade(move |socket| tasks.track_future(session::run(app, params, socket)))
+    let upgrade = sized(upgrade, &app);
+    // One pointer in the upgrade's task instead of the handles and parameters: the
+    // closure stays in that task's future for the socket's whole life.
+    let start: session::Start = Box::new((app, params));
+    upgrade.on_upgrade(move |socket| tasks.track_future(session::run(start, socket)))
 }
 
 /// Frames written together are gathered up to this many bytes before the socket
@@ -86,14 +89,17 @@ async fn ws(
 /// after a burst, so this bounds what a socket that once had a backlog holds.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 4 << 10;
 
+/// The read buffer every socket holds for its whole life (its largest frame grows
+/// it): a ping or a short request fits, a larger frame takes one read per this many
+/// bytes. Idle sockets only ever read pings and pongs.
+pub(crate) const READ_BUFFER_BYTES: usize = 256;
+
 /// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
-/// sockets must stay cheap (see BENCHMARKS.md). The read buffer is held by every
-/// socket for its whole life; 1 KiB holds any ping and a typical request, and a
-/// larger frame grows it for as long as it takes to read.
+/// sockets must stay cheap (see BENCHMARKS.md).
 fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
     let limit = app.cfg.limits.max_frame_bytes;
     upgrade
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::outbox::{Outbox, Pushed};
 
@@ -67,8 +67,8 @@ impl Closer {
     }
 
     /// Resolves once the socket is to close.
-    pub(crate) async fn closed(&self) {
-        self.token.cancelled().await
+    pub(crate) fn closed(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
     }
 
     /// The code and reason the socket was closed with; None when it was closed by

@@ -9,6 +9,7 @@ pub(crate) mod dispatch;
 pub(crate) mod keepalive;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
+pub(crate) mod meta;
 pub(crate) mod pipeline;
 pub(crate) mod send;
 pub(crate) mod session;
