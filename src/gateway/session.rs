@@ -9,12 +9,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::Gateway;
@@ -23,6 +23,7 @@ use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
 use super::limits::{Refusals, TokenBucket};
 use super::meta::{self, Meta};
+use super::upgrade::{Pending, Socket};
 use super::wire::{self, Closing, Failure};
 use super::ws_close;
 use crate::connections::outbox::Outbox;
@@ -136,7 +137,7 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     })
 }
 
-async fn close_now(socket: &mut WebSocket, why: Closing<'_>) {
+async fn close_now(socket: &mut Socket, why: Closing<'_>) {
     ws_close::send(socket, why.code(), &why.reason()).await;
 }
 
@@ -148,23 +149,23 @@ pub(crate) type Start = Box<(Gateway, ConnectParams)>;
 /// One socket from its upgrade to its close. Connecting and closing are boxed: their
 /// state exists only while they run, and the future every idle socket keeps holds
 /// only the socket and the loop of `serve_socket`.
-///
-/// Not an `async fn`: its arguments would be copied into the future twice (once as
-/// captured, once as the body's locals); the block below uses the captured socket.
-#[allow(clippy::manual_async_fn)] // an `async fn` is what this avoids
-pub(crate) fn run(start: Start, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
-    async move {
-        let Some(ctx) = Box::pin(connect(start, &mut socket)).await else {
-            return;
-        };
-        let sender = serve_socket(&ctx, &mut socket).await;
-        Box::pin(finish(ctx, socket, sender)).await;
-    }
+pub(crate) async fn run(start: Start, pending: Pending) {
+    let cfg = crate::http::socket_config(&start.0);
+    // The socket is made here, in this future, not moved into it (a moved value
+    // keeps its room in the future it left).
+    let Some(mut socket) = pending.socket(cfg).await else {
+        return;
+    };
+    let Some(ctx) = Box::pin(connect(start, &mut socket)).await else {
+        return;
+    };
+    let sender = serve_socket(&ctx, &mut socket).await;
+    Box::pin(finish(ctx, socket, sender)).await;
 }
 
 /// Authenticates, registers and greets the client; None when the socket was refused
 /// (and closed) or went away.
-async fn connect(start: Start, socket: &mut WebSocket) -> Option<Arc<ConnCtx>> {
+async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
     let (app, params) = *start;
     let id = match authenticate(&app, &params) {
         Ok(id) => id,
@@ -217,7 +218,7 @@ async fn connect(start: Start, socket: &mut WebSocket) -> Option<Arc<ConnCtx>> {
 
 /// Closes the socket with the closer's reason, lets accepted SendMsgList requests
 /// reach the log, and unregisters.
-async fn finish(ctx: Arc<ConnCtx>, mut socket: WebSocket, sender: Option<SendWorker>) {
+async fn finish(ctx: Arc<ConnCtx>, mut socket: Socket, sender: Option<SendWorker>) {
     let closer = &ctx.conn.closer;
     let (code, reason) = match closer.why() {
         Some(why) => why,
@@ -245,7 +246,7 @@ type SendWorker = (mpsc::Sender<RequestBody>, tokio::task::JoinHandle<()>);
 /// The socket's one task: reads frames, writes what is queued for it, pings a silent
 /// client and closes an idle one, until the client goes or the closer fires. Returns
 /// the SendMsgList worker if one was started.
-async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<SendWorker> {
+async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWorker> {
     let app = &ctx.app;
     let conn = &ctx.conn;
     let mut bucket = TokenBucket::new(
@@ -361,7 +362,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
 
 /// Pings the client; false when the socket failed or the closer fired first (a
 /// write that cannot finish, to a client that stopped reading, is abandoned at once).
-async fn ping(socket: &mut WebSocket, closer: &Closer) -> bool {
+async fn ping(socket: &mut Socket, closer: &Closer) -> bool {
     tokio::select! {
         biased;
         () = closer.closed() => false,
@@ -379,7 +380,7 @@ async fn ping(socket: &mut WebSocket, closer: &Closer) -> bool {
 /// not one system call each. False as `ping`; `closed` is the session's own wait on
 /// its closer, so a write registers no waiter of its own.
 async fn write_queued(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     conn: &Connection,
     closed: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> bool {
@@ -496,7 +497,7 @@ mod tests {
     fn the_session_future_holds_the_loop_and_little_else() {
         let run = future_size(super::run);
         let serve = future_size(super::serve_socket);
-        let socket = std::mem::size_of::<axum::extract::ws::WebSocket>();
+        let socket = std::mem::size_of::<super::Socket>();
         assert!(
             run <= serve + socket + 128,
             "run {run} B, loop {serve} B, socket {socket} B"
