@@ -163,6 +163,18 @@ impl Registry {
         self.users.read().unwrap().keys().cloned().collect()
     }
 
+    /// Queues `frame` on every socket of each of `users` under one read lock;
+    /// returns how many sockets took it.
+    pub(crate) fn deliver_all(&self, users: &[String], frame: &Bytes) -> usize {
+        let map = self.users.read().unwrap();
+        users
+            .iter()
+            .filter_map(|u| map.get(u))
+            .flatten()
+            .filter(|c| send_or_close(c, frame.clone()))
+            .count()
+    }
+
     /// Queues `frame` on every socket of `user`; returns how many took it. Runs under
     /// the read lock without copying the connections: queuing never waits, and this is
     /// the per-recipient step of every fan-out.
