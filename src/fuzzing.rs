@@ -92,7 +92,7 @@ fn harness() -> &'static Harness {
             let drained = conn.clone();
             tokio::spawn(async move {
                 loop {
-                    drained.outbox.ready().await;
+                    drained.closer.woken().await;
                     while drained.outbox.pop().is_some() {}
                 }
             });

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 /// Slots kept after a queue drains; a larger buffer (left by a burst) is freed.
 const KEEP_SLOTS: usize = 8;
@@ -17,9 +16,6 @@ const KEEP_SLOTS: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
-    /// Wakes the socket's session when a frame is queued. `notify_one` keeps a
-    /// permit when the session is busy, so a wake-up is never lost.
-    ready: Notify,
 }
 
 #[derive(Debug)]
@@ -53,7 +49,6 @@ impl Outbox {
                 max_bytes,
                 closed: false,
             }),
-            ready: Notify::new(),
         }
     }
 
@@ -74,8 +69,6 @@ impl Outbox {
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
-        drop(q);
-        self.ready.notify_one();
         Pushed::Queued
     }
 
@@ -97,17 +90,10 @@ impl Outbox {
         q.frames = VecDeque::new();
         q.bytes = 0;
     }
-
-    /// Resolves once a frame may have been queued since the last call resolved.
-    pub(crate) async fn ready(&self) {
-        self.ready.notified().await
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn push(o: &Outbox, frame: impl Into<Bytes>) -> Pushed {
@@ -162,15 +148,5 @@ mod tests {
         }
         while o.pop().is_some() {}
         assert_eq!(o.queue.lock().unwrap().frames.capacity(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_frame_queued_before_the_wait_still_wakes_it() {
-        let o = Outbox::new(10, 100);
-        assert_eq!(push(&o, &b"early"[..]), Pushed::Queued);
-        tokio::time::timeout(Duration::from_millis(200), o.ready())
-            .await
-            .expect("the push left a wake-up");
-        assert_eq!(o.pop().as_deref(), Some(&b"early"[..]));
     }
 }

@@ -5,7 +5,6 @@
 //! session, its worker and its requests run on the gateway's task tracker, so the
 //! shutdown drain waits for them.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_util::sync::WaitForCancellationFuture;
 
 use super::Gateway;
 use super::auth::AuthFailure;
@@ -189,8 +187,8 @@ async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
         platform: id.platform,
         device_id: id.device_id,
         outbox: Outbox::new(app.cfg.limits.send_queue, app.cfg.limits.send_queue_bytes),
-        // A child of the root token: shutdown closes the socket (1012).
-        closer: Closer::child_of(&app.shutdown),
+        // Shutdown closes it (1012) through `Registry::shut_down`.
+        closer: Closer::default(),
     });
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
@@ -266,15 +264,23 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
     // back by TCP instead of costing a refusal per frame.
     let mut paused_until: Option<Instant> = None;
     let timer = tokio::time::sleep_until(keepalive.deadline());
-    // Both waits live across turns of the loop: registering a waiter on the closer's
-    // token (a mutex) or the outbox's Notify on every frame is per-delivery work.
-    let closed = conn.closer.closed();
-    let ready = conn.outbox.ready();
-    tokio::pin!(timer, closed, ready);
+    // One wait, for a queued frame or a close, lives across turns of the loop:
+    // registering waiters anew on every frame is per-delivery work.
+    let woken = conn.closer.woken();
+    tokio::pin!(timer, woken);
     loop {
         let frame = tokio::select! {
             biased;
-            () = &mut closed => break,
+            () = &mut woken => {
+                woken.set(conn.closer.woken());
+                if conn.closer.is_closed() {
+                    break;
+                }
+                if !write_queued(socket, conn).await {
+                    return sender;
+                }
+                continue;
+            }
             () = &mut timer => {
                 let now = Instant::now();
                 if paused_until.is_some_and(|until| until <= now) {
@@ -291,13 +297,6 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                 }
                 let next = paused_until.map_or(keepalive.deadline(), |p| p.min(keepalive.deadline()));
                 timer.as_mut().reset(next);
-                continue;
-            }
-            () = &mut ready => {
-                ready.set(conn.outbox.ready());
-                if !write_queued(socket, conn, closed.as_mut()).await {
-                    return sender;
-                }
                 continue;
             }
             f = socket.next(), if paused_until.is_none() => f,
@@ -377,13 +376,8 @@ async fn ping(socket: &mut Socket, closer: &Closer) -> bool {
 
 /// Writes every queued frame and then flushes: frames queued together leave in
 /// one `write` (the socket buffers up to `http::WRITE_BUFFER_BYTES` before it writes),
-/// not one system call each. False as `ping`; `closed` is the session's own wait on
-/// its closer, so a write registers no waiter of its own.
-async fn write_queued(
-    socket: &mut Socket,
-    conn: &Connection,
-    closed: Pin<&mut WaitForCancellationFuture<'_>>,
-) -> bool {
+/// not one system call each. False as `ping`.
+async fn write_queued(socket: &mut Socket, conn: &Connection) -> bool {
     let io = async {
         while let Some(frame) = conn.outbox.pop() {
             socket.feed(WsMessage::Binary(frame)).await?;
@@ -392,7 +386,7 @@ async fn write_queued(
     };
     tokio::select! {
         biased;
-        () = closed => false,
+        () = conn.closer.closed() => false,
         r = io => {
             if r.is_err() {
                 Closing::Normal.close(&conn.closer);
