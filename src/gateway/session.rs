@@ -492,6 +492,7 @@ mod tests {
         let run = future_size(super::run);
         let serve = future_size(super::serve_socket);
         let socket = std::mem::size_of::<super::Socket>();
+        eprintln!("session future {run} B: loop {serve} B, socket {socket} B");
         assert!(
             run <= serve + socket + 128,
             "run {run} B, loop {serve} B, socket {socket} B"
