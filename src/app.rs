@@ -120,6 +120,15 @@ pub(crate) async fn start(
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
+    // Shutdown closes every registered socket (1012); a session that registers
+    // later sees the token cancelled and closes itself.
+    tokio::spawn({
+        let (registry, stop) = (registry.clone(), shutdown.clone());
+        async move {
+            stop.cancelled().await;
+            registry.shut_down();
+        }
+    });
     let probe = Probe {
         log: log.clone(),
         store: store.clone(),
@@ -234,8 +243,8 @@ pub(crate) async fn start(
         // add up to a multiple of the grace period, past Kubernetes' SIGKILL).
         let deadline = tokio::time::Instant::now() + grace;
         crate::serve::drain(&conns, deadline, "HTTP connections").await;
-        // Sessions close with 1012 once the root token is cancelled; what they
-        // accepted reaches the log before the roles stop.
+        // Sessions close with 1012 once the root token is cancelled (the registry's
+        // sweep above); what they accepted reaches the log before the roles stop.
         crate::serve::drain(&sessions, deadline, "WebSocket sessions").await;
         // Requests in flight are done (or dropped); now stop the roles, which flush
         // and commit, then remove this pod's push topic.

@@ -92,7 +92,7 @@ fn harness() -> &'static Harness {
             let drained = conn.clone();
             tokio::spawn(async move {
                 loop {
-                    drained.outbox.ready().await;
+                    drained.closer.woken().await;
                     while drained.outbox.pop().is_some() {}
                 }
             });
@@ -100,7 +100,7 @@ fn harness() -> &'static Harness {
                 app: state.clone(),
                 user: UserId::parse(USER).expect("valid user id"),
                 conn,
-                meta: vec![("language".into(), "en".into())],
+                meta: crate::gateway::meta::Meta::pack([("language", "en")]),
             });
             (state, ctx)
         });

@@ -2,8 +2,7 @@
 //! the server API under `/api/v1`, and `/demo` with the development secret.
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +14,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::registry::Registry;
-use crate::gateway::{Gateway, session};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::gateway::{Gateway, session, upgrade};
 use crate::msglog::MsgLog;
 use crate::store::Store;
 
@@ -65,39 +66,60 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
     r
 }
 
-async fn ws(
-    State(app): State<Gateway>,
-    RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn ws(State(app): State<Gateway>, RawQuery(query): RawQuery, mut req: Request) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let (response, pending) = match upgrade::accept(&mut req) {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused.into_response(),
+    };
     // The query carries the token: only its redacted form is ever recorded.
     tracing::debug!(query = %crate::gateway::auth::redact_query(query.as_deref().unwrap_or("")), "upgrade");
     let params = session::params_from(query.as_deref());
     let tasks = app.tasks.clone();
-    sized(upgrade, &app)
-        .on_upgrade(move |socket| tasks.track_future(session::run(app, params, socket)))
+    // One pointer in the session's future for the handles and parameters, freed once
+    // it has connected.
+    let start: session::Start = Box::new((app, params));
+    tasks.spawn(session::run(start, pending));
+    response
 }
 
+/// Frames written together are gathered up to this many bytes before the socket
+/// writes them (a `flush` writes whatever is gathered). The buffer keeps its size
+/// after a burst, so this bounds what a socket that once had a backlog holds.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 4 << 10;
+
+/// The read buffer every socket holds for its whole life (its largest frame grows
+/// it): a ping or a short request fits, a larger frame takes one read per this many
+/// bytes. Idle sockets only ever read pings and pongs.
+pub(crate) const READ_BUFFER_BYTES: usize = 256;
+
 /// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
-/// sockets must stay cheap (see BENCHMARKS.md). The read buffer is held by every
-/// socket for its whole life; 1 KiB holds any ping and a typical request, and a
-/// larger frame grows it for as long as it takes to read.
-fn sized(upgrade: WebSocketUpgrade, app: &Gateway) -> WebSocketUpgrade {
+/// sockets must stay cheap (see BENCHMARKS.md).
+pub(crate) fn socket_config(app: &Gateway) -> WebSocketConfig {
     let limit = app.cfg.limits.max_frame_bytes;
-    upgrade
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(limit)
-        .max_frame_size(limit)
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
 }
 
 /// `/conformance/echo` (only with `server.conformance_echo`): see gateway::conformance.
-async fn conformance_echo_ws(State(app): State<Gateway>, upgrade: WebSocketUpgrade) -> Response {
+async fn conformance_echo_ws(State(app): State<Gateway>, mut req: Request) -> Response {
     let idle = std::time::Duration::from_secs(app.cfg.session.idle_timeout_secs);
-    sized(upgrade, &app).on_upgrade(move |socket| crate::gateway::conformance::run(socket, idle))
+    let (response, pending) = match upgrade::accept(&mut req) {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused.into_response(),
+    };
+    let cfg = socket_config(&app);
+    tokio::spawn(async move {
+        if let Some(socket) = pending.socket(cfg).await {
+            crate::gateway::conformance::run(socket, idle).await;
+        }
+    });
+    response
 }
 
 async fn readyz(State(app): State<Probe>) -> Response {

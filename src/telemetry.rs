@@ -71,6 +71,12 @@ pub(crate) fn init(cfg: &TelemetryConfig, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether spans are exported (OTLP configured). Per-recipient spans are made only
+/// then: without an exporter they are per-delivery work that nobody reads.
+pub(crate) fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Flushes buffered spans (on exit).
 pub(crate) fn shutdown() {
     if let Some(p) = PROVIDER.get() {

@@ -3,12 +3,14 @@
 //! never hold up fan-out to the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Pushed};
 
 /// Close codes used by ferry, beside 3000 (authentication failed).
 pub(crate) mod close {
@@ -36,43 +38,73 @@ pub(crate) struct Connection {
     pub(crate) closer: Closer,
 }
 
-/// Closes one socket from anywhere, ahead of whatever is queued for it.
+/// Closes one socket from anywhere, ahead of whatever is queued for it, and wakes
+/// its session for a queued frame. The session waits on `woken` alone: a flag and
+/// two `Notify`s instead of a child of the shutdown token, whose every poll takes the
+/// token tree's mutex (once per delivery and per ping) and whose node costs ~100
+/// bytes per socket. Shutdown reaches every socket through `Registry::shut_down`.
 #[derive(Debug, Default)]
 pub(crate) struct Closer {
-    token: CancellationToken,
+    closed: AtomicBool,
     why: Mutex<Option<(u16, String)>>,
+    /// Wakes the session: a frame was queued, or the socket is to close.
+    /// `notify_one` keeps a permit while the session is busy, so no wake-up is lost.
+    wake: Notify,
+    /// Wakes a write stuck on a client that does not read once the socket is to close.
+    abort: Notify,
 }
 
 impl Closer {
-    /// A closer that also fires when `parent` (the process's shutdown token) is
-    /// cancelled; `why` is then None.
-    pub(crate) fn child_of(parent: &CancellationToken) -> Self {
-        Self {
-            token: parent.child_token(),
-            why: Mutex::new(None),
-        }
-    }
-
     /// The first reason given wins.
     pub(crate) fn close(&self, code: u16, reason: &str) {
         let mut why = self.why.lock().unwrap();
         if why.is_none() {
             *why = Some((code, reason.to_owned()));
         }
-        self.token.cancel();
+        drop(why);
+        self.fire();
+    }
+
+    /// Closes without a reason of its own: the process is shutting down (1012).
+    pub(crate) fn shut_down(&self) {
+        self.fire();
+    }
+
+    fn fire(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+        self.abort.notify_waiters();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
-    /// Resolves once the socket is to close.
+    /// A frame was queued for the session.
+    pub(crate) fn frame_queued(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves once a frame may have been queued, or the socket is to close, since
+    /// the last one resolved.
+    pub(crate) fn woken(&self) -> Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Resolves once the socket is to close (for a write that may not finish).
     pub(crate) async fn closed(&self) {
-        self.token.cancelled().await
+        let aborted = self.abort.notified();
+        tokio::pin!(aborted);
+        // Registered before the flag is read: a close in between still wakes it.
+        aborted.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        aborted.await
     }
 
     /// The code and reason the socket was closed with; None when it was closed by
-    /// its parent token (shutdown) or is still open.
+    /// shutdown or is still open.
     pub(crate) fn why(&self) -> Option<(u16, String)> {
         self.why.lock().unwrap().clone()
     }
@@ -154,8 +186,33 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Closes every socket here for shutdown. A session registering after this
+    /// sees the shutdown token cancelled and closes itself (`lifecycle::connected`).
+    pub(crate) fn shut_down(&self) {
+        for list in self.users.read().unwrap().values() {
+            list.iter().for_each(|c| c.closer.shut_down());
+        }
+    }
+
+    /// Whether `user` has a socket here.
+    pub(crate) fn has(&self, user: &str) -> bool {
+        self.users.read().unwrap().contains_key(user)
+    }
+
     pub(crate) fn users(&self) -> Vec<String> {
         self.users.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Queues `frame` on every socket of each of `users` under one read lock;
+    /// returns how many sockets took it.
+    pub(crate) fn deliver_all(&self, users: &[String], frame: &Bytes) -> usize {
+        let map = self.users.read().unwrap();
+        users
+            .iter()
+            .filter_map(|u| map.get(u))
+            .flatten()
+            .filter(|c| send_or_close(c, frame.clone()))
+            .count()
     }
 
     /// Queues `frame` on every socket of `user`; returns how many took it. Runs under
@@ -173,23 +230,84 @@ impl Registry {
 }
 
 /// Queues without waiting; a queue full in frames or in bytes closes the socket as a
-/// slow consumer (its session then drops what is queued). A closing socket takes
-/// nothing.
+/// slow consumer (its session then drops what is queued). A socket whose outbox is
+/// closed takes nothing. The only lock taken is the outbox's own: this is the
+/// per-recipient step of every fan-out.
 pub(crate) fn send_or_close(c: &Connection, frame: Bytes) -> bool {
-    if c.closer.is_closed() {
-        return false;
+    match c.outbox.push(frame) {
+        Pushed::Queued => {
+            c.closer.frame_queued();
+            true
+        }
+        Pushed::Closed => false,
+        Pushed::Overflow => {
+            slow_consumer(c);
+            false
+        }
     }
-    if c.outbox.push(frame) {
-        return true;
-    }
-    slow_consumer(c);
-    false
 }
 
+/// Runs once per socket: the outbox overflows once, then is closed.
 fn slow_consumer(c: &Connection) {
     if !c.closer.is_closed() {
         metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);
         tracing::warn!(user = %c.user, conn = %c.conn_id, "slow consumer disconnected");
     }
     c.closer.close(close::TRY_AGAIN_LATER, "slow consumer");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn conn() -> Conn {
+        Arc::new(Connection {
+            conn_id: "c1".into(),
+            user: "u1".into(),
+            platform: "ios".into(),
+            device_id: "d1".into(),
+            outbox: Outbox::new(10, 1000),
+            closer: Closer::default(),
+        })
+    }
+
+    const WAIT: Duration = Duration::from_millis(500);
+
+    #[tokio::test]
+    async fn a_frame_or_a_close_before_the_wait_still_wakes_the_session() {
+        let c = conn();
+        assert!(send_or_close(&c, Bytes::from_static(b"early")));
+        tokio::time::timeout(WAIT, c.closer.woken())
+            .await
+            .expect("the queued frame left a wake-up");
+        c.closer.close(close::NORMAL, "bye");
+        tokio::time::timeout(WAIT, c.closer.woken())
+            .await
+            .expect("the close left a wake-up");
+        tokio::time::timeout(WAIT, c.closer.closed())
+            .await
+            .expect("closed resolves after the fact");
+        assert_eq!(c.closer.why(), Some((close::NORMAL, "bye".into())));
+    }
+
+    #[tokio::test]
+    async fn shutdown_reaches_every_registered_socket_and_a_blocked_write() {
+        let r = Registry::new();
+        let c = conn();
+        assert!(r.insert(c.clone(), false, 5).is_some());
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.closer.closed().await }
+        });
+        tokio::task::yield_now().await;
+        r.shut_down();
+        tokio::time::timeout(WAIT, waiting)
+            .await
+            .expect("the waiting write was woken")
+            .unwrap();
+        assert!(c.closer.is_closed());
+        assert_eq!(c.closer.why(), None, "shutdown closes with 1012");
+    }
 }

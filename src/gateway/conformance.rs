@@ -7,14 +7,17 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::upgrade::Socket;
 
 use super::wire::Closing;
 use super::ws_close::{self, CLOSE_WAIT};
 
-pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
+pub(crate) async fn run(mut socket: Socket, idle: Duration) {
     loop {
-        let msg = match tokio::time::timeout(idle, socket.recv()).await {
+        let msg = match tokio::time::timeout(idle, socket.next()).await {
             Err(_) => return close_with(socket, Closing::Idle).await,
             Ok(None) => return,
             Ok(Some(Err(e))) => {
@@ -29,7 +32,9 @@ pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
             WsMessage::Text(_) | WsMessage::Binary(_) => msg,
             // Pings are answered by the WebSocket layer, and so is a Close (the next
             // read sends the answer and ends the stream), as in `/ws`.
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => continue,
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) | WsMessage::Frame(_) => {
+                continue;
+            }
         };
         if socket.send(echo).await.is_err() {
             return;
@@ -38,12 +43,12 @@ pub(crate) async fn run(mut socket: WebSocket, idle: Duration) {
 }
 
 /// Starts the closing handshake and waits (bounded) for the peer's answer.
-async fn close_with(mut socket: WebSocket, why: Closing<'_>) {
+async fn close_with(mut socket: Socket, why: Closing<'_>) {
     if !ws_close::send(&mut socket, why.code(), &why.reason()).await {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(m)) = socket.recv().await {
+        while let Some(Ok(m)) = socket.next().await {
             if matches!(m, WsMessage::Close(_)) {
                 break;
             }

@@ -77,8 +77,8 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         .header("x-ferry-device-id", &ctx.conn.device_id)
         .header("x-ferry-conn-id", &ctx.conn.conn_id)
         .body(req.data);
-    for (k, v) in &ctx.meta {
-        call = call.header(format!("x-ferry-{}", k.to_ascii_lowercase()), v.as_str());
+    for (k, v) in ctx.meta.iter() {
+        call = call.header(format!("x-ferry-{}", k.to_ascii_lowercase()), v);
     }
     let resp = call.send().await.map_err(|e| {
         if e.is_timeout() {

@@ -20,7 +20,7 @@ pub(crate) struct ConnCtx {
     pub(crate) user: UserId,
     /// This socket's registry entry: identity, queue and closer.
     pub(crate) conn: Conn,
-    pub(crate) meta: Vec<(String, String)>,
+    pub(crate) meta: super::meta::Meta,
 }
 
 /// A handler's success: the response payload, and messages to push to the caller

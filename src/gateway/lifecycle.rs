@@ -20,6 +20,10 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> bool {
     else {
         return false;
     };
+    // Registered after shutdown's sweep of the registry: close as it would have.
+    if app.shutdown.is_cancelled() {
+        conn.closer.shut_down();
+    }
     for (old, same_device) in displaced {
         if same_device {
             Closing::Duplicate.close(&old.closer);

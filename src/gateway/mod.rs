@@ -9,10 +9,12 @@ pub(crate) mod dispatch;
 pub(crate) mod keepalive;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
+pub(crate) mod meta;
 pub(crate) mod pipeline;
 pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sync;
+pub(crate) mod upgrade;
 pub(crate) mod wire;
 pub(crate) mod ws_close;
 
@@ -45,8 +47,8 @@ pub(crate) struct Gateway {
     pub(crate) auth: Arc<auth::Authenticator>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
-    /// Cancelled on shutdown: sessions close with 1012 (each session's closer is a
-    /// child of it).
+    /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see
+    /// `app.rs`, and a session registering later checks it).
     pub(crate) shutdown: CancellationToken,
     /// Sessions, their SendMsgList workers and their requests: the drain waits for
     /// them before the roles stop, so what they accepted reaches the log.

@@ -8,18 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt as _, StreamExt};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::Gateway;
 use super::auth::AuthFailure;
 use super::dispatch::{self, ConnCtx};
 use super::keepalive::{Keepalive, Silence};
 use super::limits::{Refusals, TokenBucket};
+use super::meta::{self, Meta};
+use super::upgrade::{Pending, Socket};
 use super::wire::{self, Closing, Failure};
 use super::ws_close;
 use crate::connections::outbox::Outbox;
@@ -71,7 +73,7 @@ impl ConnectParams {
                 "userId" => p.user_id = Some(v),
                 "platform" => p.platform = Some(v),
                 "deviceId" => p.device_id = Some(v),
-                "networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language" => {
+                key if meta::KEYS.contains(&key) => {
                     // A repeated key replaces the earlier value.
                     p.meta.retain(|(name, _)| name != k.as_ref());
                     p.meta.push((k.into_owned(), v))
@@ -82,9 +84,9 @@ impl ConnectParams {
         p
     }
 
-    /// The metadata alone; everything else (the token among it) is freed.
-    fn into_meta(self) -> Vec<(String, String)> {
-        self.meta
+    /// The metadata alone, packed; everything else (the token among it) is freed.
+    fn into_meta(self) -> Meta {
+        Meta::pack(self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     pub(crate) fn language_zh(&self) -> bool {
@@ -133,26 +135,51 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     })
 }
 
-async fn close_now(socket: &mut WebSocket, why: Closing<'_>) {
+async fn close_now(socket: &mut Socket, why: Closing<'_>) {
     ws_close::send(socket, why.code(), &why.reason()).await;
 }
 
-pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSocket) {
+/// What a session starts from, boxed so the session's task holds one pointer to it
+/// while it connects and nothing once it has: the task's future is what every idle
+/// socket carries, and a value moved out of a future keeps its room in it.
+pub(crate) type Start = Box<(Gateway, ConnectParams)>;
+
+/// One socket from its upgrade to its close. Connecting and closing are boxed: their
+/// state exists only while they run, and the future every idle socket keeps holds
+/// only the socket and the loop of `serve_socket`.
+pub(crate) async fn run(start: Start, pending: Pending) {
+    let cfg = crate::http::socket_config(&start.0);
+    // The socket is made here, in this future, not moved into it (a moved value
+    // keeps its room in the future it left).
+    let Some(mut socket) = pending.socket(cfg).await else {
+        return;
+    };
+    let Some(ctx) = Box::pin(connect(start, &mut socket)).await else {
+        return;
+    };
+    let sender = serve_socket(&ctx, &mut socket).await;
+    Box::pin(finish(ctx, socket, sender)).await;
+}
+
+/// Authenticates, registers and greets the client; None when the socket was refused
+/// (and closed) or went away.
+async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
+    let (app, params) = *start;
     let id = match authenticate(&app, &params) {
         Ok(id) => id,
         Err(f) => {
             metrics::counter!("ferry_auth_failures_total").increment(1);
             tracing::info!(reason = f.reason(false), "connection refused");
-            close_now(&mut socket, Closing::Auth(&f, params.language_zh())).await;
-            return;
+            close_now(socket, Closing::Auth(&f, params.language_zh())).await;
+            return None;
         }
     };
     // Only the metadata is kept: the token and the rest are freed now, not when the
     // session ends.
     let meta = params.into_meta();
     if app.registry.connection_count() >= app.cfg.limits.max_connections {
-        close_now(&mut socket, Closing::ServerFull).await;
-        return;
+        close_now(socket, Closing::ServerFull).await;
+        return None;
     }
     let conn: Conn = Arc::new(Connection {
         conn_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -160,35 +187,36 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         platform: id.platform,
         device_id: id.device_id,
         outbox: Outbox::new(app.cfg.limits.send_queue, app.cfg.limits.send_queue_bytes),
-        // A child of the root token: shutdown closes the socket (1012).
-        closer: Closer::child_of(&app.shutdown),
+        // Shutdown closes it (1012) through `Registry::shut_down`.
+        closer: Closer::default(),
     });
     // Routable before the client hears "connected": whatever is pushed from then on
-    // queues behind that frame. Boxed: its state is needed only while connecting, and
-    // would otherwise be part of every idle session's task.
-    if !Box::pin(super::lifecycle::connected(&app, &conn)).await {
-        close_now(&mut socket, Closing::UserFull).await;
-        return;
+    // queues behind that frame.
+    if !super::lifecycle::connected(&app, &conn).await {
+        close_now(socket, Closing::UserFull).await;
+        return None;
     }
     if socket
         .send(WsMessage::Text("connected".into()))
         .await
         .is_err()
     {
-        Box::pin(super::lifecycle::disconnected(&app, &conn)).await;
-        return;
+        super::lifecycle::disconnected(&app, &conn).await;
+        return None;
     }
     tracing::debug!(user = %id.user, platform = %conn.platform, conn = %conn.conn_id, "connected");
     metrics::gauge!("ferry_connections", "platform" => conn.platform.clone()).increment(1.0);
-
-    let ctx = Arc::new(ConnCtx {
+    Some(Arc::new(ConnCtx {
         app,
         user: id.user,
         conn,
         meta,
-    });
-    let sender = serve_socket(&ctx, &mut socket).await;
+    }))
+}
 
+/// Closes the socket with the closer's reason, lets accepted SendMsgList requests
+/// reach the log, and unregisters.
+async fn finish(ctx: Arc<ConnCtx>, mut socket: Socket, sender: Option<SendWorker>) {
     let closer = &ctx.conn.closer;
     let (code, reason) = match closer.why() {
         Some(why) => why,
@@ -197,7 +225,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     };
     // Nothing more is queued once the closer fired; what is queued is dropped.
     closer.close(code, &reason);
-    ctx.conn.outbox.clear();
+    ctx.conn.outbox.close();
     // Bounded by ws_close::CLOSE_WAIT: a client that does not read is not waited for.
     ws_close::send(&mut socket, code, &reason).await;
     drop(socket);
@@ -206,7 +234,7 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
         // Requests already accepted reach the log before the session ends.
         let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
     }
-    Box::pin(super::lifecycle::disconnected(&ctx.app, &ctx.conn)).await;
+    super::lifecycle::disconnected(&ctx.app, &ctx.conn).await;
     metrics::gauge!("ferry_connections", "platform" => ctx.conn.platform.clone()).decrement(1.0);
 }
 
@@ -216,7 +244,7 @@ type SendWorker = (mpsc::Sender<RequestBody>, tokio::task::JoinHandle<()>);
 /// The socket's one task: reads frames, writes what is queued for it, pings a silent
 /// client and closes an idle one, until the client goes or the closer fires. Returns
 /// the SendMsgList worker if one was started.
-async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<SendWorker> {
+async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWorker> {
     let app = &ctx.app;
     let conn = &ctx.conn;
     let mut bucket = TokenBucket::new(
@@ -236,11 +264,23 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
     // back by TCP instead of costing a refusal per frame.
     let mut paused_until: Option<Instant> = None;
     let timer = tokio::time::sleep_until(keepalive.deadline());
-    tokio::pin!(timer);
+    // One wait, for a queued frame or a close, lives across turns of the loop:
+    // registering waiters anew on every frame is per-delivery work.
+    let woken = conn.closer.woken();
+    tokio::pin!(timer, woken);
     loop {
         let frame = tokio::select! {
             biased;
-            () = conn.closer.closed() => break,
+            () = &mut woken => {
+                woken.set(conn.closer.woken());
+                if conn.closer.is_closed() {
+                    break;
+                }
+                if !write_queued(socket, conn).await {
+                    return sender;
+                }
+                continue;
+            }
             () = &mut timer => {
                 let now = Instant::now();
                 if paused_until.is_some_and(|until| until <= now) {
@@ -251,20 +291,12 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
                     Closing::Idle.close(&conn.closer);
                     break;
                 }
-                let ping = WsMessage::Ping(Bytes::new());
-                if due == Some(Silence::Ping) && !write(socket, &conn.closer, ping).await {
+                // Boxed: rare, and its state would otherwise be part of every session.
+                if due == Some(Silence::Ping) && !Box::pin(ping(socket, &conn.closer)).await {
                     break;
                 }
                 let next = paused_until.map_or(keepalive.deadline(), |p| p.min(keepalive.deadline()));
                 timer.as_mut().reset(next);
-                continue;
-            }
-            () = conn.outbox.ready() => {
-                while let Some(frame) = conn.outbox.pop() {
-                    if !write(socket, &conn.closer, WsMessage::Binary(frame)).await {
-                        return sender;
-                    }
-                }
                 continue;
             }
             f = socket.next(), if paused_until.is_none() => f,
@@ -327,15 +359,37 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut WebSocket) -> Option<Send
     sender
 }
 
-/// Writes one frame; false when the socket failed or the closer fired first (a
+/// Pings the client; false when the socket failed or the closer fired first (a
 /// write that cannot finish, to a client that stopped reading, is abandoned at once).
-async fn write(socket: &mut WebSocket, closer: &Closer, msg: WsMessage) -> bool {
+async fn ping(socket: &mut Socket, closer: &Closer) -> bool {
     tokio::select! {
         biased;
         () = closer.closed() => false,
-        r = socket.send(msg) => {
+        r = socket.send(WsMessage::Ping(Bytes::new())) => {
             if r.is_err() {
                 Closing::Normal.close(closer);
+            }
+            r.is_ok()
+        }
+    }
+}
+
+/// Writes every queued frame and then flushes: frames queued together leave in
+/// one `write` (the socket buffers up to `http::WRITE_BUFFER_BYTES` before it writes),
+/// not one system call each. False as `ping`.
+async fn write_queued(socket: &mut Socket, conn: &Connection) -> bool {
+    let io = async {
+        while let Some(frame) = conn.outbox.pop() {
+            socket.feed(WsMessage::Binary(frame)).await?;
+        }
+        socket.flush().await
+    };
+    tokio::select! {
+        biased;
+        () = conn.closer.closed() => false,
+        r = io => {
+            if r.is_err() {
+                Closing::Normal.close(&conn.closer);
             }
             r.is_ok()
         }
@@ -421,4 +475,28 @@ fn reply(ctx: &ConnCtx, frame: Bytes) {
 /// Parses the query for the HTTP handler.
 pub(crate) fn params_from(query: Option<&str>) -> ConnectParams {
     ConnectParams::parse(query.unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, F>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle socket holds this future: connecting and closing are boxed, so it
+    /// is the socket and the loop's state (about 1.1 KiB in a test build; it was
+    /// 2.5 KiB when connecting and closing were inline).
+    #[test]
+    fn the_session_future_holds_the_loop_and_little_else() {
+        let run = future_size(super::run);
+        let serve = future_size(super::serve_socket);
+        let socket = std::mem::size_of::<super::Socket>();
+        eprintln!("session future {run} B: loop {serve} B, socket {socket} B");
+        assert!(
+            run <= serve + socket + 128,
+            "run {run} B, loop {serve} B, socket {socket} B"
+        );
+        assert!(serve <= 800, "the loop's state is {serve} B");
+    }
 }

@@ -214,11 +214,10 @@ impl Closing<'static> {
     /// (reset, EOF, already closed). A client's own Close is answered by the
     /// WebSocket layer itself, with the client's code, or 1002 for a code no endpoint
     /// may send.
-    pub(crate) fn for_read_error(e: &axum::Error) -> Option<Self> {
+    pub(crate) fn for_read_error(e: &tokio_tungstenite::tungstenite::Error) -> Option<Self> {
         use tokio_tungstenite::tungstenite::Error as WsError;
         use tokio_tungstenite::tungstenite::error::ProtocolError;
-        let inner = std::error::Error::source(e)?.downcast_ref::<WsError>()?;
-        match inner {
+        match e {
             // Over `limits.max_frame_bytes` (a frame, or a message of many frames).
             WsError::Capacity(_) => Some(Self::TooBig),
             WsError::Utf8(_) => Some(Self::InvalidUtf8),
@@ -242,7 +241,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 
     fn read_error(e: WsError) -> Option<(u16, String)> {
-        Closing::for_read_error(&axum::Error::new(e)).map(|c| c.pair())
+        Closing::for_read_error(&e).map(|c| c.pair())
     }
 
     #[test]

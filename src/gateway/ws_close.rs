@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use futures_util::{Sink, SinkExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// How long a Close frame may take to reach a client (and, on the echo endpoint, the
 /// client's answer to come back) before the socket is dropped.
@@ -17,8 +18,8 @@ where
     S: Sink<WsMessage> + Unpin,
 {
     let frame = CloseFrame {
-        code,
-        reason: reason.into(),
+        code: code.into(),
+        reason: reason.to_owned().into(),
     };
     matches!(
         tokio::time::timeout(CLOSE_WAIT, sink.send(WsMessage::Close(Some(frame)))).await,

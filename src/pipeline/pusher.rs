@@ -93,13 +93,20 @@ impl Pusher {
             }
             None => return,
         };
-        let mut sockets = 0;
-        for user in &p.user_ids {
-            let _socket =
-                tracing::info_span!("push.socket", otel.name = "push socket", user = %user)
-                    .entered();
-            sockets += self.registry.deliver(user, &frame);
-        }
+        // A span per recipient only when spans are exported; otherwise the whole
+        // record is queued under one registry lock.
+        let sockets = if crate::telemetry::exporting() {
+            let mut sockets = 0;
+            for user in &p.user_ids {
+                let _socket =
+                    tracing::info_span!("push.socket", otel.name = "push socket", user = %user)
+                        .entered();
+                sockets += self.registry.deliver(user, &frame);
+            }
+            sockets
+        } else {
+            self.registry.deliver_all(&p.user_ids, &frame)
+        };
         // One counter update per record, not per recipient (a metrics lookup each).
         metrics::counter!("ferry_pushes_delivered_total").increment(sockets as u64);
         tracing::Span::current().record("sockets", sockets);

@@ -52,38 +52,45 @@ pub(crate) struct PresenceRouting {
     pub(crate) local: Option<(String, Arc<Registry>)>,
 }
 
-impl PresenceRouting {
-    /// The pods holding a socket of `user`.
-    fn pods(&self, user: &str) -> Vec<String> {
-        let mut pods = self.presence.pods(user);
-        if let Some((pod, registry)) = &self.local
-            && !pods.contains(pod)
-            && !registry.conns(user).is_empty()
-        {
-            pods.push(pod.clone());
-        }
-        pods
-    }
-}
-
 #[async_trait]
 impl PushRouting for PresenceRouting {
+    /// The pods that published presence for each user, plus this pod when the user has
+    /// a local socket. Pod names are borrowed from the presence view and each pod's
+    /// topic name is made once per batch, not once per recipient.
     async fn route(&self, users: &[String]) -> Route {
-        let mut route = Route::default();
-        for u in users {
-            let pods = self.pods(u);
-            if pods.is_empty() {
-                route.offline.push(u.clone());
-            }
+        let mut offline = Vec::new();
+        // pod -> users, in the order asked.
+        let mut by_pod: Vec<(String, Vec<String>)> = Vec::new();
+        let mut add = |pod: &str, user: &String| match by_pod.iter_mut().find(|(p, _)| p == pod) {
+            Some((_, list)) => list.push(user.clone()),
+            None => by_pod.push((pod.to_owned(), vec![user.clone()])),
+        };
+        self.presence.each_pods(users, |user, pods| {
+            let mut any = false;
+            let mut here = false;
             for pod in pods {
-                route
-                    .topics
-                    .entry(self.topics.push(&pod))
-                    .or_default()
-                    .push(u.clone());
+                any = true;
+                here |= self.local.as_ref().is_some_and(|(local, _)| local == pod);
+                add(pod, user);
             }
+            if let Some((pod, registry)) = &self.local
+                && !here
+                && registry.has(user)
+            {
+                any = true;
+                add(pod, user);
+            }
+            if !any {
+                offline.push(user.clone());
+            }
+        });
+        Route {
+            topics: by_pod
+                .into_iter()
+                .map(|(pod, users)| (self.topics.push(&pod), users))
+                .collect(),
+            offline,
         }
-        route
     }
 }
 

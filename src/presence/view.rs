@@ -47,6 +47,26 @@ impl PresenceView {
             .unwrap_or_default()
     }
 
+    /// Calls `each(user, pods)` for every user in `users`, `pods` borrowed (the
+    /// fresh ones only), under one read lock: routing a fan-out copies no pod names.
+    pub(crate) fn each_pods<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u String>,
+        mut each: impl FnMut(&'u String, &mut dyn Iterator<Item = &str>),
+    ) {
+        let horizon = now_ms() - self.ttl_ms;
+        let map = self.users.read().unwrap();
+        for user in users {
+            let mut pods = map
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter(|(_, t)| **t >= horizon)
+                .map(|(p, _)| p.as_str());
+            each(user, &mut pods);
+        }
+    }
+
     pub(crate) fn apply(&self, rec: &LogRecord) {
         let key = String::from_utf8_lossy(&rec.key);
         let Some((user, pod)) = key.split_once('|') else {
