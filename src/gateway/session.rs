@@ -166,8 +166,8 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame. Boxed: its state is needed only while connecting, and
     // would otherwise be part of every idle session's task.
-    if !Box::pin(super::lifecycle::connected(&app, &conn)).await {
-        close_now(&mut socket, Closing::UserFull).await;
+    if let Err(why) = Box::pin(super::lifecycle::connected(&app, &conn)).await {
+        close_now(&mut socket, why).await;
         return;
     }
     if socket

@@ -215,3 +215,63 @@ async fn a_flood_does_not_slow_down_another_user() {
         "p99 {loud:?} under the flood (quiet {quiet:?}): over {bound:?}"
     );
 }
+
+/// Connects `user`'s device `device` (platform ios); what the attempt ended with.
+async fn attempt(f: &Ferry, user: &str, device: &str) -> Connect {
+    let tok = token(user);
+    let q = query(&[
+        ("token", &tok),
+        ("userId", user),
+        ("platform", "ios"),
+        ("deviceId", device),
+    ]);
+    connect_url(&format!("{}?{q}", f.ws_url())).await
+}
+
+/// A device closed for flooding does not come straight back with a fresh burst and a
+/// fresh refusal allowance: until `limits.flood_cooldown_secs` have passed it is
+/// refused with 1008 and told when to return. The user's other devices connect
+/// meanwhile, and the device itself once the time has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cut_off_for_flooding_waits_before_it_connects_again() {
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[limits]\nrequests_per_second = 20\nrequest_burst = 5\nmax_refusals = 3\nflood_cooldown_secs = 3\n",
+    );
+    let f = c.start("pod-a");
+    let u = unique("u");
+    let mut flooder = f.connect_device(&u, "ios", "d1").await;
+    for _ in 0..20 {
+        flooder.send_raw(vec![0xff, 0xff, 0xff]).await;
+    }
+    assert_eq!(flooder.closed(10 * SEC).await.0, 1008);
+    let cut_off = Instant::now();
+    match attempt(&f, &u, "d1").await {
+        Connect::Closed(code, reason) => {
+            assert_eq!(code, 1008, "{reason}");
+            assert!(reason.contains("connect again in"), "{reason}");
+        }
+        Connect::Connected(_) => panic!("a device cut off for flooding reconnected at once"),
+    }
+    // Another device of the same user is not held back.
+    let mut other = f.connect_device(&u, "ios", "d2").await;
+    other.conv_seq(&format!("single:{u}-x")).await;
+    // Once the cooldown has passed the device connects and is served.
+    let mut back = eventually(15 * SEC, || async {
+        match attempt(&f, &u, "d1").await {
+            Connect::Connected(c) => Some(c),
+            Connect::Closed(..) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut_off.elapsed() >= Duration::from_secs(2),
+        "back after {:?}",
+        cut_off.elapsed()
+    );
+    back.user = u.clone();
+    back.conv_seq(&format!("single:{u}-x")).await;
+}

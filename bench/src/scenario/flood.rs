@@ -179,7 +179,11 @@ pub async fn run(opts: &Opts, a: &Args) -> anyhow::Result<Vec<Row>> {
         let profile = run.perf.as_ref().and_then(|dir| {
             let _ = std::fs::create_dir_all(dir);
             let pids: Vec<u32> = run.procs.iter().map(|p| p.pid()).collect();
-            crate::perf::start(&pids, dir.join(format!("flood-{label}.txt")))
+            let name: String = label
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            crate::perf::start(&pids, dir.join(format!("flood-{name}.txt")))
         });
         let win = Window::open(&watched);
         let loud = victim.measure(a.requests, a.rate).await;
