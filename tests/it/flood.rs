@@ -48,8 +48,9 @@ struct Flooded {
     cut_off: u64,
 }
 
-/// One flooder (each frame counted in `sent_by_all`): sends as fast as the socket takes frames, reads (and drops) whatever
-/// comes back, and connects again whenever ferry closes the socket, until `stop`.
+/// One flooder (each frame counted in `sent_by_all`): sends as fast as the socket takes
+/// frames, reads (and drops) whatever comes back, and connects again whenever ferry
+/// closes the socket (while it is refused for its cooldown, every 100 ms), until `stop`.
 async fn flood(
     f: &Ferry,
     user: String,
@@ -58,7 +59,18 @@ async fn flood(
 ) -> Flooded {
     let mut done = Flooded::default();
     while !stop.is_cancelled() {
-        let (frames, code) = flood_once(f, &user, &stop, &sent_by_all).await;
+        let c = match attempt(f, &user, "dev-1").await {
+            Connect::Connected(c) => c,
+            Connect::Closed(code, reason) => {
+                assert_eq!(code, 1008, "{reason}");
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+        };
+        let (frames, code) = flood_once(*c, &user, &stop, &sent_by_all).await;
         done.frames += frames;
         if code == Some(1008) {
             done.cut_off += 1;
@@ -70,12 +82,11 @@ async fn flood(
 /// One flooding connection, until it is closed or `stop`: the frames it sent and the
 /// close code it got.
 async fn flood_once(
-    f: &Ferry,
+    c: Client,
     user: &str,
     stop: &tokio_util::sync::CancellationToken,
     sent_by_all: &AtomicU64,
 ) -> (u64, Option<u16>) {
-    let c = f.connect(user).await;
     let (mut sink, mut stream) = c.ws.split();
     let reader = tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
