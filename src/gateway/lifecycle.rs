@@ -74,12 +74,18 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> Result<(), Closing<
     Ok(())
 }
 
-pub(crate) async fn disconnected(app: &Gateway, conn: &Conn) {
+/// The socket is about to be closed (its closer has fired), before the client is told:
+/// a device closed for flooding starts its cooldown now, so a reconnect made the
+/// moment the Close frame arrives is already refused.
+pub(crate) fn closing(app: &Gateway, conn: &Conn) {
     if conn.closer.why() == Some(Closing::Flooding.pair()) {
         let now = std::time::Instant::now();
         app.cooldown
             .start(&conn.user, &conn.platform, &conn.device_id, now);
     }
+}
+
+pub(crate) async fn disconnected(app: &Gateway, conn: &Conn) {
     if app.registry.remove(&conn.user, &conn.conn_id) {
         app.publisher.publish(&conn.user).await;
     }

@@ -198,6 +198,8 @@ pub(crate) async fn run(app: Gateway, params: ConnectParams, mut socket: WebSock
     // Nothing more is queued once the closer fired; what is queued is dropped.
     closer.close(code, &reason);
     ctx.conn.outbox.clear();
+    // Before the client hears the close: it may connect again the moment it does.
+    super::lifecycle::closing(&ctx.app, &ctx.conn);
     // Bounded by ws_close::CLOSE_WAIT: a client that does not read is not waited for.
     ws_close::send(&mut socket, code, &reason).await;
     drop(socket);

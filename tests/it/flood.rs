@@ -252,8 +252,22 @@ async fn a_device_cut_off_for_flooding_waits_before_it_connects_again() {
     let f = c.start("pod-a");
     let u = unique("u");
     let mut flooder = f.connect_device(&u, "ios", "d1").await;
-    for _ in 0..20 {
-        flooder.send_raw(vec![0xff, 0xff, 0xff]).await;
+    // Valid sends: the session ends only after its accepted sends reach the log, well
+    // after the Close frame went out; the reconnect below comes before that.
+    let conv = format!("single:{u}-x");
+    let send = pb::RequestBody {
+        event: pb::ActiveEvent::SendMsgList as i32,
+        req_id: "s".into(),
+        data: pb::SendMsgListReq {
+            msg_data_list: vec![msg(&u, &conv, "flood")],
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into(),
+    }
+    .encode_to_vec();
+    for _ in 0..40 {
+        flooder.send_raw(send.clone()).await;
     }
     assert_eq!(flooder.closed(10 * SEC).await.0, 1008);
     let cut_off = Instant::now();
