@@ -26,4 +26,6 @@ run fanout --members 10 --deliveries 90 --secs 2 --backend embedded,kafka --peer
 run storm --clients 40 --msgs 2 --backend embedded,kafka
 run delay --senders 4 --delays 1,2 --msgs 2 --backend embedded
 run ack --msgs 50 --backend embedded --peers centrifugo
+# The victim gets every answer while one connection of each flooder kind floods.
+run flood --requests 40 --conns 1 --settle-secs 1 --backend embedded
 echo "bench smoke: every scenario delivered everything"

@@ -114,6 +114,9 @@ pub(crate) async fn start(
         router: router.clone(),
         notices: NoticeBook::new(),
         auth,
+        cooldown: Arc::new(crate::gateway::cooldown::Cooldown::new(
+            Duration::from_secs(cfg.limits.flood_cooldown_secs),
+        )),
         http: reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?,

@@ -141,6 +141,9 @@ pub(crate) struct Limits {
     /// Frames refused for the rate a connection may collect (one more each second)
     /// before it is closed with 1008: a client that keeps flooding is cut off.
     pub(crate) max_refusals: u32,
+    /// Seconds a device closed for flooding must wait before it connects again
+    /// (0: no wait); otherwise each reconnect would bring a fresh burst.
+    pub(crate) flood_cooldown_secs: u64,
     pub(crate) max_msgs_per_send: usize,
     /// Seqs per SyncMsgList, over all its items (a seq asked twice counts twice).
     pub(crate) max_seqs_per_sync: usize,
@@ -170,6 +173,7 @@ impl Default for Limits {
             requests_per_second: 50,
             request_burst: 100,
             max_refusals: 50,
+            flood_cooldown_secs: 10,
             max_msgs_per_send: 100,
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,

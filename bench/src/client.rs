@@ -258,7 +258,7 @@ impl Ctx {
 }
 
 /// Sends one request and reads frames until its answer; pushes in between are ignored.
-async fn call(
+pub async fn call(
     ws: &mut Ws,
     event: pb::ActiveEvent,
     req_id: &str,

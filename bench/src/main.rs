@@ -5,6 +5,7 @@
 mod bare;
 mod client;
 mod conn;
+mod flooder;
 mod hist;
 mod http;
 mod job;
@@ -141,6 +142,8 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         msgs: u64,
     },
+    /// One user's latency, quiet and while other connections flood ferry (default limits).
+    Flood(scenario::flood::Args),
     /// Only the bare rdkafka producer (SendMsgList ceiling).
     KafkaCeiling {
         #[arg(long, default_value_t = 200_000)]
@@ -149,6 +152,9 @@ enum Cmd {
     /// Internal: a client worker process (reads its job on stdin).
     #[command(hide = true)]
     Worker,
+    /// Internal: a flooder process of the flood scenario.
+    #[command(hide = true)]
+    Flooder(flooder::Args),
     /// Internal: the bare WebSocket broadcast server.
     #[command(hide = true)]
     BareServer,
@@ -162,6 +168,8 @@ fn scenario_name(cmd: &Cmd) -> &'static str {
         Cmd::Storm { .. } => "storm",
         Cmd::Delay { .. } => "delay",
         Cmd::Ack { .. } => "ack",
+        Cmd::Flood(_) => "flood",
+        Cmd::Flooder(_) => "flooder",
         Cmd::KafkaCeiling { .. } => "kafka-ceiling",
         Cmd::Worker => "worker",
         Cmd::BareServer => "bare-server",
@@ -174,8 +182,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    match cli.cmd {
+    match &cli.cmd {
         Cmd::Worker => return rt.block_on(worker::main()),
+        Cmd::Flooder(a) => return rt.block_on(flooder::main(a.clone())),
         Cmd::BareServer => return rt.block_on(bare::serve()),
         _ => {}
     }
@@ -230,10 +239,11 @@ fn main() -> anyhow::Result<()> {
                 msgs,
             } => scenario::delay::run(&opts, *senders, delays, *msgs).await,
             Cmd::Ack { msgs } => scenario::ack::run(&opts, *msgs).await,
+            Cmd::Flood(a) => scenario::flood::run(&opts, a).await,
             Cmd::KafkaCeiling { records } => {
                 Ok(vec![scenario::chat::ceiling(&opts, *records, 5000).await?])
             }
-            Cmd::Worker | Cmd::BareServer => unreachable!("handled above"),
+            Cmd::Worker | Cmd::Flooder(_) | Cmd::BareServer => unreachable!("handled above"),
         }
     })?;
     println!("\n{}", report::markdown(&rows));

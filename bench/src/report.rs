@@ -38,6 +38,9 @@ pub struct Row {
     /// same cores moves absolute numbers; ratios within one run are what compare).
     pub load_avg: f64,
     pub notes: Vec<String>,
+    /// The flood scenario's flooded row: quiet vs flooded percentiles, flooders' counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::scenario::flood::Isolation>,
 }
 
 impl Row {
@@ -208,7 +211,10 @@ pub fn markdown(rows: &[Row]) -> String {
             r.load_avg,
         ));
         for n in r.notes.iter().filter(|n| {
-            n.starts_with("highest") || n.starts_with("no offered") || n.contains(" synced after ")
+            n.starts_with("highest")
+                || n.starts_with("no offered")
+                || n.contains(" synced after ")
+                || n.starts_with("victim p99")
         }) {
             t.push_str(&format!(
                 "|  |  | ↳ {n} |  |  |  |  |  |  |  |  |  |  |  |  |\n"

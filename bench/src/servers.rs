@@ -113,13 +113,20 @@ impl Backend {
     }
 }
 
-fn ferry_config(backend: &Backend, data: &Path, pod: &str) -> String {
+/// The `[limits]` of most scenarios: high enough that the load generator, many clients
+/// behind few addresses sending at high rates, is never refused.
+pub const BENCH_LIMITS: &str = "requests_per_second = 100000\nrequest_burst = 100000\nmax_connections = 1000000\nmax_seqs_per_sync = 10000\n";
+
+/// ferry's own default limits (the flood scenario measures them).
+pub const DEFAULT_LIMITS: &str = "";
+
+fn ferry_config(backend: &Backend, data: &Path, pod: &str, limits: &str) -> String {
     let mut cfg = format!(
         "data_dir = {data:?}\npod = \"{pod}\"\n\
          [server]\nlisten = \"127.0.0.1:0\"\n\
          [auth]\nhs256_secret = \"{SECRET}\"\n\
          [api]\nservice_token = \"{SERVICE_TOKEN}\"\n\
-         [limits]\nrequests_per_second = 100000\nrequest_burst = 100000\nmax_connections = 1000000\nmax_seqs_per_sync = 10000\n\
+         [limits]\n{limits}\
          [telemetry]\nlog_level = \"warn\"\n"
     );
     if let Backend::Kafka {
@@ -144,8 +151,14 @@ fn ferry_config(backend: &Backend, data: &Path, pod: &str) -> String {
     cfg
 }
 
-/// Starts `pods` ferry processes sharing one backend (the embedded backend runs one).
-pub fn ferry(bin: &Path, backend: &Backend, pods: usize) -> anyhow::Result<Vec<Proc>> {
+/// Starts `pods` ferry processes sharing one backend (the embedded backend runs one),
+/// with `limits` as the body of their `[limits]` table.
+pub fn ferry(
+    bin: &Path,
+    backend: &Backend,
+    pods: usize,
+    limits: &str,
+) -> anyhow::Result<Vec<Proc>> {
     let mut out = Vec::new();
     let dir = scratch("ferry")?;
     for p in 0..pods {
@@ -153,7 +166,10 @@ pub fn ferry(bin: &Path, backend: &Backend, pods: usize) -> anyhow::Result<Vec<P
         let data = dir.join(&pod);
         std::fs::create_dir_all(&data)?;
         let cfg_path = data.join("ferry.toml");
-        std::fs::write(&cfg_path, ferry_config(backend, &data.join("data"), &pod))?;
+        std::fs::write(
+            &cfg_path,
+            ferry_config(backend, &data.join("data"), &pod, limits),
+        )?;
         if p == 0 && matches!(backend, Backend::Kafka { .. }) {
             let ok = Command::new(bin)
                 .arg("--config")

@@ -77,6 +77,11 @@ pub struct Running {
 
 impl Running {
     pub fn start(sys: &System, opts: &Opts) -> anyhow::Result<Self> {
+        Self::start_with_limits(sys, opts, servers::BENCH_LIMITS)
+    }
+
+    /// Starts `sys`; ferry gets `limits` as its `[limits]` table (peers ignore it).
+    pub fn start_with_limits(sys: &System, opts: &Opts, limits: &str) -> anyhow::Result<Self> {
         // A fresh topic prefix and keyspace for every start.
         Ok(match sys {
             System::Ferry(backend, pods) => {
@@ -84,7 +89,7 @@ impl Running {
                     Backend::Kafka { .. } => Backend::kafka_fresh(&opts.brokers, &opts.cql),
                     b => b.clone(),
                 };
-                let procs = servers::ferry(&opts.ferry_bin, &backend, *pods)?;
+                let procs = servers::ferry(&opts.ferry_bin, &backend, *pods, limits)?;
                 let mut services = Vec::new();
                 if matches!(backend, Backend::Kafka { .. }) {
                     for (name, addr) in [("kafka", &opts.brokers), ("cassandra", &opts.cql)] {

@@ -12,9 +12,18 @@ pub(crate) struct Malformed(String);
 /// Calls `f` with the bytes of every occurrence of length-delimited field `field`
 /// (a repeated string, bytes or message) of the message in `buf`, in order.
 pub(crate) fn each(
-    mut buf: &[u8],
+    buf: &[u8],
     field: u32,
     mut f: impl FnMut(&[u8]) -> Result<(), Malformed>,
+) -> Result<(), Malformed> {
+    walk(buf, field, |v| f(v).map(|()| true))
+}
+
+/// As `each`, until `f` returns false.
+fn walk(
+    mut buf: &[u8],
+    field: u32,
+    mut f: impl FnMut(&[u8]) -> Result<bool, Malformed>,
 ) -> Result<(), Malformed> {
     let bad = |e: prost::DecodeError| Malformed(e.to_string());
     while !buf.is_empty() {
@@ -26,7 +35,9 @@ pub(crate) fn each(
                 .filter(|l| *l <= buf.len())
                 .ok_or_else(|| Malformed(format!("field {field} runs past the end")))?;
             let (value, rest) = buf.split_at(len);
-            f(value)?;
+            if !f(value)? {
+                return Ok(());
+            }
             buf = rest;
         } else {
             skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(bad)?;
@@ -35,12 +46,14 @@ pub(crate) fn each(
     Ok(())
 }
 
-/// How many elements repeated field `field` has in the encoded message `buf`.
-pub(crate) fn count(buf: &[u8], field: u32) -> Result<usize, Malformed> {
+/// How many elements repeated field `field` has, counting no further than `max + 1`:
+/// a list far over its limit (a flood of 50,000 seqs) costs a walk over its first
+/// `max + 1` elements, not over all of them. What follows them is not looked at.
+pub(crate) fn count_up_to(buf: &[u8], field: u32, max: usize) -> Result<usize, Malformed> {
     let mut n = 0;
-    each(buf, field, |_| {
+    walk(buf, field, |_| {
         n += 1;
-        Ok(())
+        Ok(n <= max)
     })?;
     Ok(n)
 }
@@ -58,7 +71,7 @@ mod tests {
             deliver_after: Some(3),
             ..Default::default()
         };
-        assert_eq!(count(&req.encode_to_vec(), 2).unwrap(), 7);
+        assert_eq!(count_up_to(&req.encode_to_vec(), 2, usize::MAX).unwrap(), 7);
         let sync = pb::BatchGetMsgListByConvIdReq {
             items: vec![
                 pb::batch_get_msg_list_by_conv_id_req::Item {
@@ -75,11 +88,26 @@ mod tests {
         };
         let mut seqs = 0;
         each(&sync.encode_to_vec(), 2, |item| {
-            seqs += count(item, 2)?;
+            seqs += count_up_to(item, 2, usize::MAX)?;
             Ok(())
         })
         .unwrap();
         assert_eq!(seqs, 8);
+    }
+
+    #[test]
+    fn counting_up_to_a_limit_stops_past_it() {
+        let mut req = pb::SendMsgListReq {
+            msg_data_list: vec![pb::MsgData::default(); 5],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(count_up_to(&req, 2, 10).unwrap(), 5);
+        assert_eq!(count_up_to(&req, 2, 5).unwrap(), 5);
+        // Past the limit: what follows is not walked, so a broken tail goes unseen.
+        req.extend([0x12, 0x7f]);
+        assert_eq!(count_up_to(&req, 2, 2).unwrap(), 3);
+        assert!(count_up_to(&req, 2, 10).is_err());
     }
 
     #[test]
@@ -89,6 +117,6 @@ mod tests {
             ..Default::default()
         };
         let bytes = req.encode_to_vec();
-        assert!(count(&bytes[..bytes.len() - 1], 2).is_err());
+        assert!(count_up_to(&bytes[..bytes.len() - 1], 2, usize::MAX).is_err());
     }
 }

@@ -9,16 +9,22 @@ use crate::pipeline::notices::push_pending;
 use crate::pipeline::router::PushPayload;
 use crate::proto::records::Disconnect;
 
-/// Registers `conn`; false (nothing registered) when its user already has
+/// Registers `conn`; Err (nothing registered, the reason to close with) when its
+/// device was closed for flooding moments ago, or its user already has
 /// `limits.max_connections_per_user` sockets here that it would not replace.
-pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> bool {
+pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> Result<(), Closing<'static>> {
+    let now = std::time::Instant::now();
+    let (user, platform, device) = (&conn.user, &conn.platform, &conn.device_id);
+    if let Some(left) = app.cooldown.remaining(user, platform, device, now) {
+        return Err(Closing::CoolingDown(left.as_secs_f64().ceil() as u64));
+    }
     let one_per_platform = app.cfg.session.device_policy == DevicePolicy::OnePerPlatform;
     let per_user = app.cfg.limits.max_connections_per_user;
     let Some(displaced) = app
         .registry
         .insert(conn.clone(), one_per_platform, per_user)
     else {
-        return false;
+        return Err(Closing::UserFull);
     };
     // Registered after shutdown's sweep of the registry: close as it would have.
     if app.shutdown.is_cancelled() {
@@ -69,7 +75,18 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> bool {
     }
     app.publisher.publish(&conn.user).await;
     push_pending(&app.notices, &app.registry, &conn.user);
-    true
+    Ok(())
+}
+
+/// The socket is about to be closed (its closer has fired), before the client is told:
+/// a device closed for flooding starts its cooldown now, so a reconnect made the
+/// moment the Close frame arrives is already refused.
+pub(crate) fn closing(app: &Gateway, conn: &Conn) {
+    if conn.closer.why() == Some(Closing::Flooding.pair()) {
+        let now = std::time::Instant::now();
+        app.cooldown
+            .start(&conn.user, &conn.platform, &conn.device_id, now);
+    }
 }
 
 pub(crate) async fn disconnected(app: &Gateway, conn: &Conn) {

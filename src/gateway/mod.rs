@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 pub(crate) mod bounded;
 pub(crate) mod conformance;
+pub(crate) mod cooldown;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
 pub(crate) mod keepalive;
@@ -45,6 +46,8 @@ pub(crate) struct Gateway {
     pub(crate) router: PushRouter,
     pub(crate) notices: Arc<NoticeBook>,
     pub(crate) auth: Arc<auth::Authenticator>,
+    /// Devices closed for flooding, and until when they may not connect again.
+    pub(crate) cooldown: Arc<cooldown::Cooldown>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

@@ -180,8 +180,8 @@ pub(crate) async fn start_send_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Se
     // The list length is checked on the encoded request: an over-long list costs
     // one pass over its bytes, not the decoding of every message.
     let max = ctx.app.cfg.limits.max_msgs_per_send;
-    let n =
-        super::bounded::count(&data, 2).map_err(|e| Failure::malformed("SendMsgListReq", &e))?;
+    let n = super::bounded::count_up_to(&data, 2, max)
+        .map_err(|e| Failure::malformed("SendMsgListReq", &e))?;
     if n > max {
         return Err(Failure::Request(format!(
             "at most {max} messages per SendMsgList"

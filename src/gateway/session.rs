@@ -192,8 +192,8 @@ async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
     });
     // Routable before the client hears "connected": whatever is pushed from then on
     // queues behind that frame.
-    if !super::lifecycle::connected(&app, &conn).await {
-        close_now(socket, Closing::UserFull).await;
+    if let Err(why) = super::lifecycle::connected(&app, &conn).await {
+        close_now(socket, why).await;
         return None;
     }
     if socket
@@ -226,6 +226,8 @@ async fn finish(ctx: Arc<ConnCtx>, mut socket: Socket, sender: Option<SendWorker
     // Nothing more is queued once the closer fired; what is queued is dropped.
     closer.close(code, &reason);
     ctx.conn.outbox.close();
+    // Before the client hears the close: it may connect again the moment it does.
+    super::lifecycle::closing(&ctx.app, &ctx.conn);
     // Bounded by ws_close::CLOSE_WAIT: a client that does not read is not waited for.
     ws_close::send(&mut socket, code, &reason).await;
     drop(socket);

@@ -15,7 +15,7 @@ use crate::proto::pb;
 
 pub(crate) async fn sync_conv_seq(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let max = ctx.app.cfg.limits.max_convs_per_seq_sync;
-    if bounded::count(&data, 2).map_err(malformed("BatchGetConvSeqReq"))? > max {
+    if bounded::count_up_to(&data, 2, max).map_err(malformed("BatchGetConvSeqReq"))? > max {
         return Err(Failure::Request(format!(
             "at most {max} convIds per SyncConvSeq"
         )));
@@ -55,9 +55,13 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     let limits = &ctx.app.cfg.limits;
     // Both lengths are checked on the encoded request, before anything is decoded.
     let (mut items, mut total) = (0usize, 0usize);
+    let max_seqs = limits.max_seqs_per_sync;
     bounded::each(&data, 2, |item| {
         items += 1;
-        total += bounded::count(item, 2)?;
+        // Once over the limit the rest is not counted: the request is refused anyway.
+        if total <= max_seqs {
+            total += bounded::count_up_to(item, 2, max_seqs - total)?;
+        }
         Ok(())
     })
     .map_err(malformed("BatchGetMsgListByConvIdReq"))?;

@@ -153,6 +153,9 @@ pub(crate) enum Closing<'a> {
     InvalidUtf8,
     /// Kept sending over its request rate after being refused (`gateway::limits`).
     Flooding,
+    /// Closed for flooding moments ago (`gateway::cooldown`): may connect again in
+    /// this many seconds.
+    CoolingDown(u64),
     /// No frame within `session.idle_timeout_secs`.
     Idle,
     /// The same device connected again.
@@ -170,7 +173,7 @@ impl Closing<'_> {
         match self {
             Self::Auth(..) => close::AUTH_FAILED,
             Self::ServerFull => close::TRY_AGAIN_LATER,
-            Self::UserFull | Self::Flooding => close::POLICY,
+            Self::UserFull | Self::Flooding | Self::CoolingDown(_) => close::POLICY,
             Self::TooBig => close::TOO_BIG,
             Self::Protocol(_) => PROTOCOL_ERROR,
             Self::InvalidUtf8 => INVALID_PAYLOAD,
@@ -189,6 +192,9 @@ impl Closing<'_> {
             Self::Protocol(what) => (*what).into(),
             Self::InvalidUtf8 => "invalid UTF-8".into(),
             Self::Flooding => "request rate limit exceeded".into(),
+            Self::CoolingDown(secs) => {
+                format!("request rate limit exceeded; connect again in {secs} s")
+            }
             Self::Idle => "idle timeout".into(),
             Self::Duplicate => "duplicate connection".into(),
             Self::Kick => "kick".into(),

@@ -51,8 +51,9 @@ struct Flooded {
     cut_off: u64,
 }
 
-/// One flooder (each frame counted in `sent_by_all`): sends as fast as the socket takes frames, reads (and drops) whatever
-/// comes back, and connects again whenever ferry closes the socket, until `stop`.
+/// One flooder (each frame counted in `sent_by_all`): sends as fast as the socket takes
+/// frames, reads (and drops) whatever comes back, and connects again whenever ferry
+/// closes the socket (while it is refused for its cooldown, every 100 ms), until `stop`.
 async fn flood(
     f: &Ferry,
     user: String,
@@ -61,7 +62,18 @@ async fn flood(
 ) -> Flooded {
     let mut done = Flooded::default();
     while !stop.is_cancelled() {
-        let (frames, code) = flood_once(f, &user, &stop, &sent_by_all).await;
+        let c = match attempt(f, &user, "dev-1").await {
+            Connect::Connected(c) => c,
+            Connect::Closed(code, reason) => {
+                assert_eq!(code, 1008, "{reason}");
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+        };
+        let (frames, code) = flood_once(*c, &user, &stop, &sent_by_all).await;
         done.frames += frames;
         if code == Some(1008) {
             done.cut_off += 1;
@@ -73,12 +85,11 @@ async fn flood(
 /// One flooding connection, until it is closed or `stop`: the frames it sent and the
 /// close code it got.
 async fn flood_once(
-    f: &Ferry,
+    c: Client,
     user: &str,
     stop: &tokio_util::sync::CancellationToken,
     sent_by_all: &AtomicU64,
 ) -> (u64, Option<u16>) {
-    let c = f.connect(user).await;
     let (mut sink, mut stream) = c.ws.split();
     let reader = tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
@@ -217,4 +228,78 @@ async fn a_flood_does_not_slow_down_another_user() {
         loud <= bound,
         "p99 {loud:?} under the flood (quiet {quiet:?}): over {bound:?}"
     );
+}
+
+/// Connects `user`'s device `device` (platform ios); what the attempt ended with.
+async fn attempt(f: &Ferry, user: &str, device: &str) -> Connect {
+    let tok = token(user);
+    let q = query(&[
+        ("token", &tok),
+        ("userId", user),
+        ("platform", "ios"),
+        ("deviceId", device),
+    ]);
+    connect_url(&format!("{}?{q}", f.ws_url())).await
+}
+
+/// A device closed for flooding does not come straight back with a fresh burst and a
+/// fresh refusal allowance: until `limits.flood_cooldown_secs` have passed it is
+/// refused with 1008 and told when to return. The user's other devices connect
+/// meanwhile, and the device itself once the time has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cut_off_for_flooding_waits_before_it_connects_again() {
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[limits]\nrequests_per_second = 20\nrequest_burst = 5\nmax_refusals = 3\nflood_cooldown_secs = 3\n",
+    );
+    let f = c.start("pod-a");
+    let u = unique("u");
+    let mut flooder = f.connect_device(&u, "ios", "d1").await;
+    // Valid sends: the session ends only after its accepted sends reach the log, well
+    // after the Close frame went out; the reconnect below comes before that.
+    let conv = format!("single:{u}-x");
+    let send = pb::RequestBody {
+        event: pb::ActiveEvent::SendMsgList as i32,
+        req_id: "s".into(),
+        data: pb::SendMsgListReq {
+            msg_data_list: vec![msg(&u, &conv, "flood")],
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into(),
+    }
+    .encode_to_vec();
+    for _ in 0..40 {
+        flooder.send_raw(send.clone()).await;
+    }
+    assert_eq!(flooder.closed(10 * SEC).await.0, 1008);
+    let cut_off = Instant::now();
+    match attempt(&f, &u, "d1").await {
+        Connect::Closed(code, reason) => {
+            assert_eq!(code, 1008, "{reason}");
+            assert!(reason.contains("connect again in"), "{reason}");
+        }
+        Connect::Connected(_) => panic!("a device cut off for flooding reconnected at once"),
+    }
+    // Another device of the same user is not held back.
+    let mut other = f.connect_device(&u, "ios", "d2").await;
+    other.conv_seq(&format!("single:{u}-x")).await;
+    // Once the cooldown has passed the device connects and is served.
+    let mut back = eventually(15 * SEC, || async {
+        match attempt(&f, &u, "d1").await {
+            Connect::Connected(c) => Some(c),
+            Connect::Closed(..) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut_off.elapsed() >= Duration::from_secs(2),
+        "back after {:?}",
+        cut_off.elapsed()
+    );
+    back.user = u.clone();
+    back.conv_seq(&format!("single:{u}-x")).await;
 }

@@ -5,8 +5,10 @@ pub mod ack;
 pub mod chat;
 pub mod delay;
 pub mod fanout;
+pub mod flood;
 pub mod idle;
 pub mod storm;
+pub mod victim;
 
 use std::time::Duration;
 
