@@ -81,7 +81,9 @@ async fn acked_messages_survive_kill_9(b: Backend) {
     let conv = format!("single:{a}-{bo}");
     let mut a1 = f.connect(&a).await;
     let mut acked = Vec::new();
+    let mut pace = sdk_pace();
     for i in 0..300 {
+        pace.tick().await;
         let m = msg(&a, &conv, &format!("k{i}"));
         let id = m.client_msg_id.clone();
         if a1.send_msgs(vec![m], None).await.code == 0 {

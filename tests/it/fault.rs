@@ -77,7 +77,9 @@ async fn load(
     let mut n = 0;
     let mut i = 0usize;
     let hard_stop = Instant::now() + LOAD_AT_MOST;
+    let mut pace = sdk_pace();
     while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+        pace.tick().await;
         let peer = &peers[i % peers.len()];
         let conv = if sender < *peer {
             format!("single:{sender}-{peer}")
@@ -314,7 +316,9 @@ async fn edit_load(
     let hard_stop = Instant::now() + LOAD_AT_MOST;
     let mut n = 0;
     let mut i = 0u64;
+    let mut pace = sdk_pace();
     while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+        pace.tick().await;
         let chain = &chains[i as usize % chains.len()];
         let mut m = msg(&sender, &conv, &format!("{chain} {i}"));
         m.client_msg_id = chain.clone();

@@ -147,7 +147,9 @@ async fn kill_9_and_redelivery_keep_one_event_per_key(b: Backend) {
     let conv = single(&a, &bo);
     let mut a1 = f.connect(&a).await;
     let mut acked = 0u64;
+    let mut pace = sdk_pace();
     for i in 0..200 {
+        pace.tick().await;
         if a1
             .send_msgs(vec![push_msg(&a, &conv, &format!("k{i}"), true)], None)
             .await

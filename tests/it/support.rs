@@ -650,9 +650,18 @@ impl Client {
     }
 
     pub async fn response(&mut self, req_id: &str) -> Resp {
-        self.try_response(req_id, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|| panic!("no response to {req_id}"))
+        let is_it = |p: &pb::PushBody| {
+            p.event == pb::PushEvent::PushResponseBody as i32
+                && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
+        };
+        match self.wait_for(Duration::from_secs(15), is_it).await {
+            Waited::Matched(r) => resp(r),
+            Waited::TimedOut => panic!("{}: no response to {req_id} within 15 s", self.user),
+            Waited::Closed(why) => panic!(
+                "{}: no response to {req_id}: the socket closed ({why})",
+                self.user
+            ),
+        }
     }
 
     /// The response to `req_id` within `within`; None when the socket closed or
@@ -664,16 +673,7 @@ impl Client {
                     && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
             })
             .await?;
-        let body = pb::ResponseBody::decode(r.data).unwrap();
-        let msg = pb::CustomResponseError::decode(body.data.clone())
-            .ok()
-            .and_then(|e| e.common_resp)
-            .and_then(|c| c.msg);
-        Some(Resp {
-            code: body.code,
-            data: body.data,
-            msg,
-        })
+        Some(resp(r))
     }
 
     /// Waits up to `within` for a frame matching `pred`; frames read meanwhile are kept.
@@ -907,10 +907,34 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 /// How a wait for a frame ended.
+/// A response frame's code, data and CommonResp message.
+fn resp(r: pb::PushBody) -> Resp {
+    let body = pb::ResponseBody::decode(r.data).unwrap();
+    let msg = pb::CustomResponseError::decode(body.data.clone())
+        .ok()
+        .and_then(|e| e.common_resp)
+        .and_then(|c| c.msg);
+    Resp {
+        code: body.code,
+        data: body.data,
+        msg,
+    }
+}
+
 enum Waited {
     Matched(pb::PushBody),
     TimedOut,
     Closed(String),
+}
+
+/// The pace of a load client that sends as fast as its acks come back: 40 requests
+/// per second, under ferry's default per-connection limit (50/s), as the SDKs pace
+/// themselves. Faster, it would be refused and, refused on and on, cut off (1008)
+/// as a flooder. A late answer does not bring a burst of catch-up sends.
+pub fn sdk_pace() -> tokio::time::Interval {
+    let mut pace = tokio::time::interval(Duration::from_millis(25));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pace
 }
 
 /// A refused send (RetryError: over the rate limit, or the log slow) is retried
