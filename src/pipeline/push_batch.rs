@@ -16,7 +16,7 @@
 //! in `ferry_pushes_dropped_total`), and clients resync by seq. A push handed over
 //! but not yet durable when the process dies is lost the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -122,72 +122,33 @@ fn dropped(count: u64, e: &crate::msglog::LogError) {
     tracing::warn!(error = %e, pushes = count, "push batch dropped");
 }
 
-/// One topic's record being built.
-#[derive(Default)]
-struct Pending {
-    rec: PushRecord,
-    /// The first item's trace context, for the record's headers.
-    headers: Vec<(String, bytes::Bytes)>,
-    /// Recipient list -> its latest item.
-    by_users: HashMap<Vec<String>, usize>,
-    /// User -> the latest item that reaches them.
-    last_of: HashMap<String, usize>,
-}
-
-impl Pending {
-    /// Adds an item; messages for the same recipients as an earlier item join it
-    /// when no item in between reaches any of them (each user's order is kept), so
-    /// a burst of one conversation is one frame per socket, not one per record.
-    fn add(
-        &mut self,
-        users: Vec<String>,
-        payload: &Payload,
-        trace: &HashMap<String, bytes::Bytes>,
-    ) {
-        if let Payload::Msgs(more) = payload
-            && let Some(&at) = self.by_users.get(&users)
-            && users.iter().all(|u| self.last_of.get(u) == Some(&at))
-            && let Some(Payload::Msgs(list)) = &mut self.rec.items[at].payload
-        {
-            list.msg_data_list
-                .extend(more.msg_data_list.iter().cloned());
-            return;
-        }
-        let at = self.rec.items.len();
-        for u in &users {
-            self.last_of.insert(u.clone(), at);
-        }
-        self.rec.items.push(PushRecord {
-            user_ids: users.clone(),
-            payload: Some(payload.clone()),
-            trace: trace.clone(),
-            ..PushRecord::default()
-        });
-        self.by_users.insert(users, at);
-    }
-}
-
 /// One record per topic holding the items for it in order; drains `batch`.
 fn coalesce(batch: &mut Vec<Item>) -> (Vec<Outgoing>, u64) {
-    let mut per_topic: BTreeMap<String, Pending> = BTreeMap::new();
+    let mut per_topic: BTreeMap<String, (PushRecord, Vec<(String, bytes::Bytes)>)> =
+        BTreeMap::new();
     let mut count = 0;
     for item in batch.drain(..) {
         count += item.count;
-        let trace: HashMap<String, bytes::Bytes> = item.headers.iter().cloned().collect();
+        let trace: std::collections::HashMap<String, bytes::Bytes> =
+            item.headers.iter().cloned().collect();
         for (topic, users) in item.topics {
-            let pending = per_topic.entry(topic).or_insert_with(|| Pending {
-                headers: item.headers.clone(),
-                ..Pending::default()
+            let (rec, _) = per_topic
+                .entry(topic)
+                .or_insert_with(|| (PushRecord::default(), item.headers.clone()));
+            rec.items.push(PushRecord {
+                user_ids: users,
+                payload: Some(item.payload.clone()),
+                trace: trace.clone(),
+                ..PushRecord::default()
             });
-            pending.add(users, &item.payload, &trace);
         }
     }
     let records = per_topic
         .into_iter()
-        .map(|(topic, p)| {
-            let mut o = Outgoing::new(topic.clone(), topic, p.rec.encode_to_vec());
+        .map(|(topic, (rec, headers))| {
+            let mut o = Outgoing::new(topic.clone(), topic, rec.encode_to_vec());
             // The record carries its first push's trace context; each item its own.
-            o.headers = p.headers;
+            o.headers = headers;
             o
         })
         .collect();
@@ -255,66 +216,5 @@ mod tests {
         assert_eq!(topic, "push.b");
         assert_eq!(b.items.len(), 1);
         assert_eq!(b.items[0].user_ids, ["bob"]);
-    }
-
-    fn msgs(users: &[&str], texts: &[&str]) -> Item {
-        Item {
-            topics: vec![(
-                "push.a".into(),
-                users.iter().map(|u| u.to_string()).collect(),
-            )],
-            payload: Payload::Msgs(crate::proto::pb::MsgDataList {
-                msg_data_list: texts
-                    .iter()
-                    .map(|t| crate::proto::pb::MsgData {
-                        client_msg_id: t.to_string(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-            headers: Vec::new(),
-            count: texts.len() as u64,
-        }
-    }
-
-    fn ids(p: &PushRecord) -> Vec<String> {
-        match &p.payload {
-            Some(Payload::Msgs(m)) => m
-                .msg_data_list
-                .iter()
-                .map(|m| m.client_msg_id.clone())
-                .collect(),
-            _ => panic!("not messages"),
-        }
-    }
-
-    #[test]
-    fn messages_for_the_same_recipients_share_a_frame_unless_that_reorders_a_user() {
-        let mut batch = vec![
-            msgs(&["ann", "bob"], &["1"]),
-            msgs(&["cid", "dan"], &["2"]),
-            msgs(&["ann", "bob"], &["3", "4"]),
-            msgs(&["bob", "cid"], &["5"]),
-            // Joining "1 3 4" would put it before "5" for bob.
-            msgs(&["ann", "bob"], &["6"]),
-        ];
-        let (records, count) = coalesce(&mut batch);
-        assert_eq!(count, 6);
-        let rec = PushRecord::decode(records[0].value.clone().unwrap()).unwrap();
-        let items: Vec<(Vec<String>, Vec<String>)> = rec
-            .items
-            .iter()
-            .map(|i| (i.user_ids.clone(), ids(i)))
-            .collect();
-        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            items,
-            [
-                (v(&["ann", "bob"]), v(&["1", "3", "4"])),
-                (v(&["cid", "dan"]), v(&["2"])),
-                (v(&["bob", "cid"]), v(&["5"])),
-                (v(&["ann", "bob"]), v(&["6"])),
-            ]
-        );
     }
 }
