@@ -196,19 +196,11 @@ mod tests {
         assert_eq!(records.len(), 2);
         let decoded: Vec<(String, PushRecord)> = records
             .iter()
-            .map(|o| {
-                (
-                    o.topic.clone(),
-                    PushRecord::decode(o.value.clone().unwrap()).unwrap(),
-                )
-            })
+            .map(|o| (o.topic.clone(), PushRecord::decode(o.value.clone().unwrap()).unwrap()))
             .collect();
         let (topic, a) = &decoded[0];
         assert_eq!(topic, "push.a");
-        assert_eq!(
-            a.items.iter().map(text).collect::<Vec<_>>(),
-            ["1", "2", "3"]
-        );
+        assert_eq!(a.items.iter().map(text).collect::<Vec<_>>(), ["1", "2", "3"]);
         assert_eq!(a.items[2].user_ids, ["ann", "cid"]);
         assert_eq!(a.items[1].trace["traceparent"], "2");
         assert_eq!(records[0].headers[0].1, "1");

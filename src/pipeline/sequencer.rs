@@ -60,17 +60,7 @@
 //! Offline hand-off: before the message write, messages for recipients the routing
 //! hook counts as offline are appended to the offline topic; `handoff.rs` explains
 //! why there and how a redelivery avoids a second event.
-//!
-//! Live pushes are handed to `push_batch.rs`, which appends one push record per pod
-//! for whatever the lanes handed over meanwhile; a lane does not wait for them to
-//! be durable. Pushes are best effort (clients resync by seq), so a record may be
-//! committed before its push is durable: a crash then costs that live push, never a
-//! stored message, and none of the above depends on pushes. A group's recipients
-//! are remembered per lane (`members.rs`, forgotten at each member change of the
-//! group, which reaches the same lane in log order); they route pushes and
-//! hand-offs, never seqs.
 
-mod members;
 mod memory;
 mod progress;
 
@@ -83,7 +73,6 @@ use tracing::Instrument as _;
 
 use futures_util::future::try_join_all;
 
-use self::members::Members;
 use self::memory::{Epochs, Memory};
 use self::progress::Progress;
 use super::handoff;
@@ -132,17 +121,6 @@ pub(crate) struct Sequencer {
     pub(crate) router: PushRouter,
     /// Hand off messages for offline recipients (`offline.enabled`).
     pub(crate) offline: bool,
-}
-
-/// What a lane carries from record to record.
-struct Lane<'a> {
-    /// The record's partition epoch (see `run`); 0 remembers nothing.
-    epoch: u64,
-    memory: &'a mut Memory,
-    members: &'a mut Members,
-    /// Pushes go through it when given (coalesced, not awaited), else are appended
-    /// at once.
-    pushes: Option<&'a PushBatcher>,
 }
 
 /// A record's messages, as `pass` applies them.
@@ -245,7 +223,7 @@ impl Sequencer {
         pushes: PushBatcher,
         cancel: CancellationToken,
     ) {
-        let (mut memory, mut members) = (Memory::default(), Members::default());
+        let mut memory = Memory::default();
         while let Some((rec, epoch)) = rx.recv().await {
             let span = tracing::info_span!(
                 "sequencer.record",
@@ -258,15 +236,7 @@ impl Sequencer {
             let mut attempt = 0u32;
             loop {
                 match self
-                    .apply_in(
-                        &rec,
-                        &mut Lane {
-                            epoch,
-                            memory: &mut memory,
-                            members: &mut members,
-                            pushes: Some(&pushes),
-                        },
-                    )
+                    .apply_in(&rec, epoch, &mut memory, Some(&pushes))
                     .instrument(span.clone())
                     .await
                 {
@@ -324,25 +294,22 @@ impl Sequencer {
     /// Applies one record on its own, with the conversation's state read from the
     /// store.
     pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
-        let lane = &mut Lane {
-            epoch: 0,
-            memory: &mut Memory::default(),
-            members: &mut Members::default(),
-            pushes: None,
-        };
-        self.apply_in(rec, lane).await
+        self.apply_in(rec, 0, &mut Memory::default(), None).await
     }
 
-    /// Applies one record with what its lane remembers.
-    async fn apply_in(&self, rec: &LogRecord, lane: &mut Lane<'_>) -> Result<(), StoreError> {
+    /// Applies one record with a lane's memory of its conversations' states, valid
+    /// while `epoch` (the partition's, see `run`) is unchanged. Pushes go through
+    /// `pushes` when given (coalesced, not awaited), else are appended at once.
+    async fn apply_in(
+        &self,
+        rec: &LogRecord,
+        epoch: u64,
+        memory: &mut Memory,
+        pushes: Option<&PushBatcher>,
+    ) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
-            Inbound::Messages(b) => self.sequence(rec, b, lane).await,
-            Inbound::Member(m) => {
-                // Forgotten first: were the write to fail half-way, the rows are
-                // read again in any case.
-                lane.members.forget(&m.group_id);
-                self.member(rec, m).await
-            }
+            Inbound::Messages(b) => self.sequence(rec, b, epoch, memory, pushes).await,
+            Inbound::Member(m) => self.member(rec, m).await,
             Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
                 Ok(())
@@ -383,9 +350,10 @@ impl Sequencer {
         &self,
         rec: &LogRecord,
         batch: MessageBatch,
-        lane: &mut Lane<'_>,
+        epoch: u64,
+        memory: &mut Memory,
+        pushes: Option<&PushBatcher>,
     ) -> Result<(), StoreError> {
-        let epoch = lane.epoch;
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
             return Ok(());
@@ -393,11 +361,11 @@ impl Sequencer {
         let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
         let conv_s = conv.to_string();
-        let state = match lane.memory.get(&conv_s, rec.partition, epoch) {
+        let state = match memory.get(&conv_s, rec.partition, epoch) {
             Some(s) => s,
             None => {
                 let s = self.load(&conv_s).await?;
-                lane.memory.set(&conv_s, rec.partition, epoch, s.clone());
+                memory.set(&conv_s, rec.partition, epoch, s.clone());
                 s
             }
         };
@@ -411,13 +379,11 @@ impl Sequencer {
                     delayed,
                 },
                 state.as_ref(),
-                lane,
+                pushes,
             )
             .await?
         {
-            Outcome::Applied(Some(next)) => {
-                lane.memory.set(&conv_s, rec.partition, epoch, Some(next))
-            }
+            Outcome::Applied(Some(next)) => memory.set(&conv_s, rec.partition, epoch, Some(next)),
             Outcome::Applied(None) => {}
             Outcome::Behind => {
                 // Someone applied this record and later ones: catch up from the row,
@@ -429,7 +395,7 @@ impl Sequencer {
                     _ => false,
                 };
                 if newer {
-                    lane.memory.set(&conv_s, rec.partition, epoch, row);
+                    memory.set(&conv_s, rec.partition, epoch, row);
                 }
                 tracing::debug!(conv = %conv_s, offset = rec.offset, "a later record is already written; skipped");
             }
@@ -451,7 +417,7 @@ impl Sequencer {
         conv: &ConvId,
         batch: Batch<'_>,
         state: Option<&ConvState>,
-        lane: &mut Lane<'_>,
+        pushes: Option<&PushBatcher>,
     ) -> Result<Outcome, StoreError> {
         let Batch {
             sender,
@@ -544,7 +510,7 @@ impl Sequencer {
         let route = if push.is_empty() {
             None
         } else {
-            self.route(rec, conv, hand_off, lane).await?
+            self.route(conv, hand_off).await?
         };
         if hand_off && let Some(route) = &route {
             self.hand_off(&conv_s, sender, &stored, route, ours.is_some() || own)
@@ -582,7 +548,7 @@ impl Sequencer {
         // Written, offset not yet committed, nothing pushed: redelivery must not
         // sequence these again.
         crate::faults::point("sequencer.written").await;
-        self.deliver(conv, sender, route.as_ref(), &push, &echo, lane.pushes)
+        self.deliver(conv, sender, route.as_ref(), &push, &echo, pushes)
             .await;
         Ok(Outcome::Applied(next))
     }
@@ -590,14 +556,8 @@ impl Sequencer {
     /// Routes the conversation's recipients. Without a hand-off to make, recipients
     /// that cannot be read only cost the live push (clients resync); with one, the
     /// record is retried rather than lose the events.
-    async fn route(
-        &self,
-        rec: &LogRecord,
-        conv: &ConvId,
-        hand_off: bool,
-        lane: &mut Lane<'_>,
-    ) -> Result<Option<Route>, StoreError> {
-        match self.recipients(rec, conv, lane).await {
+    async fn route(&self, conv: &ConvId, hand_off: bool) -> Result<Option<Route>, StoreError> {
+        match access::recipients(self.store.as_ref(), conv).await {
             Ok(users) => Ok(Some(self.router.route(&users).await)),
             Err(e) if hand_off => Err(e),
             Err(e) => {
@@ -605,31 +565,6 @@ impl Sequencer {
                 Ok(None)
             }
         }
-    }
-
-    /// `conv`'s recipients; a group's members from the lane's memory (`members.rs`)
-    /// when this record is ordered with the group's member changes (same key).
-    async fn recipients(
-        &self,
-        rec: &LogRecord,
-        conv: &ConvId,
-        lane: &mut Lane<'_>,
-    ) -> Result<Vec<String>, StoreError> {
-        let ConvId::Group(g) = conv else {
-            return access::recipients(self.store.as_ref(), conv).await;
-        };
-        if rec.key.as_ref() != conv.to_string().as_bytes() {
-            return access::recipients(self.store.as_ref(), conv).await;
-        }
-        if let Some(users) = lane.members.get(g, rec.partition, lane.epoch) {
-            metrics::counter!("ferry_sequencer_member_cache_total", "result" => "hit").increment(1);
-            return Ok(users.to_vec());
-        }
-        metrics::counter!("ferry_sequencer_member_cache_total", "result" => "miss").increment(1);
-        let users = access::recipients(self.store.as_ref(), conv).await?;
-        lane.members
-            .set(g, rec.partition, lane.epoch, users.clone());
-        Ok(users)
     }
 
     /// Appends the offline events of `stored` before they are written. `redo`: this
