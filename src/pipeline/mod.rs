@@ -9,7 +9,6 @@ pub(crate) mod forwarder;
 pub(crate) mod handoff;
 pub(crate) mod lag;
 pub(crate) mod notices;
-pub(crate) mod push_batch;
 pub(crate) mod pusher;
 pub(crate) mod records;
 pub(crate) mod router;

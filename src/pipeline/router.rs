@@ -24,17 +24,6 @@ pub(crate) enum PushPayload<'a> {
     Disconnect(Disconnect),
 }
 
-impl PushPayload<'_> {
-    /// The push record's payload.
-    pub(crate) fn into_record(self) -> Payload {
-        match self {
-            PushPayload::Messages(m) => Payload::Msgs(msg_list(m)),
-            PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
-            PushPayload::Disconnect(d) => Payload::Disconnect(d),
-        }
-    }
-}
-
 impl PushRouter {
     /// Where `users`' pushes go now, and who is offline.
     pub(crate) async fn route(&self, users: &[String]) -> Route {
@@ -62,7 +51,11 @@ impl PushRouter {
         if route.topics.is_empty() {
             return Ok(());
         }
-        let payload = payload.into_record();
+        let payload = match payload {
+            PushPayload::Messages(m) => Payload::Msgs(msg_list(m)),
+            PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
+            PushPayload::Disconnect(d) => Payload::Disconnect(d),
+        };
         let records = route
             .topics
             .iter()
@@ -70,7 +63,6 @@ impl PushRouter {
                 let rec = PushRecord {
                     user_ids: user_ids.clone(),
                     payload: Some(payload.clone()),
-                    ..PushRecord::default()
                 };
                 let mut o = Outgoing::new(topic.clone(), topic.clone(), rec.encode_to_vec());
                 o.headers = headers.to_vec();

@@ -76,7 +76,6 @@ use futures_util::future::try_join_all;
 use self::memory::{Epochs, Memory};
 use self::progress::Progress;
 use super::handoff;
-use super::push_batch::PushBatcher;
 use super::records::{self, Inbound};
 use super::router::{PushPayload, PushRouter};
 use super::routing::Route;
@@ -123,14 +122,6 @@ pub(crate) struct Sequencer {
     pub(crate) offline: bool,
 }
 
-/// A record's messages, as `pass` applies them.
-struct Batch<'a> {
-    sender: &'a str,
-    msgs: &'a [Message],
-    /// Sent with a delay: the sender's membership is checked again.
-    delayed: bool,
-}
-
 /// What applying a record did.
 enum Outcome {
     /// Applied (or found applied); the conversation's new state when it took seqs.
@@ -148,7 +139,6 @@ impl Sequencer {
             .subscribe(&this.topics.group("sequencer"), &[this.topics.inbound()])
             .await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64)>();
-        let (pushes, pushing) = PushBatcher::start(this.router.clone());
         let mut lanes = Vec::with_capacity(LANES);
         let mut workers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
@@ -156,13 +146,11 @@ impl Sequencer {
             workers.push(tokio::spawn(this.clone().lane(
                 rx,
                 done_tx.clone(),
-                pushes.clone(),
                 cancel.clone(),
             )));
             lanes.push(tx);
         }
         drop(done_tx);
-        drop(pushes);
         let mut progress = Progress::default();
         let mut epochs = Epochs::default();
         let mut since: Option<tokio::time::Instant> = None;
@@ -204,8 +192,6 @@ impl Sequencer {
         for w in workers {
             let _ = w.await;
         }
-        // The lanes' handles are gone: the pushes they handed over are flushed.
-        let _ = pushing.await;
         while let Ok((topic, partition, offset)) = done_rx.try_recv() {
             progress.done(topic, partition, offset);
         }
@@ -220,7 +206,6 @@ impl Sequencer {
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(LogRecord, u64)>,
         done: mpsc::UnboundedSender<(String, i32, i64)>,
-        pushes: PushBatcher,
         cancel: CancellationToken,
     ) {
         let mut memory = Memory::default();
@@ -236,7 +221,7 @@ impl Sequencer {
             let mut attempt = 0u32;
             loop {
                 match self
-                    .apply_in(&rec, epoch, &mut memory, Some(&pushes))
+                    .apply_in(&rec, epoch, &mut memory)
                     .instrument(span.clone())
                     .await
                 {
@@ -294,21 +279,19 @@ impl Sequencer {
     /// Applies one record on its own, with the conversation's state read from the
     /// store.
     pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
-        self.apply_in(rec, 0, &mut Memory::default(), None).await
+        self.apply_in(rec, 0, &mut Memory::default()).await
     }
 
     /// Applies one record with a lane's memory of its conversations' states, valid
-    /// while `epoch` (the partition's, see `run`) is unchanged. Pushes go through
-    /// `pushes` when given (coalesced, not awaited), else are appended at once.
+    /// while `epoch` (the partition's, see `run`) is unchanged.
     async fn apply_in(
         &self,
         rec: &LogRecord,
         epoch: u64,
         memory: &mut Memory,
-        pushes: Option<&PushBatcher>,
     ) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
-            Inbound::Messages(b) => self.sequence(rec, b, epoch, memory, pushes).await,
+            Inbound::Messages(b) => self.sequence(rec, b, epoch, memory).await,
             Inbound::Member(m) => self.member(rec, m).await,
             Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
@@ -352,7 +335,6 @@ impl Sequencer {
         batch: MessageBatch,
         epoch: u64,
         memory: &mut Memory,
-        pushes: Option<&PushBatcher>,
     ) -> Result<(), StoreError> {
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
@@ -370,17 +352,7 @@ impl Sequencer {
             }
         };
         match self
-            .pass(
-                rec,
-                &conv,
-                Batch {
-                    sender: &batch.sender_id,
-                    msgs: &msgs,
-                    delayed,
-                },
-                state.as_ref(),
-                pushes,
-            )
+            .pass(rec, &conv, &batch.sender_id, &msgs, delayed, state.as_ref())
             .await?
         {
             Outcome::Applied(Some(next)) => memory.set(&conv_s, rec.partition, epoch, Some(next)),
@@ -415,15 +387,11 @@ impl Sequencer {
         &self,
         rec: &LogRecord,
         conv: &ConvId,
-        batch: Batch<'_>,
+        sender: &str,
+        msgs: &[Message],
+        delayed: bool,
         state: Option<&ConvState>,
-        pushes: Option<&PushBatcher>,
     ) -> Result<Outcome, StoreError> {
-        let Batch {
-            sender,
-            msgs,
-            delayed,
-        } = batch;
         let conv_s = conv.to_string();
         let here = |s: &ConvState| s.claim.partition == rec.partition && s.max_seq > 0;
         let ours = match state {
@@ -548,7 +516,7 @@ impl Sequencer {
         // Written, offset not yet committed, nothing pushed: redelivery must not
         // sequence these again.
         crate::faults::point("sequencer.written").await;
-        self.deliver(conv, sender, route.as_ref(), &push, &echo, pushes)
+        self.deliver(conv, sender, route.as_ref(), &push, &echo)
             .await;
         Ok(Outcome::Applied(next))
     }
@@ -616,7 +584,6 @@ impl Sequencer {
         route: Option<&Route>,
         push: &[Message],
         echo: &[Message],
-        pushes: Option<&PushBatcher>,
     ) {
         let span = tracing::info_span!(
             "push.route",
@@ -628,21 +595,6 @@ impl Sequencer {
         let mut headers = Vec::new();
         crate::telemetry::inject(&mut headers);
         drop(_guard);
-        if let Some(pushes) = pushes {
-            if let Some(route) = route.filter(|_| !push.is_empty()) {
-                pushes
-                    .submit(route, PushPayload::Messages(push), &headers)
-                    .instrument(span.clone())
-                    .await;
-            }
-            if !echo.is_empty() && !sender.is_empty() {
-                let route = self.router.route(&[sender.to_owned()]).await;
-                pushes
-                    .submit(&route, PushPayload::Messages(echo), &headers)
-                    .await;
-            }
-            return;
-        }
         if let Some(route) = route.filter(|_| !push.is_empty())
             && let Err(e) = self
                 .router
