@@ -62,7 +62,7 @@ async fn flood(
 ) -> Flooded {
     let mut done = Flooded::default();
     while !stop.is_cancelled() {
-        let c = match attempt(f, &user, "dev-1").await {
+        let c = match f.attempt(&user, "ios", "dev-1").await {
             Connect::Connected(c) => c,
             Connect::Closed(code, reason) => {
                 assert_eq!(code, 1008, "{reason}");
@@ -230,18 +230,6 @@ async fn a_flood_does_not_slow_down_another_user() {
     );
 }
 
-/// Connects `user`'s device `device` (platform ios); what the attempt ended with.
-async fn attempt(f: &Ferry, user: &str, device: &str) -> Connect {
-    let tok = token(user);
-    let q = query(&[
-        ("token", &tok),
-        ("userId", user),
-        ("platform", "ios"),
-        ("deviceId", device),
-    ]);
-    connect_url(&format!("{}?{q}", f.ws_url())).await
-}
-
 /// A device closed for flooding does not come straight back with a fresh burst and a
 /// fresh refusal allowance: until `limits.flood_cooldown_secs` have passed it is
 /// refused with 1008 and told when to return. The user's other devices connect
@@ -274,7 +262,7 @@ async fn a_device_cut_off_for_flooding_waits_before_it_connects_again() {
     }
     assert_eq!(flooder.closed(10 * SEC).await.0, 1008);
     let cut_off = Instant::now();
-    match attempt(&f, &u, "d1").await {
+    match f.attempt(&u, "ios", "d1").await {
         Connect::Closed(code, reason) => {
             assert_eq!(code, 1008, "{reason}");
             assert!(reason.contains("connect again in"), "{reason}");
@@ -286,7 +274,7 @@ async fn a_device_cut_off_for_flooding_waits_before_it_connects_again() {
     other.conv_seq(&format!("single:{u}-x")).await;
     // Once the cooldown has passed the device connects and is served.
     let mut back = eventually(15 * SEC, || async {
-        match attempt(&f, &u, "d1").await {
+        match f.attempt(&u, "ios", "d1").await {
             Connect::Connected(c) => Some(c),
             Connect::Closed(..) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,7 +1,7 @@
 //! Every size a client controls is bounded before work is done and refused with a
 //! clear error: list lengths (counted before decoding), duplicate seqs, response
-//! bytes, notice ids, clientMsgId matches, queued bytes (slow consumers), connections per user, request
-//! heads; malformed frames pay the rate limit like requests.
+//! bytes, notice ids, clientMsgId matches, queued bytes (slow consumers), connections
+//! per user, request heads; malformed frames pay the rate limit like requests.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -388,8 +388,8 @@ async fn malformed_frames_pay_the_rate_limit() {
     );
 }
 
-/// Raw HTTP: connections that never finish their request head are closed after the
-/// header-read timeout, oversized heads are refused, and neither holds up SIGTERM.
+/// A connection that goes on flooding after its refusals are used up is closed with
+/// 1008; the user's other devices are not affected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_keeps_flooding_is_closed() {
     let c = Cluster::new(
@@ -420,6 +420,8 @@ async fn a_connection_that_keeps_flooding_is_closed() {
         .ok();
 }
 
+/// Raw HTTP: connections that never finish their request head are closed after the
+/// header-read timeout, oversized heads are refused, and neither holds up SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_bounded_in_time_and_size() {
     let c = Cluster::new(

@@ -551,7 +551,9 @@ impl Ferry {
         client
     }
 
-    async fn connect_here(&self, user: &str, platform: &str, device: &str) -> Client {
+    /// Connects `user`'s device to this pod with a valid token; what the attempt
+    /// ended with (connected, or closed with a code and reason).
+    pub async fn attempt(&self, user: &str, platform: &str, device: &str) -> Connect {
         let tok = token(user);
         let q = query(&[
             ("token", &tok),
@@ -560,7 +562,11 @@ impl Ferry {
             ("deviceId", device),
             ("language", "en"),
         ]);
-        match connect_url(&format!("{}?{q}", self.ws_url())).await {
+        connect_url(&format!("{}?{q}", self.ws_url())).await
+    }
+
+    async fn connect_here(&self, user: &str, platform: &str, device: &str) -> Client {
+        match self.attempt(user, platform, device).await {
             Connect::Connected(mut c) => {
                 c.user = user.to_owned();
                 *c
