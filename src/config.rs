@@ -202,6 +202,10 @@ pub(crate) enum DevicePolicy {
 pub(crate) struct SessionConfig {
     /// A socket silent (no frame, no ping) for longer than this is closed.
     pub(crate) idle_timeout_secs: u64,
+    /// A queued frame the client's TCP window does not take within this many seconds
+    /// closes the socket as a slow consumer (1013): a client that stops reading while
+    /// a frame is being written is not waited for forever.
+    pub(crate) write_timeout_secs: u64,
     pub(crate) device_policy: DevicePolicy,
     /// On shutdown, the bound on the whole drain: close sockets, finish requests in
     /// flight, flush and commit, delete the push topic (one deadline, see app.rs).
@@ -212,6 +216,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             idle_timeout_secs: 60,
+            write_timeout_secs: 20,
             device_policy: DevicePolicy::Multi,
             shutdown_grace_secs: 20,
         }
@@ -565,6 +570,12 @@ impl Config {
         if self.session.idle_timeout_secs == 0 {
             bad.push(invalid(
                 "session.idle_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.session.write_timeout_secs == 0 {
+            bad.push(invalid(
+                "session.write_timeout_secs",
                 "must be greater than 0",
             ));
         }

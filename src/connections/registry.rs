@@ -247,8 +247,9 @@ pub(crate) fn send_or_close(c: &Connection, frame: Bytes) -> bool {
     }
 }
 
-/// Runs once per socket: the outbox overflows once, then is closed.
-fn slow_consumer(c: &Connection) {
+/// Closes `c` as a slow consumer (1013): its outbox overflowed, or a frame could not
+/// be written within the write timeout. Counted and logged once per socket.
+pub(crate) fn slow_consumer(c: &Connection) {
     if !c.closer.is_closed() {
         metrics::counter!("ferry_slow_consumer_disconnects_total").increment(1);
         tracing::warn!(user = %c.user, conn = %c.conn_id, "slow consumer disconnected");

@@ -11,6 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt};
 use prost::Message as _;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::Poll;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -258,6 +261,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
     // the connection sends a request: an idle socket carries none of them.
     let mut in_flight: Option<Arc<Semaphore>> = None;
     let mut sender: Option<SendWorker> = None;
+    let write_timeout = Duration::from_secs(app.cfg.session.write_timeout_secs);
     let mut keepalive = Keepalive::new(
         Duration::from_secs(app.cfg.session.idle_timeout_secs),
         Instant::now(),
@@ -278,7 +282,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                 if conn.closer.is_closed() {
                     break;
                 }
-                if !write_queued(socket, conn).await {
+                if !write_queued(socket, conn, write_timeout).await {
                     return sender;
                 }
                 continue;
@@ -294,7 +298,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                     break;
                 }
                 // Boxed: rare, and its state would otherwise be part of every session.
-                if due == Some(Silence::Ping) && !Box::pin(ping(socket, &conn.closer)).await {
+                if due == Some(Silence::Ping) && !Box::pin(ping(socket, conn, write_timeout)).await {
                     break;
                 }
                 let next = paused_until.map_or(keepalive.deadline(), |p| p.min(keepalive.deadline()));
@@ -361,40 +365,93 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
     sender
 }
 
-/// Pings the client; false when the socket failed or the closer fired first (a
-/// write that cannot finish, to a client that stopped reading, is abandoned at once).
-async fn ping(socket: &mut Socket, closer: &Closer) -> bool {
+/// Pings the client; false when the socket failed, the ping was not taken within
+/// the write timeout (as in `write_queued`), or the closer fired first (a write that
+/// cannot finish, to a client that stopped reading, is abandoned at once).
+async fn ping(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool {
     tokio::select! {
         biased;
-        () = closer.closed() => false,
-        r = socket.send(WsMessage::Ping(Bytes::new())) => {
-            if r.is_err() {
-                Closing::Normal.close(closer);
-            }
-            r.is_ok()
-        }
+        () = conn.closer.closed() => false,
+        r = bounded(timeout, socket.send(WsMessage::Ping(Bytes::new()))) => wrote(conn, r),
     }
 }
 
 /// Writes every queued frame and then flushes: frames queued together leave in
 /// one `write` (the socket buffers up to `http::WRITE_BUFFER_BYTES` before it writes),
 /// not one system call each. False as `ping`.
-async fn write_queued(socket: &mut Socket, conn: &Connection) -> bool {
-    let io = async {
-        while let Some(frame) = conn.outbox.pop() {
-            socket.feed(WsMessage::Binary(frame)).await?;
+///
+/// The client's TCP window must take the next frame (or the flush) within `timeout`
+/// of the last one, or the socket is closed as a slow consumer: while a write waits
+/// the session reads nothing, so without the bound a client that stops reading in
+/// the middle of a frame would hold its session forever, its queue never filling.
+/// Written by hand rather than with `feed`/`flush` futures and a `timeout`: those
+/// would be part of the future every idle socket keeps. The timer exists (boxed)
+/// only while a write waits.
+async fn write_queued(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool {
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let io = std::future::poll_fn(|cx| {
+        loop {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(WriteFailed::Socket)),
+                Poll::Pending => break,
+            }
+            let Some(frame) = conn.outbox.pop() else {
+                match socket.poll_flush_unpin(cx) {
+                    Poll::Ready(r) => return Poll::Ready(r.map_err(|_| WriteFailed::Socket)),
+                    Poll::Pending => break,
+                }
+            };
+            if socket.start_send_unpin(WsMessage::Binary(frame)).is_err() {
+                return Poll::Ready(Err(WriteFailed::Socket));
+            }
+            // The client took what came before: the wait starts again.
+            timer = None;
         }
-        socket.flush().await
-    };
+        timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(WriteFailed::Stalled))
+    });
     tokio::select! {
         biased;
         () = conn.closer.closed() => false,
-        r = io => {
-            if r.is_err() {
-                Closing::Normal.close(&conn.closer);
-            }
-            r.is_ok()
+        r = io => wrote(conn, r),
+    }
+}
+
+/// True when the write went out; otherwise closes the socket for the reason it did not.
+fn wrote(conn: &Connection, r: Result<(), WriteFailed>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(WriteFailed::Stalled) => {
+            registry::slow_consumer(conn);
+            false
         }
+        Err(WriteFailed::Socket) => {
+            Closing::Normal.close(&conn.closer);
+            false
+        }
+    }
+}
+
+/// Why a write to the socket did not finish.
+enum WriteFailed {
+    /// The client did not take it within the write timeout.
+    Stalled,
+    /// The socket failed.
+    Socket,
+}
+
+/// `write`, failed as Stalled when it has not finished within `timeout`.
+async fn bounded<E>(
+    timeout: Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), WriteFailed> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r.map_err(|_| WriteFailed::Socket),
+        Err(_) => Err(WriteFailed::Stalled),
     }
 }
 

@@ -241,7 +241,8 @@ async fn online(f: &Ferry, user: &str) -> bool {
 async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     let c = Cluster::new(
         Backend::Embedded,
-        "[limits]\nrequests_per_second = 1000\nrequest_burst = 1000\nsend_queue_bytes = 4194304\n",
+        "[limits]\nrequests_per_second = 1000\nrequest_burst = 1000\nsend_queue_bytes = 4194304\n\
+         [session]\nwrite_timeout_secs = 5\n",
     );
     let (f, mut a1, bo, conv) = big_messages(&c, 8, 400_000).await;
     let pid = f.child.id();
@@ -278,10 +279,14 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while online(&f, &bo).await {
         peak = peak.max(rss_kb(pid));
-        assert!(
-            Instant::now() < deadline,
-            "the non-reading client's session was never freed"
-        );
+        if Instant::now() >= deadline {
+            let logs = f.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+            panic!("the non-reading client's session was never freed");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     peak = peak.max(rss_kb(pid));
@@ -292,6 +297,61 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
         "ferry grew by {grown_mb} MB for one client that never reads"
     );
     // Others are served as before.
+    assert_eq!(a1.sync(&conv, &[1]).await.len(), 1);
+    drop(hog);
+}
+
+/// A client that stops reading while a frame is being written to it is closed as a
+/// slow consumer once the write timeout passes, even though its queue never fills:
+/// the session, stuck in that write, would otherwise be held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_client_never_takes_times_out() {
+    // A queue far larger than anything asked for: only the write timeout can act.
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[limits]\nsend_queue_bytes = 268435456\nsend_queue = 100000\n\
+         [session]\nwrite_timeout_secs = 2\n",
+    );
+    let (f, mut a1, bo, conv) = big_messages(&c, 8, 400_000).await;
+    let mut hog = f.connect_device(&bo, "ios", "hog").await;
+    let req = sync_req(vec![(conv.clone(), (1..=8).collect())], false);
+    // 8 responses of 3.2 MB: more than loopback's socket buffers take, a tenth of
+    // the queue.
+    for i in 0..8u32 {
+        let body = pb::RequestBody {
+            event: pb::ActiveEvent::SyncMsgList as i32,
+            req_id: format!("h{i}"),
+            data: req.clone().into(),
+        };
+        futures_util::SinkExt::send(
+            &mut hog.ws,
+            tokio_tungstenite::tungstenite::Message::Binary(body.encode_to_vec().into()),
+        )
+        .await
+        .unwrap();
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    while online(&f, &bo).await {
+        assert!(
+            Instant::now() < deadline,
+            "a session stuck writing to a client that never reads was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.wait_log(
+        &["slow consumer disconnected", &bo],
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    // Write timeout (2 s) plus the bounded Close frame (2 s), with room for a slow
+    // machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "freed after {:?}",
+        started.elapsed()
+    );
     assert_eq!(a1.sync(&conv, &[1]).await.len(), 1);
     drop(hog);
 }
