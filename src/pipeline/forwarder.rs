@@ -36,6 +36,9 @@ enum PostError {
     Request(#[from] reqwest::Error),
 }
 
+/// How long a post in flight when shutdown begins may take to be answered.
+const ANSWER_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+
 impl Forwarder {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let topic = self.topics.offline();
@@ -103,12 +106,23 @@ impl Forwarder {
         let max = Duration::from_millis(self.cfg.retry_max_ms);
         let mut attempt = 0u32;
         loop {
-            // A request in flight is abandoned on shutdown rather than held to its
-            // timeout: the batch is not committed, so the next owner posts it again
-            // (the idempotency keys make that harmless), and the drain keeps its deadline.
+            let post = self.post(body.clone());
+            tokio::pin!(post);
             let posted = tokio::select! {
-                _ = cancel.cancelled() => return false,
-                posted = self.post(body.clone()) => posted,
+                posted = &mut post => posted,
+                _ = cancel.cancelled() => {
+                    // A request already sent usually has its answer on the way: it gets
+                    // a moment to arrive, so an accepted batch is committed rather than
+                    // posted again by the next owner. Past that it is abandoned, not
+                    // held to its timeout: the batch is not committed, the next owner
+                    // posts it again (the idempotency keys make that harmless), and the
+                    // drain keeps its deadline.
+                    // (A refusal then is retried no more: the backoff below ends at once.)
+                    match tokio::time::timeout(ANSWER_ON_SHUTDOWN, post).await {
+                        Ok(posted) => posted,
+                        Err(_) => return false,
+                    }
+                }
             };
             match posted {
                 Ok(()) => {

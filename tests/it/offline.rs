@@ -258,6 +258,8 @@ on_both!(replay_and_reprocessing_emit_nothing_new);
 #[derive(Clone, Default)]
 struct Endpoint {
     failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds between taking a batch and answering it.
+    answer_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     refused: Arc<std::sync::atomic::AtomicUsize>,
     accepted: Arc<Mutex<Vec<serde_json::Value>>>,
 }
@@ -281,6 +283,8 @@ impl Endpoint {
                         .lock()
                         .unwrap()
                         .extend(v["events"].as_array().unwrap().iter().cloned());
+                    let delay = me.answer_delay_ms.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                     axum::http::StatusCode::OK
                 }
             }),
@@ -338,8 +342,12 @@ async fn forwarder_retries_through_failures_and_commits_only_accepted(b: Backend
     drop(a1);
     assert!(f.stop().success());
 
-    // The endpoint recovers; a new process delivers what was never accepted.
+    // The endpoint recovers; a new process delivers what was never accepted. It answers
+    // late, so the last batch is still waiting for its answer when the pod is stopped
+    // below: that batch, taken, is committed too.
     ep.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    ep.answer_delay_ms
+        .store(500, std::sync::atomic::Ordering::SeqCst);
     let f = c.start("pod-a");
     let mut a2 = f.connect(&a).await;
     for i in 11..=20 {
