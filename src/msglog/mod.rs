@@ -233,7 +233,8 @@ pub trait Subscription: Send {
     fn pause(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
     fn resume(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
 
-    /// Writes committed offsets out (before shutdown or after a revocation).
+    /// Writes committed offsets out: the last call made on a subscription, before it
+    /// is dropped (Kafka may poll it once more to rejoin its group, dropping records).
     async fn flush_commits(&mut self) -> Result<(), LogError>;
 }
 

@@ -344,37 +344,64 @@ impl Subscription for KafkaSubscription {
         self.set_paused(topic, partition, false)
     }
 
+    /// The last thing done with a subscription. A commit refused because the group
+    /// is rebalancing (another member joined or left, so this member's generation is
+    /// stale) is asked again once this member has rejoined, for up to `COMMIT_SETTLE`:
+    /// skipping it would make the partitions' next owner redo everything since the
+    /// last automatic commit. Rejoining happens inside a poll; the records such a poll
+    /// returns are dropped, which is safe because their offsets are never stored: the
+    /// next owner reads them.
     async fn flush_commits(&mut self) -> Result<(), LogError> {
         if !self.consumer.context().commits {
             return Ok(());
         }
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => Ok(()),
-                Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
-                // The group is rebalancing or has moved on without us: these
-                // partitions are (or are about to be) someone else's, who reads
-                // again from the last committed offset. Nothing is lost, and the
-                // next commit, by us or the new owner, moves the offsets on: not a
+        let deadline = tokio::time::Instant::now() + COMMIT_SETTLE;
+        loop {
+            let consumer = self.consumer.clone();
+            let e = match tokio::task::spawn_blocking(move || {
+                consumer.commit_consumer_state(CommitMode::Sync)
+            })
+            .await
+            .map_err(unavailable)?
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => return Ok(()),
+                Err(e) if rebalancing(&e) => e,
+                Err(e) => return Err(unavailable(e)),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                // These partitions are (or are about to be) someone else's, who reads
+                // again from the last committed offset: nothing is lost, and not a
                 // failure of this role.
-                Err(e)
-                    if matches!(
-                        code(&e),
-                        Some(
-                            RDKafkaErrorCode::RebalanceInProgress
-                                | RDKafkaErrorCode::IllegalGeneration
-                                | RDKafkaErrorCode::UnknownMemberId
-                        )
-                    ) =>
-                {
-                    tracing::warn!(error = %e, "commit skipped: the group is rebalancing");
-                    Ok(())
-                }
-                Err(e) => Err(unavailable(e)),
+                tracing::warn!(error = %e, "commit skipped: the group is still rebalancing");
+                return Ok(());
             }
-        })
-        .await
-        .map_err(unavailable)?
+            tracing::debug!(error = %e, "commit refused while the group rebalances; rejoining");
+            let rejoin = tokio::time::sleep(REJOIN_POLL);
+            tokio::pin!(rejoin);
+            loop {
+                tokio::select! {
+                    () = &mut rejoin => break,
+                    _ = self.consumer.recv() => {}
+                }
+            }
+        }
     }
+}
+
+/// How long a final commit may wait for the group to settle.
+const COMMIT_SETTLE: Duration = Duration::from_secs(6);
+/// How long the consumer is polled (so it rejoins) between two commit attempts.
+const REJOIN_POLL: Duration = Duration::from_millis(250);
+
+/// The group is rebalancing or has moved on without this member.
+fn rebalancing(e: &KafkaError) -> bool {
+    matches!(
+        code(e),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+        )
+    )
 }
