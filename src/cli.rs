@@ -182,6 +182,9 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
     let demo = roles.contains(&Role::Gateway) && crate::secrets::auth_dev_secret(&cfg)?.is_some();
+    // Installed before ferry says it is listening: a SIGTERM that follows at once
+    // (a supervisor, a test) drains instead of killing the process.
+    let signals = Signals::install()?;
     let running = crate::app::start(cfg, &roles, metrics).await?;
     println!(
         "ferry listening on http://{} (WebSocket ws://{}/ws)",
@@ -199,7 +202,7 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     tracing::info!(addr = %running.addr, ?roles, "ferry started");
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         #[cfg(feature = "dhat-heap")]
         crate::heap_profile::write();
         tracing::info!("shutdown requested: closing sockets, flushing, committing");
@@ -212,16 +215,36 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -95,6 +95,19 @@ async fn oversized_frames_close_with_1009() {
     );
 }
 
+/// A SIGTERM that arrives the moment ferry says it is listening drains and exits 0:
+/// the handler is installed before the announcement, not in a task that may not
+/// have run yet (a supervisor stopping a pod that just started).
+#[test]
+fn sigterm_right_after_start_is_a_clean_stop() {
+    let c = Cluster::new(Backend::Embedded, "");
+    for i in 0..5 {
+        let f = c.start(&format!("pod-{i}"));
+        let status = f.stop();
+        assert!(status.success(), "stop {i}: {status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sockets_with_1012() {
     let c = Cluster::new(Backend::Embedded, "");

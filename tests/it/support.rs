@@ -142,10 +142,20 @@ impl Cluster {
     /// Starts the deployment a scenario runs on: one pod on the embedded backend; on
     /// Kafka two pods, users placed alternately on them, so senders and recipients
     /// sit on different pods.
+    ///
+    /// Both pods are ready (`/readyz`: every consumer group joined) before it returns,
+    /// as a readiness probe would have them before traffic arrives: a scenario's first
+    /// messages are then not sequenced in the middle of the peer's arrival in the
+    /// group, where a partition moving before its offsets were committed is read again
+    /// by its new owner and its messages pushed a second time (at least once; the
+    /// fault tests cover that case).
     pub fn start(&self, pod: &str) -> Ferry {
         let mut f = self.start_with(pod, &[]);
         if self.backend == Backend::Kafka {
-            f.peer = Some(Box::new(self.start_with(&format!("{pod}-peer"), &[])));
+            let peer = self.start_with(&format!("{pod}-peer"), &[]);
+            f.wait_ready();
+            peer.wait_ready();
+            f.peer = Some(Box::new(peer));
         }
         f
     }
@@ -411,6 +421,46 @@ impl Ferry {
             )
             .await;
         assert_eq!(s, 200, "add member: {b}");
+    }
+}
+
+impl Ferry {
+    /// Waits (up to 60 s) until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            let status = self.readyz();
+            if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
+                eprintln!("{} ready after {:?}", self.pod, started.elapsed());
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} not ready within 60 s: {status}",
+                self.pod
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `/readyz`'s whole answer, or why there was none (a blocking GET: `start` is
+    /// not async).
+    fn readyz(&self) -> String {
+        use std::io::{Read, Write};
+        let get = || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(&self.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.addr
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        };
+        get().unwrap_or_else(|e| format!("no answer: {e}"))
     }
 }
 
