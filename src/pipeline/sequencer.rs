@@ -26,6 +26,13 @@
 //!    written after the record's messages, members and index. So any write of a
 //!    record r' proves every earlier record of the conversation was applied whole
 //!    by the same writer, and a seq row naming r proves r was.
+//! 4. *Conversations apart.* Nothing in 1.–3. relates two conversations: state,
+//!    claim, versions and row are each one conversation's. So a lane applies what
+//!    it has queued as a wave (`lane`): one chain per key (a conversation; a group's
+//!    member changes carry the group's key), chains at once, each chain in log
+//!    order as 3. says. Offsets are committed only below the oldest record of the
+//!    partition not yet applied whole (`progress.rs`), whatever order chains
+//!    finish in.
 //!
 //! Hence every writer's state before a record is the right one, by induction: a
 //! lane starts from the seq row (the state after a record applied whole; records
@@ -64,13 +71,14 @@
 mod memory;
 mod progress;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use futures_util::StreamExt as _;
 use futures_util::future::try_join_all;
 
 use self::memory::{Epochs, Memory};
@@ -105,6 +113,28 @@ fn lane_of(key: &[u8]) -> usize {
     (h.finish() % LANES as u64) as usize
 }
 
+/// Records a lane takes from its queue as one wave.
+const WAVE: usize = LANE_QUEUE;
+/// Chains (conversations) of a wave applied at once by one lane; across all lanes at
+/// most `LANES * CHAINS` records are in flight.
+const CHAINS: usize = 16;
+
+/// Splits a wave into chains by key, each in log order, chains in order of their
+/// first record.
+fn chains(wave: Vec<(LogRecord, u64)>) -> Vec<Vec<(LogRecord, u64)>> {
+    let mut index: std::collections::HashMap<bytes::Bytes, usize> =
+        std::collections::HashMap::new();
+    let mut chains: Vec<Vec<(LogRecord, u64)>> = Vec::new();
+    for (rec, epoch) in wave {
+        let i = *index.entry(rec.key.clone()).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[i].push((rec, epoch));
+    }
+    chains
+}
+
 /// Offsets are committed at most this long after their record was applied…
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// …or after this many records, whichever comes first.
@@ -129,6 +159,12 @@ enum Outcome {
     /// The store holds a write of a later record of the conversation: this one was
     /// applied before it, and this process's state is behind.
     Behind,
+}
+
+/// A lane's memory; a panic elsewhere cannot leave it half updated (each call is one
+/// map operation), so a poisoned lock is taken as is.
+fn lock(memory: &Mutex<Memory>) -> MutexGuard<'_, Memory> {
+    memory.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sequencer {
@@ -200,16 +236,52 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Applies one lane's records in order, each retried until it is applied (a store
-    /// outage pauses the lane and resumes without loss), and reports each as done.
+    /// Applies one lane's records, each retried until it is applied (a store outage
+    /// pauses its conversation and resumes without loss), and reports each as done.
+    ///
+    /// The lane takes whatever has queued (up to `WAVE` records) as one wave: the
+    /// wave's records are split into chains by key (one conversation, or one group
+    /// with its member changes), each chain applied in log order, one record's writes
+    /// finished before the next starts, while up to `CHAINS` chains run at once. A
+    /// wave's store writes and push appends thus go out together instead of one
+    /// record's round trips after another's. Chains share nothing the safety argument
+    /// relies on: every step of it (state, claim, versions, the row written last) is
+    /// about one conversation, and a conversation is one key.
     async fn lane(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(LogRecord, u64)>,
         done: mpsc::UnboundedSender<(String, i32, i64)>,
         cancel: CancellationToken,
     ) {
-        let mut memory = Memory::default();
-        while let Some((rec, epoch)) = rx.recv().await {
+        let memory = Mutex::new(Memory::default());
+        let mut wave = Vec::with_capacity(WAVE);
+        while rx.recv_many(&mut wave, WAVE).await > 0 {
+            metrics::histogram!("ferry_sequencer_wave_records").record(wave.len() as f64);
+            let chains = chains(std::mem::take(&mut wave));
+            let finished = futures_util::stream::iter(
+                chains
+                    .into_iter()
+                    .map(|chain| self.chain(chain, &memory, &done, &cancel)),
+            )
+            .buffer_unordered(CHAINS)
+            .fold(true, |all, ok| async move { all && ok })
+            .await;
+            if !finished {
+                return;
+            }
+        }
+    }
+
+    /// Applies one chain's records in order. False when cancelled while a record was
+    /// still failing: it and the rest of the chain are not done (not committed).
+    async fn chain(
+        &self,
+        chain: Vec<(LogRecord, u64)>,
+        memory: &Mutex<Memory>,
+        done: &mpsc::UnboundedSender<(String, i32, i64)>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        for (rec, epoch) in chain {
             let span = tracing::info_span!(
                 "sequencer.record",
                 otel.name = "sequence",
@@ -221,7 +293,7 @@ impl Sequencer {
             let mut attempt = 0u32;
             loop {
                 match self
-                    .apply_in(&rec, epoch, &mut memory)
+                    .apply_in(&rec, epoch, memory)
                     .instrument(span.clone())
                     .await
                 {
@@ -236,16 +308,17 @@ impl Sequencer {
                         attempt += 1;
                         metrics::counter!("ferry_sequencer_retries_total").increment(1);
                         tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
-                        if !backoff::wait(&cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt))
+                        if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt))
                             .await
                         {
-                            return;
+                            return false;
                         }
                     }
                 }
             }
             let _ = done.send((rec.topic, rec.partition, rec.offset));
         }
+        true
     }
 
     /// Makes the applied writes durable, then commits every partition up to the last
@@ -279,7 +352,7 @@ impl Sequencer {
     /// Applies one record on its own, with the conversation's state read from the
     /// store.
     pub(crate) async fn apply(&self, rec: &LogRecord) -> Result<(), StoreError> {
-        self.apply_in(rec, 0, &mut Memory::default()).await
+        self.apply_in(rec, 0, &Mutex::new(Memory::default())).await
     }
 
     /// Applies one record with a lane's memory of its conversations' states, valid
@@ -288,7 +361,7 @@ impl Sequencer {
         &self,
         rec: &LogRecord,
         epoch: u64,
-        memory: &mut Memory,
+        memory: &Mutex<Memory>,
     ) -> Result<(), StoreError> {
         match records::read_inbound(rec) {
             Inbound::Messages(b) => self.sequence(rec, b, epoch, memory).await,
@@ -334,7 +407,7 @@ impl Sequencer {
         rec: &LogRecord,
         batch: MessageBatch,
         epoch: u64,
-        memory: &mut Memory,
+        memory: &Mutex<Memory>,
     ) -> Result<(), StoreError> {
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
@@ -343,11 +416,14 @@ impl Sequencer {
         let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
         let conv_s = conv.to_string();
-        let state = match memory.get(&conv_s, rec.partition, epoch) {
+        // Only this conversation's chain touches its entry; the lock is never held
+        // across an await.
+        let remembered = lock(memory).get(&conv_s, rec.partition, epoch);
+        let state = match remembered {
             Some(s) => s,
             None => {
                 let s = self.load(&conv_s).await?;
-                memory.set(&conv_s, rec.partition, epoch, s.clone());
+                lock(memory).set(&conv_s, rec.partition, epoch, s.clone());
                 s
             }
         };
@@ -355,7 +431,9 @@ impl Sequencer {
             .pass(rec, &conv, &batch.sender_id, &msgs, delayed, state.as_ref())
             .await?
         {
-            Outcome::Applied(Some(next)) => memory.set(&conv_s, rec.partition, epoch, Some(next)),
+            Outcome::Applied(Some(next)) => {
+                lock(memory).set(&conv_s, rec.partition, epoch, Some(next))
+            }
             Outcome::Applied(None) => {}
             Outcome::Behind => {
                 // Someone applied this record and later ones: catch up from the row,
@@ -367,7 +445,7 @@ impl Sequencer {
                     _ => false,
                 };
                 if newer {
-                    memory.set(&conv_s, rec.partition, epoch, row);
+                    lock(memory).set(&conv_s, rec.partition, epoch, row);
                 }
                 tracing::debug!(conv = %conv_s, offset = rec.offset, "a later record is already written; skipped");
             }
@@ -611,5 +689,33 @@ impl Sequencer {
                 .push(&[sender.to_owned()], PushPayload::Messages(echo), &headers)
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &'static str, offset: i64) -> (LogRecord, u64) {
+        let mut r = LogRecord::at(0, offset);
+        r.key = bytes::Bytes::from_static(key.as_bytes());
+        (r, 1)
+    }
+
+    #[test]
+    fn a_wave_splits_into_one_chain_per_key_each_in_log_order() {
+        let wave = vec![
+            rec("si_a_b", 1),
+            rec("group:g", 2),
+            rec("si_a_b", 3),
+            rec("si_c_d", 4),
+            rec("group:g", 5),
+            rec("si_a_b", 6),
+        ];
+        let offsets: Vec<Vec<i64>> = chains(wave)
+            .iter()
+            .map(|c| c.iter().map(|(r, _)| r.offset).collect())
+            .collect();
+        assert_eq!(offsets, [vec![1, 3, 6], vec![2, 5], vec![4]]);
     }
 }
