@@ -233,6 +233,15 @@ pub trait Subscription: Send {
     fn pause(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
     fn resume(&mut self, topic: &str, partition: i32) -> Result<(), LogError>;
 
+    /// Sends the offsets committed so far to the log now, without waiting for the
+    /// answer, rather than at the next periodic commit: for a consumer whose records
+    /// must not be processed twice after a graceful restart even when its group is
+    /// rebalancing then (the offline forwarder, whose records are calls to another
+    /// service). The embedded log writes each commit as it is made.
+    fn commit_soon(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Writes committed offsets out: the last call made on a subscription, before it
     /// is dropped (Kafka may poll it once more to rejoin its group, dropping records).
     async fn flush_commits(&mut self) -> Result<(), LogError>;

@@ -75,6 +75,10 @@ impl Forwarder {
             for rec in &batch {
                 sub.commit(rec)?;
             }
+            // Committed while the group is (most likely) stable, not only at the next
+            // periodic commit or at shutdown, when a peer leaving may refuse it: an
+            // accepted batch is then not posted again by the next owner.
+            sub.commit_soon()?;
         }
         lag.abort();
         sub.flush_commits().await?;

@@ -344,6 +344,19 @@ impl Subscription for KafkaSubscription {
         self.set_paused(topic, partition, false)
     }
 
+    fn commit_soon(&mut self) -> Result<(), LogError> {
+        if !self.consumer.context().commits {
+            return Ok(());
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) => Ok(()),
+            Err(e) if code(&e) == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+            // The periodic commit and the final flush try again.
+            Err(e) if rebalancing(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// The last thing done with a subscription. A commit refused because the group
     /// is rebalancing (another member joined or left, so this member's generation is
     /// stale) is asked again once this member has rejoined, for up to `COMMIT_SETTLE`:
