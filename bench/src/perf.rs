@@ -62,6 +62,9 @@ impl Profile {
         } else {
             println!("   profile: {}", self.report.display());
         }
-        let _ = std::fs::remove_file(&self.data);
+        // FERRY_BENCH_PERF_KEEP=1 keeps the samples for `perf report -g` (callers).
+        if std::env::var_os("FERRY_BENCH_PERF_KEEP").is_none() {
+            let _ = std::fs::remove_file(&self.data);
+        }
     }
 }

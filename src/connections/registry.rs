@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 
 use super::outbox::{Outbox, Pushed};
 
@@ -39,17 +41,21 @@ pub(crate) struct Connection {
 }
 
 /// Closes one socket from anywhere, ahead of whatever is queued for it, and wakes
-/// its session for a queued frame. The session waits on `woken` alone: a flag and
-/// two `Notify`s instead of a child of the shutdown token, whose every poll takes the
-/// token tree's mutex (once per delivery and per ping) and whose node costs ~100
-/// bytes per socket. Shutdown reaches every socket through `Registry::shut_down`.
+/// its session for a queued frame. The session waits on `poll_woken` alone: flags, a
+/// waker slot and a `Notify` instead of a child of the shutdown token, whose every
+/// poll takes the token tree's mutex (once per delivery and per ping) and whose node
+/// costs ~100 bytes per socket. Shutdown reaches every socket through
+/// `Registry::shut_down`.
 #[derive(Debug, Default)]
 pub(crate) struct Closer {
     closed: AtomicBool,
     why: Mutex<Option<(u16, String)>>,
-    /// Wakes the session: a frame was queued, or the socket is to close.
-    /// `notify_one` keeps a permit while the session is busy, so no wake-up is lost.
-    wake: Notify,
+    /// Set when the session is to look again: a frame was queued, or the socket is
+    /// to close. It stays set while the session is busy, so no wake-up is lost.
+    woke: AtomicBool,
+    /// The session's waker. Lock-free, unlike a `Notify` (whose wait takes its mutex
+    /// on every poll: each ping and each delivery polls it).
+    session: AtomicWaker,
     /// Wakes a write stuck on a client that does not read once the socket is to close.
     abort: Notify,
 }
@@ -72,7 +78,7 @@ impl Closer {
 
     fn fire(&self) {
         self.closed.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake();
         self.abort.notify_waiters();
     }
 
@@ -82,13 +88,32 @@ impl Closer {
 
     /// A frame was queued for the session.
     pub(crate) fn frame_queued(&self) {
-        self.wake.notify_one();
+        self.wake();
     }
 
-    /// Resolves once a frame may have been queued, or the socket is to close, since
-    /// the last one resolved.
-    pub(crate) fn woken(&self) -> Notified<'_> {
-        self.wake.notified()
+    fn wake(&self) {
+        self.woke.store(true, Ordering::Release);
+        self.session.wake();
+    }
+
+    /// Ready once a frame may have been queued, or the socket is to close, since it
+    /// was last ready; otherwise wakes `cx` when that happens. Polled by one task (the
+    /// session) at a time.
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woke.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.session.register(cx.waker());
+        // Checked again after registering: a wake in between found no waker.
+        if self.woke.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// `poll_woken` as a future.
+    pub(crate) async fn woken(&self) {
+        std::future::poll_fn(|cx| self.poll_woken(cx)).await
     }
 
     /// Resolves once the socket is to close (for a write that may not finish).
@@ -291,6 +316,24 @@ mod tests {
             .await
             .expect("closed resolves after the fact");
         assert_eq!(c.closer.why(), Some((close::NORMAL, "bye".into())));
+    }
+
+    #[tokio::test]
+    async fn a_frame_queued_while_the_session_waits_wakes_it_once() {
+        let c = conn();
+        let waiting = c.clone();
+        let session = tokio::spawn(async move { waiting.closer.woken().await });
+        // The session is waiting (its waker registered) before the frame comes.
+        tokio::task::yield_now().await;
+        assert!(!session.is_finished());
+        assert!(send_or_close(&c, Bytes::from_static(b"late")));
+        tokio::time::timeout(WAIT, session)
+            .await
+            .expect("the queued frame woke the waiting session")
+            .unwrap();
+        // That wake-up was taken: the next wait waits for the next frame.
+        let again = tokio::time::timeout(Duration::from_millis(50), c.closer.woken()).await;
+        assert!(again.is_err(), "a wake-up is taken once");
     }
 
     #[tokio::test]

@@ -37,10 +37,19 @@ pub async fn run(opts: &Opts, conns: &[usize], rest_secs: u64) -> anyhow::Result
             pool.connect_all(&label, Duration::from_secs(300)).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
             let grown = mem.close();
+            // Sampled only at rest: the profile is the keep-alive's cost, not the connects'.
+            let profile = run.perf.as_ref().and_then(|dir| {
+                let _ = std::fs::create_dir_all(dir);
+                let pids: Vec<u32> = run.procs.iter().map(|p| p.pid()).collect();
+                crate::perf::start(&pids, dir.join(format!("idle-{n}.txt")))
+            });
             let rest = Window::open(&run.watched(Some(&pool)));
             tokio::time::sleep(Duration::from_secs(rest_secs)).await;
             let costs = rest.close();
             let secs = rest.secs();
+            if let Some(p) = profile {
+                p.finish();
+            }
             let outcome = pool.stop().await?;
             pool.exit().await;
             let server_growth = grown
