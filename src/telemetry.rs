@@ -159,22 +159,14 @@ mod tests {
 
     #[test]
     fn the_log_crate_drops_what_the_filter_would() {
-        assert_eq!(
-            super::log_level(Some(LevelFilter::WARN)),
-            log::LevelFilter::Warn
-        );
-        assert_eq!(
-            super::log_level(Some(LevelFilter::INFO)),
-            log::LevelFilter::Info
-        );
-        assert_eq!(
-            super::log_level(Some(LevelFilter::OFF)),
-            log::LevelFilter::Off
-        );
-        assert_eq!(
-            super::log_level(Some(LevelFilter::TRACE)),
-            log::LevelFilter::Trace
-        );
-        assert_eq!(super::log_level(None), log::LevelFilter::Trace);
+        for (filter, log) in [
+            (Some(LevelFilter::WARN), log::LevelFilter::Warn),
+            (Some(LevelFilter::INFO), log::LevelFilter::Info),
+            (Some(LevelFilter::OFF), log::LevelFilter::Off),
+            (Some(LevelFilter::TRACE), log::LevelFilter::Trace),
+            (None, log::LevelFilter::Trace),
+        ] {
+            assert_eq!(super::log_level(filter), log, "{filter:?}");
+        }
     }
 }

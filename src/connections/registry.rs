@@ -111,9 +111,10 @@ impl Closer {
         Poll::Pending
     }
 
-    /// `poll_woken` as a future.
-    pub(crate) async fn woken(&self) {
-        std::future::poll_fn(|cx| self.poll_woken(cx)).await
+    /// `poll_woken` as a future, holding nothing but `self` (it is part of every
+    /// idle session's future).
+    pub(crate) fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_woken(cx))
     }
 
     /// Resolves once the socket is to close (for a write that may not finish).

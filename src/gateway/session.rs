@@ -276,7 +276,7 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
             biased;
             // A flag and a waker slot: no state of its own kept in this future, no
             // lock taken per poll.
-            () = std::future::poll_fn(|cx| conn.closer.poll_woken(cx)) => {
+            () = conn.closer.woken() => {
                 if conn.closer.is_closed() {
                     break;
                 }

@@ -235,9 +235,10 @@ pub trait Subscription: Send {
 
     /// Sends the offsets committed so far to the log now, without waiting for the
     /// answer, rather than at the next periodic commit: for a consumer whose records
-    /// must not be processed twice after a graceful restart even when its group is
-    /// rebalancing then (the offline forwarder, whose records are calls to another
-    /// service). The embedded log writes each commit as it is made.
+    /// are calls to another service (the offline forwarder), so that they are
+    /// committed while its group is most likely stable, not only at shutdown, when a
+    /// member leaving may refuse the commit. The embedded log writes each commit as it
+    /// is made.
     fn commit_soon(&mut self) -> Result<(), LogError> {
         Ok(())
     }

@@ -19,6 +19,14 @@ pub(crate) struct PresenceView {
     ttl_ms: i64,
 }
 
+/// The pods of one user's entry refreshed at or after `horizon` (ms).
+fn fresh(pods: Option<&HashMap<String, i64>>, horizon: i64) -> impl Iterator<Item = &str> {
+    pods.into_iter()
+        .flatten()
+        .filter(move |(_, t)| **t >= horizon)
+        .map(|(p, _)| p.as_str())
+}
+
 pub(crate) fn key(user: &str, pod: &str) -> String {
     format!("{user}|{pod}")
 }
@@ -34,17 +42,9 @@ impl PresenceView {
     /// Pods that currently hold a socket of `user`.
     pub(crate) fn pods(&self, user: &str) -> Vec<String> {
         let horizon = now_ms() - self.ttl_ms;
-        self.users
-            .read()
-            .unwrap()
-            .get(user)
-            .map(|pods| {
-                pods.iter()
-                    .filter(|(_, t)| **t >= horizon)
-                    .map(|(p, _)| p.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        fresh(self.users.read().unwrap().get(user), horizon)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Calls `each(user, pods)` for every user in `users`, `pods` borrowed (the
@@ -57,13 +57,7 @@ impl PresenceView {
         let horizon = now_ms() - self.ttl_ms;
         let map = self.users.read().unwrap();
         for user in users {
-            let mut pods = map
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter(|(_, t)| **t >= horizon)
-                .map(|(p, _)| p.as_str());
-            each(user, &mut pods);
+            each(user, &mut fresh(map.get(user), horizon));
         }
     }
 

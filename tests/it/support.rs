@@ -706,10 +706,7 @@ impl Client {
     }
 
     pub async fn response(&mut self, req_id: &str) -> Resp {
-        let is_it = |p: &pb::PushBody| {
-            p.event == pb::PushEvent::PushResponseBody as i32
-                && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
-        };
+        let is_it = |p: &pb::PushBody| answers(p, req_id);
         match self.wait_for(Duration::from_secs(15), is_it).await {
             Waited::Matched(r) => resp(r),
             Waited::TimedOut => panic!("{}: no response to {req_id} within 15 s", self.user),
@@ -723,12 +720,7 @@ impl Client {
     /// The response to `req_id` within `within`; None when the socket closed or
     /// nothing came (other frames are kept).
     async fn try_response(&mut self, req_id: &str, within: Duration) -> Option<Resp> {
-        let r = self
-            .wait(within, |p| {
-                p.event == pb::PushEvent::PushResponseBody as i32
-                    && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
-            })
-            .await?;
+        let r = self.wait(within, |p| answers(p, req_id)).await?;
         Some(resp(r))
     }
 
@@ -962,7 +954,12 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// How a wait for a frame ended.
+/// Whether `p` is the response to `req_id`.
+fn answers(p: &pb::PushBody, req_id: &str) -> bool {
+    p.event == pb::PushEvent::PushResponseBody as i32
+        && pb::ResponseBody::decode(p.data.clone()).unwrap().req_id == req_id
+}
+
 /// A response frame's code, data and CommonResp message.
 fn resp(r: pb::PushBody) -> Resp {
     let body = pb::ResponseBody::decode(r.data).unwrap();
@@ -977,6 +974,7 @@ fn resp(r: pb::PushBody) -> Resp {
     }
 }
 
+/// How a wait for a frame ended.
 enum Waited {
     Matched(pb::PushBody),
     TimedOut,
