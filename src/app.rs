@@ -101,7 +101,9 @@ pub(crate) async fn start(
         log: log.clone(),
         topics: topics.clone(),
         pod: cfg.pod.clone(),
+        incarnation: crate::presence::new_incarnation(),
         registry: registry.clone(),
+        failed: Arc::default(),
     };
     let gateway = Gateway {
         cfg: cfg.clone(),

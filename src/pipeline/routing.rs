@@ -107,6 +107,7 @@ mod tests {
             pod: pod.into(),
             devices: vec![Device::default()],
             refreshed_at_ms: crate::domain::now_ms(),
+            incarnation: 1,
         }
         .encode_to_vec();
         view.apply(&LogRecord {

@@ -1,6 +1,8 @@
 //! The presence view: the presence topic followed into a map of user -> pods.
-//! Entries not refreshed within the TTL are stale (a crashed pod) and ignored;
-//! clients resync on reconnect.
+//! A user's entry on a pod is fresh while it was published within the TTL, or while
+//! that pod's heartbeat of the same incarnation is (`PodHeartbeat`: one record per
+//! pod per refresh keeps all its users alive). Entries of a crashed pod go stale
+//! with its heartbeats and are ignored; clients resync on reconnect.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,31 +12,60 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::now_ms;
 use crate::msglog::{LogRecord, MsgLog, Topics};
-use crate::proto::records::PresenceRecord;
+use crate::proto::records::{PodHeartbeat, PresenceRecord};
 
 #[derive(Default)]
 pub(crate) struct PresenceView {
-    /// user -> pod -> last refresh, ms.
-    users: RwLock<HashMap<String, HashMap<String, i64>>>,
+    map: RwLock<Map>,
     ttl_ms: i64,
 }
 
-/// The pods of one user's entry refreshed at or after `horizon` (ms).
-fn fresh(pods: Option<&HashMap<String, i64>>, horizon: i64) -> impl Iterator<Item = &str> {
-    pods.into_iter()
-        .flatten()
-        .filter(move |(_, t)| **t >= horizon)
-        .map(|(p, _)| p.as_str())
+#[derive(Default)]
+struct Map {
+    /// user -> pod -> the entry as published.
+    users: HashMap<String, HashMap<String, Seen>>,
+    /// pod -> its latest heartbeat.
+    pods: HashMap<String, Seen>,
+}
+
+/// When a record was published, and by which incarnation of its pod.
+#[derive(Clone, Copy)]
+struct Seen {
+    at_ms: i64,
+    incarnation: u64,
+}
+
+impl Map {
+    /// The pods of `user` whose entry, or whose pod's heartbeat of the entry's
+    /// incarnation, is at or after `horizon` (ms).
+    fn fresh(&self, user: &str, horizon: i64) -> impl Iterator<Item = &str> {
+        self.users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(move |(pod, seen)| {
+                seen.at_ms >= horizon
+                    || self.pods.get(pod.as_str()).is_some_and(|beat| {
+                        beat.incarnation == seen.incarnation && beat.at_ms >= horizon
+                    })
+            })
+            .map(|(p, _)| p.as_str())
+    }
 }
 
 pub(crate) fn key(user: &str, pod: &str) -> String {
     format!("{user}|{pod}")
 }
 
+/// The key of a pod's heartbeat: an empty user, which no user id is.
+pub(crate) fn heartbeat_key(pod: &str) -> String {
+    key("", pod)
+}
+
 impl PresenceView {
     pub(crate) fn new(ttl_secs: u64) -> Arc<Self> {
         Arc::new(Self {
-            users: RwLock::default(),
+            map: RwLock::default(),
             ttl_ms: ttl_secs as i64 * 1000,
         })
     }
@@ -42,7 +73,10 @@ impl PresenceView {
     /// Pods that currently hold a socket of `user`.
     pub(crate) fn pods(&self, user: &str) -> Vec<String> {
         let horizon = now_ms() - self.ttl_ms;
-        fresh(self.users.read().unwrap().get(user), horizon)
+        self.map
+            .read()
+            .unwrap()
+            .fresh(user, horizon)
             .map(str::to_owned)
             .collect()
     }
@@ -55,9 +89,9 @@ impl PresenceView {
         mut each: impl FnMut(&'u String, &mut dyn Iterator<Item = &str>),
     ) {
         let horizon = now_ms() - self.ttl_ms;
-        let map = self.users.read().unwrap();
+        let map = self.map.read().unwrap();
         for user in users {
-            each(user, &mut fresh(map.get(user), horizon));
+            each(user, &mut map.fresh(user, horizon));
         }
     }
 
@@ -66,20 +100,40 @@ impl PresenceView {
         let Some((user, pod)) = key.split_once('|') else {
             return;
         };
-        let mut users = self.users.write().unwrap();
+        let mut map = self.map.write().unwrap();
+        if user.is_empty() {
+            match rec.value.as_deref().map(PodHeartbeat::decode) {
+                Some(Ok(b)) => {
+                    let seen = Seen {
+                        at_ms: b.refreshed_at_ms,
+                        incarnation: b.incarnation,
+                    };
+                    map.pods.insert(pod.to_owned(), seen);
+                }
+                Some(Err(_)) => tracing::warn!(%key, "undecodable pod heartbeat ignored"),
+                None => {
+                    map.pods.remove(pod);
+                }
+            }
+            return;
+        }
         match rec.value.as_deref().map(PresenceRecord::decode) {
             Some(Ok(p)) if !p.devices.is_empty() => {
-                users
+                let seen = Seen {
+                    at_ms: p.refreshed_at_ms,
+                    incarnation: p.incarnation,
+                };
+                map.users
                     .entry(user.to_owned())
                     .or_default()
-                    .insert(pod.to_owned(), p.refreshed_at_ms);
+                    .insert(pod.to_owned(), seen);
             }
             Some(Err(_)) => tracing::warn!(%key, "undecodable presence record ignored"),
             _ => {
-                if let Some(pods) = users.get_mut(user) {
+                if let Some(pods) = map.users.get_mut(user) {
                     pods.remove(pod);
                     if pods.is_empty() {
-                        users.remove(user);
+                        map.users.remove(user);
                     }
                 }
             }
@@ -108,7 +162,23 @@ mod tests {
     use super::*;
     use crate::proto::records::Device;
 
+    fn record(key: String, value: Option<Vec<u8>>) -> LogRecord {
+        LogRecord {
+            topic: "presence".into(),
+            partition: 0,
+            offset: 0,
+            key: key.into(),
+            value: value.map(Into::into),
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        }
+    }
+
     fn rec(user: &str, pod: &str, refreshed_at_ms: i64, devices: usize) -> LogRecord {
+        entry(user, pod, 7, refreshed_at_ms, devices)
+    }
+
+    fn entry(user: &str, pod: &str, inc: u64, refreshed_at_ms: i64, devices: usize) -> LogRecord {
         let devices = (0..devices)
             .map(|i| Device {
                 platform: "ios".into(),
@@ -121,17 +191,18 @@ mod tests {
             pod: pod.into(),
             devices,
             refreshed_at_ms,
-        }
-        .encode_to_vec();
-        LogRecord {
-            topic: "presence".into(),
-            partition: 0,
-            offset: 0,
-            key: key(user, pod).into(),
-            value: Some(value.into()),
-            timestamp_ms: 0,
-            headers: Vec::new(),
-        }
+            incarnation: inc,
+        };
+        record(key(user, pod), Some(value.encode_to_vec()))
+    }
+
+    fn beat(pod: &str, inc: u64, refreshed_at_ms: i64) -> LogRecord {
+        let value = PodHeartbeat {
+            pod: pod.into(),
+            incarnation: inc,
+            refreshed_at_ms,
+        };
+        record(heartbeat_key(pod), Some(value.encode_to_vec()))
     }
 
     #[test]
@@ -145,5 +216,42 @@ mod tests {
         view.apply(&gone);
         assert!(view.pods("bob").is_empty());
         assert!(view.pods("nobody").is_empty());
+    }
+
+    #[test]
+    fn a_pods_heartbeat_keeps_the_entries_of_its_incarnation_fresh() {
+        let view = PresenceView::new(90);
+        let old = now_ms() - 300_000;
+        view.apply(&entry("ann", "pod-a", 1, old, 1));
+        view.apply(&entry("bob", "pod-a", 2, old, 1));
+        view.apply(&entry("cid", "pod-b", 3, old, 1));
+        assert!(view.pods("ann").is_empty(), "no heartbeat yet: stale");
+        // pod-a restarted as incarnation 2: ann's entry is the dead process's.
+        view.apply(&beat("pod-a", 2, now_ms()));
+        assert!(
+            view.pods("ann").is_empty(),
+            "another incarnation's heartbeat"
+        );
+        assert_eq!(view.pods("bob"), ["pod-a"]);
+        // pod-b stopped beating long ago.
+        view.apply(&beat("pod-b", 3, now_ms() - 91_000));
+        assert!(
+            view.pods("cid").is_empty(),
+            "a stale heartbeat keeps nothing"
+        );
+        let mut seen = Vec::new();
+        view.each_pods(&["bob".to_owned(), "cid".to_owned()], |u, pods| {
+            seen.push((u.clone(), pods.map(str::to_owned).collect::<Vec<_>>()))
+        });
+        assert_eq!(
+            seen,
+            [
+                ("bob".into(), vec!["pod-a".to_owned()]),
+                ("cid".into(), vec![])
+            ]
+        );
+        // A heartbeat's tombstone (the pod's key compacted away) ends it too.
+        view.apply(&record(heartbeat_key("pod-a"), None));
+        assert!(view.pods("bob").is_empty());
     }
 }

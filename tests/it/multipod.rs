@@ -94,3 +94,79 @@ async fn sender_and_recipient_on_different_pods() {
     assert!(records(&pb_).await > 0.0);
     assert_eq!(records(&idle).await, 0.0, "the idle pod received pushes");
 }
+
+/// Records on the presence topic, summed over its partitions (`ferry topics describe`).
+fn presence_records(c: &Cluster) -> u64 {
+    let out = c.admin(&["topics", "describe"]);
+    let name = c.topic("presence");
+    out.lines()
+        .skip_while(|l| {
+            !l.split_whitespace()
+                .any(|w| w.trim_end_matches(':') == name)
+        })
+        .skip(1)
+        .take_while(|l| l.starts_with("  partition"))
+        .map(|l| {
+            l.split("high=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// Presence is kept alive by one heartbeat per pod, not by one record per user per
+/// refresh: past several TTLs a live pod's users are still listed on the other pod
+/// while the presence topic grew by a few heartbeats only; killed with -9, the pod's
+/// users drop out of the other pod's view once its heartbeats are older than the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lives_by_the_pods_heartbeat_and_ends_with_the_pod() {
+    let c = Cluster::new(Backend::Kafka, "[pipeline]\npresence_ttl_secs = 3\n");
+    let pa = c.start_with("pod-a", &[]);
+    let pb_ = c.start_with("pod-b", &[]);
+    let users: Vec<String> = (0..20).map(|i| unique(&format!("hb{i}x"))).collect();
+    let mut sockets = Vec::new();
+    for u in &users {
+        sockets.push(pb_.connect(u).await);
+    }
+    for u in &users {
+        eventually(15 * SEC, || async {
+            pa.presence(u)
+                .await
+                .iter()
+                .any(|p| p == "pod-b")
+                .then_some(())
+        })
+        .await;
+    }
+    let before = presence_records(&c);
+    // Three TTLs: a refresh every second on each pod.
+    tokio::time::sleep(9 * SEC).await;
+    for u in &users {
+        assert_eq!(
+            pa.presence(u).await,
+            ["pod-b"],
+            "{u} went stale on a live pod"
+        );
+    }
+    let grown = presence_records(&c) - before;
+    // Two pods, about nine refreshes each; per-user refreshes would add 20 per refresh.
+    assert!(
+        (4..=40).contains(&grown),
+        "{grown} presence records in 9 s for 20 users on two pods"
+    );
+
+    pb_.kill9();
+    eventually(20 * SEC, || async {
+        pa.presence(&users[0]).await.is_empty().then_some(())
+    })
+    .await;
+    for u in &users {
+        assert!(pa.presence(u).await.is_empty(), "{u} outlived its pod");
+    }
+    drop(sockets);
+}
