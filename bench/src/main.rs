@@ -107,6 +107,10 @@ enum Cmd {
         /// Records the bare rdkafka producer sends (Kafka backend only).
         #[arg(long, default_value_t = 200_000)]
         ceiling_records: u64,
+        /// A round at the first rate before the measured ones, not reported: the
+        /// consumer groups settle and the brokers' JVMs warm up (0 skips it).
+        #[arg(long, default_value_t = 3.0)]
+        warmup_secs: f64,
     },
     /// Messages into a group of N online members: deliveries/s, CPU per delivery.
     Fanout {
@@ -222,9 +226,15 @@ fn main() -> anyhow::Result<()> {
                 secs,
                 drain_secs,
                 ceiling_records,
+                warmup_secs,
             } => {
-                scenario::chat::run(&opts, *users, rates, *secs, *drain_secs, *ceiling_records)
-                    .await
+                let shape = scenario::chat::Shape {
+                    users: *users,
+                    secs: *secs,
+                    drain_secs: *drain_secs,
+                    warmup_secs: *warmup_secs,
+                };
+                scenario::chat::run(&opts, &shape, rates, *ceiling_records).await
             }
             Cmd::Fanout {
                 members,

@@ -47,14 +47,21 @@ pub fn pair_clients(run: &Running, pairs: usize, closed_loop: bool) -> Vec<Clien
     v
 }
 
+/// The rounds of a chat run: users, and each round's sending and draining time.
+pub struct Shape {
+    pub users: usize,
+    pub secs: f64,
+    pub drain_secs: u64,
+    pub warmup_secs: f64,
+}
+
 pub async fn run(
     opts: &Opts,
-    users: usize,
+    shape: &Shape,
     rates: &[f64],
-    secs: f64,
-    drain_secs: u64,
     ceiling_records: u64,
 ) -> anyhow::Result<Vec<Row>> {
+    let (users, secs, drain_secs) = (shape.users, shape.secs, shape.drain_secs);
     let mut rows = Vec::new();
     let pairs = (users / 2).max(1);
     for sys in opts.systems(true) {
@@ -71,6 +78,23 @@ pub async fn run(
         let label = super::idle::short(&run.label).to_owned();
         pool.connect_all(&format!("chat {label}: connect"), Duration::from_secs(300))
             .await?;
+        if let Some(&rate) = rates.first()
+            && shape.warmup_secs > 0.0
+        {
+            // Not reported: a first measured round would otherwise carry the group
+            // joins, the first fetches and the JVMs' compilation.
+            let count = ((rate * shape.warmup_secs) / pairs as f64).ceil().max(1.0) as u64;
+            round(
+                &mut pool,
+                &run,
+                &format!("chat {label} warm-up {rate}/s"),
+                rate / pairs as f64,
+                count,
+                count * pairs as u64,
+                Duration::from_secs_f64(shape.warmup_secs + drain_secs as f64),
+            )
+            .await?;
+        }
         let mut sustained = None;
         for &rate in rates {
             let count = ((rate * secs) / pairs as f64).ceil().max(1.0) as u64;
