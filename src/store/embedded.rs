@@ -101,13 +101,15 @@ fn commit<'a>(
             if client_id.is_empty() {
                 continue;
             }
+            // One descent of the index for the usual case (a new id, or a higher
+            // seq); an id already at a higher seq gets its value back.
             let key = (client_id.as_str(), conv.as_str(), sender.as_str());
-            let newer = cmid
-                .get(key)
+            let old = cmid
+                .insert(key, *seq)
                 .map_err(unavailable)?
-                .is_none_or(|v| v.value() <= *seq);
-            if newer {
-                cmid.insert(key, *seq).map_err(unavailable)?;
+                .map(|v| v.value());
+            if let Some(old) = old.filter(|old| old > seq) {
+                cmid.insert(key, old).map_err(unavailable)?;
             }
         }
     }
