@@ -48,15 +48,29 @@ impl PushRouter {
         payload: PushPayload<'_>,
         headers: &[(String, bytes::Bytes)],
     ) -> Result<(), LogError> {
-        if route.topics.is_empty() {
+        let records = Self::records(route, payload, headers);
+        if records.is_empty() {
             return Ok(());
+        }
+        self.log.append(records).await
+    }
+
+    /// The push records of an already decided `route`, one per topic, for a caller
+    /// that appends several routes' records in one call.
+    pub(crate) fn records(
+        route: &Route,
+        payload: PushPayload<'_>,
+        headers: &[(String, bytes::Bytes)],
+    ) -> Vec<Outgoing> {
+        if route.topics.is_empty() {
+            return Vec::new();
         }
         let payload = match payload {
             PushPayload::Messages(m) => Payload::Msgs(msg_list(m)),
             PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
             PushPayload::Disconnect(d) => Payload::Disconnect(d),
         };
-        let records = route
+        route
             .topics
             .iter()
             .map(|(topic, user_ids)| {
@@ -68,7 +82,6 @@ impl PushRouter {
                 o.headers = headers.to_vec();
                 o
             })
-            .collect();
-        self.log.append(records).await
+            .collect()
     }
 }

@@ -1,0 +1,137 @@
+//! A lane's wave, applied in steps: step k takes the k-th record of every chain (one
+//! conversation's records, in log order) that has one, computes each one's writes
+//! from its conversation's state, makes all of them with one `Store::write` (one
+//! round per phase: messages and members, then the clientMsgId index, then the seq
+//! rows), then appends all their pushes with one append. So a wave of n
+//! conversations' records costs three store rounds and one produce, not n of each.
+//!
+//! Why that is as safe as one record at a time (`sequencer.rs`, point 4): a step holds
+//! at most one record per conversation, and step k+1 starts only once step k's writes
+//! are all made, so each conversation still sees its records applied one at a time,
+//! in log order, seq row last. Records of different conversations share a write call
+//! but nothing the argument relies on. A record whose step fails (its state cannot be
+//! read, or the shared write fails) is applied again on its own, with retries
+//! (`Sequencer::retry`): its writes are versioned and deterministic, so whatever of
+//! them the failed step made is rewritten with the very same cells, and a lookup that
+//! finds one of them takes it as the record's own (`written_by` its offset).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use futures_util::future::join_all;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::memory::Memory;
+use super::{CHAINS, Sequencer};
+use crate::msglog::LogRecord;
+use crate::store::Writes;
+
+fn phase(name: &'static str, started: Instant) {
+    metrics::histogram!("ferry_sequencer_step_seconds", "phase" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn record_span(rec: &LogRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        "sequencer.record",
+        otel.name = "sequence",
+        partition = rec.partition,
+        offset = rec.offset,
+        conv = %String::from_utf8_lossy(&rec.key),
+    );
+    crate::telemetry::follow(&span, &rec.headers);
+    span
+}
+
+impl Sequencer {
+    /// Applies a wave's chains step by step and reports each record as done once its
+    /// step is. False when cancelled while a record was still failing: it, the rest
+    /// of its step and the later steps are not done (not committed).
+    pub(super) async fn wave(
+        &self,
+        chains: Vec<Vec<(LogRecord, u64)>>,
+        memory: &Mutex<Memory>,
+        done: &mpsc::UnboundedSender<(String, i32, i64)>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut chains: Vec<_> = chains.into_iter().map(Vec::into_iter).collect();
+        loop {
+            let step: Vec<(LogRecord, u64)> =
+                chains.iter_mut().filter_map(Iterator::next).collect();
+            if step.is_empty() {
+                return true;
+            }
+            let spans: Vec<tracing::Span> = step.iter().map(|(r, _)| record_span(r)).collect();
+            let applied = self.step(&step, &spans, memory).await;
+            // What the step could not apply, one record at a time with retries.
+            let mut alone = Vec::new();
+            for ((rec, epoch), (span, ok)) in step.iter().zip(spans.iter().zip(&applied)) {
+                if !ok {
+                    alone.push(self.retry(rec, *epoch, span, memory, cancel));
+                }
+            }
+            let finished = futures_util::stream::iter(alone)
+                .buffer_unordered(CHAINS)
+                .collect::<Vec<bool>>()
+                .await
+                .into_iter()
+                .all(|ok| ok);
+            if !finished {
+                return false;
+            }
+            for (rec, _) in step {
+                let _ = done.send((rec.topic, rec.partition, rec.offset));
+            }
+        }
+    }
+
+    /// Applies one record of each of several conversations together; which of them
+    /// were applied (the others are left to `retry`).
+    async fn step(
+        &self,
+        step: &[(LogRecord, u64)],
+        spans: &[tracing::Span],
+        memory: &Mutex<Memory>,
+    ) -> Vec<bool> {
+        let started = Instant::now();
+        let mut prepares = Vec::with_capacity(step.len());
+        for ((rec, epoch), span) in step.iter().zip(spans) {
+            prepares.push(self.prepare(rec, *epoch, memory).instrument(span.clone()));
+        }
+        let mut prepared = join_all(prepares).await;
+        phase("prepare", started);
+        let mut writes = Writes::default();
+        for p in prepared.iter_mut().flatten() {
+            writes.messages.append(&mut p.writes.messages);
+            writes.members.append(&mut p.writes.members);
+            writes.rows.append(&mut p.writes.rows);
+        }
+        if !writes.is_empty() {
+            let started = Instant::now();
+            if let Err(e) = self.write(&writes).await {
+                tracing::warn!(error = %e, records = step.len(), "a wave step's write failed; its records are applied one at a time");
+                return vec![false; step.len()];
+            }
+            phase("write", started);
+        }
+        let started = Instant::now();
+        let mut applied = Vec::with_capacity(step.len());
+        let mut pushes = Vec::new();
+        for (p, span) in prepared.into_iter().zip(spans) {
+            match p {
+                Ok(p) => {
+                    pushes.extend(self.complete(p, memory).instrument(span.clone()).await);
+                    applied.push(true);
+                }
+                Err(_) => applied.push(false),
+            }
+        }
+        self.append_pushes(pushes).await;
+        phase("push", started);
+        metrics::histogram!("ferry_sequencer_step_records").record(step.len() as f64);
+        applied
+    }
+}
