@@ -310,12 +310,29 @@ impl Sequencer {
     ) {
         let memory = Mutex::new(Memory::default());
         let mut wave = Vec::with_capacity(WAVE);
-        while rx.recv_many(&mut wave, WAVE).await > 0 {
+        let mut in_flight = None;
+        loop {
+            // Nothing more queued: the last step's records are reported done before
+            // the lane waits, not whenever the next record comes.
+            if rx.is_empty()
+                && let Some(f) = in_flight.take()
+            {
+                self.settle(f, &done).await;
+            }
+            if rx.recv_many(&mut wave, WAVE).await == 0 {
+                break;
+            }
             metrics::histogram!("ferry_sequencer_wave_records").record(wave.len() as f64);
             let chains = chains(std::mem::take(&mut wave));
-            if !self.wave(chains, &memory, &done, &cancel).await {
-                return;
+            if !self
+                .wave(chains, &memory, &done, &cancel, &mut in_flight)
+                .await
+            {
+                break;
             }
+        }
+        if let Some(f) = in_flight.take() {
+            self.settle(f, &done).await;
         }
     }
 

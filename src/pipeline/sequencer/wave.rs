@@ -5,6 +5,12 @@
 //! rows), then appends all their pushes with one append. So a wave of n
 //! conversations' records costs three store rounds and one produce, not n of each.
 //!
+//! A step's pushes are put in line in the log (`MsgLog::enqueue`) and the next step
+//! starts while they become durable; its records are reported done (and so may be
+//! committed) only once they are, before the next step's pushes are put in line,
+//! or before the lane waits for more records. Live pushes stay at least once, and a
+//! conversation's pushes stay in seq order (records put in line keep their order).
+//!
 //! Why that is as safe as one record at a time (`sequencer.rs`, point 4): a step holds
 //! at most one record per conversation, and step k+1 starts only once step k's writes
 //! are all made, so each conversation still sees its records applied one at a time,
@@ -26,7 +32,7 @@ use tracing::Instrument as _;
 
 use super::memory::Memory;
 use super::{CHAINS, Sequencer};
-use crate::msglog::LogRecord;
+use crate::msglog::{Durable, LogRecord, Outgoing};
 use crate::store::Writes;
 
 fn phase(name: &'static str, started: Instant) {
@@ -46,7 +52,32 @@ fn record_span(rec: &LogRecord) -> tracing::Span {
     span
 }
 
+/// A step's pushes on their way into the log, and its records, done once the pushes
+/// are durable.
+pub(super) struct InFlight {
+    durable: Durable,
+    records: Vec<(String, i32, i64)>,
+    pushes: u64,
+}
+
 impl Sequencer {
+    /// Waits for a step's pushes to be durable (best effort: failed ones are dropped,
+    /// clients resync), then reports its records as done.
+    pub(super) async fn settle(
+        &self,
+        f: InFlight,
+        done: &mpsc::UnboundedSender<(String, i32, i64)>,
+    ) {
+        if let Err(e) = f.durable.await {
+            // Counted in push records (one per message batch and push topic).
+            metrics::counter!("ferry_pushes_dropped_total").increment(f.pushes);
+            tracing::warn!(error = %e, records = f.pushes, "pushes dropped");
+        }
+        for r in f.records {
+            let _ = done.send(r);
+        }
+    }
+
     /// Applies a wave's chains step by step and reports each record as done once its
     /// step is. False when cancelled while a record was still failing: it, the rest
     /// of its step and the later steps are not done (not committed).
@@ -56,6 +87,7 @@ impl Sequencer {
         memory: &Mutex<Memory>,
         done: &mpsc::UnboundedSender<(String, i32, i64)>,
         cancel: &CancellationToken,
+        in_flight: &mut Option<InFlight>,
     ) -> bool {
         let mut chains: Vec<_> = chains.into_iter().map(Vec::into_iter).collect();
         loop {
@@ -65,7 +97,7 @@ impl Sequencer {
                 return true;
             }
             let spans: Vec<tracing::Span> = step.iter().map(|(r, _)| record_span(r)).collect();
-            let applied = self.step(&step, &spans, memory).await;
+            let (applied, pushes) = self.step(&step, &spans, memory).await;
             // What the step could not apply, one record at a time with retries.
             let mut alone = Vec::new();
             for ((rec, epoch), (span, ok)) in step.iter().zip(spans.iter().zip(&applied)) {
@@ -82,20 +114,35 @@ impl Sequencer {
             if !finished {
                 return false;
             }
-            for (rec, _) in step {
-                let _ = done.send((rec.topic, rec.partition, rec.offset));
+            if let Some(previous) = in_flight.take() {
+                let started = Instant::now();
+                self.settle(previous, done).await;
+                phase("settle", started);
             }
+            let n = pushes.len() as u64;
+            let durable = match self.log.enqueue(pushes).await {
+                Ok(d) => d,
+                Err(e) => Box::pin(std::future::ready(Err(e))) as Durable,
+            };
+            *in_flight = Some(InFlight {
+                durable,
+                records: step
+                    .into_iter()
+                    .map(|(rec, _)| (rec.topic, rec.partition, rec.offset))
+                    .collect(),
+                pushes: n,
+            });
         }
     }
 
     /// Applies one record of each of several conversations together; which of them
-    /// were applied (the others are left to `retry`).
+    /// were applied (the others are left to `retry`), and their push records.
     async fn step(
         &self,
         step: &[(LogRecord, u64)],
         spans: &[tracing::Span],
         memory: &Mutex<Memory>,
-    ) -> Vec<bool> {
+    ) -> (Vec<bool>, Vec<Outgoing>) {
         let started = Instant::now();
         let mut prepares = Vec::with_capacity(step.len());
         for ((rec, epoch), span) in step.iter().zip(spans) {
@@ -113,7 +160,7 @@ impl Sequencer {
             let started = Instant::now();
             if let Err(e) = self.write(&writes).await {
                 tracing::warn!(error = %e, records = step.len(), "a wave step's write failed; its records are applied one at a time");
-                return vec![false; step.len()];
+                return (vec![false; step.len()], Vec::new());
             }
             phase("write", started);
         }
@@ -129,9 +176,8 @@ impl Sequencer {
                 Err(_) => applied.push(false),
             }
         }
-        self.append_pushes(pushes).await;
-        phase("push", started);
+        phase("complete", started);
         metrics::histogram!("ferry_sequencer_step_records").record(step.len() as f64);
-        applied
+        (applied, pushes)
     }
 }
