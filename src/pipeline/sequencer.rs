@@ -108,7 +108,7 @@ use crate::access;
 use crate::backoff;
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
-use crate::proto::records::{MemberChange, MessageBatch};
+use crate::proto::records::{MemberChange, MessageBatch, PushRecord};
 use crate::store::{
     Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Stored, Writes,
     version,
@@ -422,7 +422,7 @@ impl Sequencer {
             self.write(&writes).await?;
         }
         let pushes = self.complete(p, memory).await;
-        self.append_pushes(pushes).await;
+        self.append_pushes(PushRouter::coalesce(pushes)).await;
         Ok(())
     }
 
@@ -461,7 +461,7 @@ impl Sequencer {
 
     /// What follows a prepared record's writes once they are made: its memory, and
     /// its push records (returned, for the caller to append with others).
-    async fn complete(&self, p: Prepared, memory: &Mutex<Memory>) -> Vec<Outgoing> {
+    async fn complete(&self, p: Prepared, memory: &Mutex<Memory>) -> Vec<(String, PushRecord)> {
         let Some(pushes) = p.pushes else {
             return Vec::new();
         };
@@ -763,9 +763,10 @@ impl Sequencer {
         Ok(())
     }
 
-    /// A record's push records: its messages to the routed recipients, the echo to
-    /// the sender's other devices. They continue the record's trace.
-    async fn push_records(&self, p: Box<Pushes>) -> Vec<Outgoing> {
+    /// A record's pushes, as (push topic, record): its messages to the routed
+    /// recipients, the echo to the sender's other devices. They continue the
+    /// record's trace.
+    async fn push_records(&self, p: Box<Pushes>) -> Vec<(String, PushRecord)> {
         let span = tracing::info_span!(
             "push.route",
             otel.name = "push route",
@@ -775,11 +776,11 @@ impl Sequencer {
         span.in_scope(|| crate::telemetry::inject(&mut headers));
         let mut out = Vec::new();
         if let Some(route) = p.route.as_ref().filter(|_| !p.push.is_empty()) {
-            out = PushRouter::records(route, PushPayload::Messages(&p.push), &headers);
+            out = PushRouter::items(route, PushPayload::Messages(&p.push), &headers);
         }
         if !p.echo.is_empty() && !p.sender.is_empty() {
             let route = self.router.route(&[p.sender]).await;
-            out.extend(PushRouter::records(
+            out.extend(PushRouter::items(
                 &route,
                 PushPayload::Messages(&p.echo),
                 &headers,

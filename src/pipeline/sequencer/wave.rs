@@ -2,8 +2,9 @@
 //! conversation's records, in log order) that has one, computes each one's writes
 //! from its conversation's state, makes all of them with one `Store::write` (one
 //! round per phase: messages and members, then the clientMsgId index, then the seq
-//! rows), then appends all their pushes with one append. So a wave of n
-//! conversations' records costs three store rounds and one produce, not n of each.
+//! rows), then appends their pushes as one push record per push topic (pod). So a
+//! step of n conversations' records costs three store rounds and one produce of a
+//! record per pod, not n of each.
 //!
 //! A step's pushes are put in line in the log (`MsgLog::enqueue`) and the next step
 //! starts while they become durable; its records are reported done (and so may be
@@ -30,9 +31,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::super::router::PushRouter;
 use super::memory::Memory;
 use super::{CHAINS, Sequencer};
-use crate::msglog::{Durable, LogRecord, Outgoing};
+use crate::msglog::{Durable, LogRecord};
+use crate::proto::records::PushRecord;
 use crate::store::Writes;
 
 fn phase(name: &'static str, started: Instant) {
@@ -119,6 +122,8 @@ impl Sequencer {
                 self.settle(previous, done).await;
                 phase("settle", started);
             }
+            // One push record per push topic (pod) for the whole step.
+            let pushes = PushRouter::coalesce(pushes);
             let n = pushes.len() as u64;
             let durable = match self.log.enqueue(pushes).await {
                 Ok(d) => d,
@@ -142,7 +147,7 @@ impl Sequencer {
         step: &[(LogRecord, u64)],
         spans: &[tracing::Span],
         memory: &Mutex<Memory>,
-    ) -> (Vec<bool>, Vec<Outgoing>) {
+    ) -> (Vec<bool>, Vec<(String, PushRecord)>) {
         let started = Instant::now();
         let mut prepares = Vec::with_capacity(step.len());
         for ((rec, epoch), span) in step.iter().zip(spans) {
