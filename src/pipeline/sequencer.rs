@@ -419,7 +419,7 @@ impl Sequencer {
         let mut p = self.prepare(rec, epoch, memory).await?;
         if !p.writes.is_empty() {
             let writes = std::mem::take(&mut p.writes);
-            self.write(&writes).await?;
+            self.write(&writes, &[]).await?;
         }
         let pushes = self.complete(p, memory).await;
         self.append_pushes(PushRouter::coalesce(pushes)).await;
@@ -448,14 +448,18 @@ impl Sequencer {
         }
     }
 
-    /// Makes `writes` (one record's, or a wave step's records' together).
-    async fn write(&self, writes: &Writes) -> Result<(), StoreError> {
+    /// Makes `writes` (one record's, or a wave step's records' together), under a
+    /// span in the current record's trace that links to the other records' (`also`).
+    async fn write(&self, writes: &Writes, also: &[tracing::Span]) -> Result<(), StoreError> {
         let span = tracing::info_span!(
             "store.write",
             otel.name = "store write",
             messages = writes.messages.len(),
             rows = writes.rows.len()
         );
+        for other in also {
+            span.follows_from(other);
+        }
         self.store.write(writes).instrument(span).await
     }
 

@@ -163,7 +163,11 @@ impl Sequencer {
         }
         if !writes.is_empty() {
             let started = Instant::now();
-            if let Err(e) = self.write(&writes).await {
+            // The write is in the first record's trace, linked from the others'.
+            let write = self
+                .write(&writes, &spans[1..])
+                .instrument(spans[0].clone());
+            if let Err(e) = write.await {
                 tracing::warn!(error = %e, records = step.len(), "a wave step's write failed; its records are applied one at a time");
                 return (vec![false; step.len()], Vec::new());
             }
