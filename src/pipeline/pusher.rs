@@ -36,15 +36,16 @@ impl Pusher {
             };
             metrics::counter!("ferry_push_records_total").increment(1);
             match rec.value.as_deref().map(PushRecord::decode) {
-                Some(Ok(p)) => {
-                    let span = tracing::info_span!(
-                        "push.deliver",
-                        otel.name = "push deliver",
-                        users = p.user_ids.len(),
-                        sockets = tracing::field::Empty
-                    );
-                    crate::telemetry::follow(&span, &rec.headers);
-                    span.in_scope(|| self.deliver(p));
+                Some(Ok(mut p)) => {
+                    // A coalesced record (`PushRouter::coalesce`): its own payload (if
+                    // any), then each item in order, each under its own trace.
+                    let items = std::mem::take(&mut p.items);
+                    self.deliver_traced(p, &rec.headers);
+                    for mut item in items {
+                        let headers: Vec<(String, bytes::Bytes)> =
+                            std::mem::take(&mut item.trace).into_iter().collect();
+                        self.deliver_traced(item, &headers);
+                    }
                 }
                 _ => tracing::warn!(offset = rec.offset, "undecodable push record skipped"),
             }
@@ -52,6 +53,20 @@ impl Pusher {
         }
         sub.flush_commits().await?;
         Ok(())
+    }
+
+    fn deliver_traced(&self, p: PushRecord, headers: &[(String, bytes::Bytes)]) {
+        if p.payload.is_none() {
+            return;
+        }
+        let span = tracing::info_span!(
+            "push.deliver",
+            otel.name = "push deliver",
+            users = p.user_ids.len(),
+            sockets = tracing::field::Empty
+        );
+        crate::telemetry::follow(&span, headers);
+        span.in_scope(|| self.deliver(p));
     }
 
     fn deliver(&self, p: PushRecord) {

@@ -48,27 +48,135 @@ impl PushRouter {
         payload: PushPayload<'_>,
         headers: &[(String, bytes::Bytes)],
     ) -> Result<(), LogError> {
-        if route.topics.is_empty() {
+        let records = Self::records(route, payload, headers);
+        if records.is_empty() {
             return Ok(());
+        }
+        self.log.append(records).await
+    }
+
+    /// The push records of an already decided `route`, one per topic.
+    pub(crate) fn records(
+        route: &Route,
+        payload: PushPayload<'_>,
+        headers: &[(String, bytes::Bytes)],
+    ) -> Vec<Outgoing> {
+        Self::items(route, payload, headers)
+            .into_iter()
+            .map(|(topic, rec)| Self::record(topic, rec))
+            .collect()
+    }
+
+    /// What `records` would append, as (push topic, record) with `headers` in the
+    /// record's `trace`, for a caller that puts several routes' pushes together
+    /// (`coalesce`).
+    pub(crate) fn items(
+        route: &Route,
+        payload: PushPayload<'_>,
+        headers: &[(String, bytes::Bytes)],
+    ) -> Vec<(String, PushRecord)> {
+        if route.topics.is_empty() {
+            return Vec::new();
         }
         let payload = match payload {
             PushPayload::Messages(m) => Payload::Msgs(msg_list(m)),
             PushPayload::Notices(n) => Payload::Notices(notice_list(n)),
             PushPayload::Disconnect(d) => Payload::Disconnect(d),
         };
-        let records = route
+        let trace: std::collections::HashMap<String, bytes::Bytes> =
+            headers.iter().cloned().collect();
+        route
             .topics
             .iter()
             .map(|(topic, user_ids)| {
                 let rec = PushRecord {
                     user_ids: user_ids.clone(),
                     payload: Some(payload.clone()),
+                    items: Vec::new(),
+                    trace: trace.clone(),
                 };
-                let mut o = Outgoing::new(topic.clone(), topic.clone(), rec.encode_to_vec());
-                o.headers = headers.to_vec();
-                o
+                (topic.clone(), rec)
             })
-            .collect();
-        self.log.append(records).await
+            .collect()
+    }
+
+    /// One push record per push topic for all of `items`: a topic with one item gets
+    /// it as a plain record, with several a record whose `items` keeps their order
+    /// (the pusher delivers them in it).
+    pub(crate) fn coalesce(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+        let mut topics: Vec<(String, Vec<PushRecord>)> = Vec::new();
+        for (topic, rec) in items {
+            match topics.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, recs)) => recs.push(rec),
+                None => topics.push((topic, vec![rec])),
+            }
+        }
+        topics
+            .into_iter()
+            .map(|(topic, mut recs)| {
+                if recs.len() == 1 {
+                    let rec = recs.pop().expect("one item");
+                    return Self::record(topic, rec);
+                }
+                let rec = PushRecord {
+                    items: recs,
+                    ..PushRecord::default()
+                };
+                Self::record(topic, rec)
+            })
+            .collect()
+    }
+
+    /// A push record as appended: an item's trace goes into the record's headers.
+    fn record(topic: String, mut rec: PushRecord) -> Outgoing {
+        let headers: Vec<(String, bytes::Bytes)> =
+            std::mem::take(&mut rec.trace).into_iter().collect();
+        let mut o = Outgoing::new(topic.clone(), topic, rec.encode_to_vec());
+        o.headers = headers;
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(topic: &str, user: &str, trace: &str) -> (String, PushRecord) {
+        let route = Route {
+            topics: [(topic.to_owned(), vec![user.to_owned()])].into(),
+            offline: Vec::new(),
+        };
+        let headers = [(
+            "traceparent".to_owned(),
+            bytes::Bytes::from(trace.to_owned()),
+        )];
+        PushRouter::items(&route, PushPayload::Messages(&[]), &headers)
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_steps_pushes_are_one_record_per_topic_in_order_each_with_its_trace() {
+        let out = PushRouter::coalesce(vec![
+            item("push.a", "u1", "t1"),
+            item("push.b", "u2", "t2"),
+            item("push.a", "u3", "t3"),
+        ]);
+        assert_eq!(out.len(), 2);
+        let a = PushRecord::decode(out[0].value.clone().unwrap()).unwrap();
+        assert_eq!(out[0].topic, "push.a");
+        let users: Vec<&str> = a.items.iter().map(|i| i.user_ids[0].as_str()).collect();
+        assert_eq!(users, ["u1", "u3"]);
+        assert_eq!(a.items[1].trace["traceparent"], "t3");
+        // A topic with one item gets it as a plain record, its trace in the headers.
+        let b = PushRecord::decode(out[1].value.clone().unwrap()).unwrap();
+        assert_eq!(
+            (b.user_ids.as_slice(), b.items.len()),
+            (["u2".to_owned()].as_slice(), 0)
+        );
+        assert_eq!(
+            out[1].headers,
+            [("traceparent".to_owned(), bytes::Bytes::from("t2"))]
+        );
     }
 }

@@ -26,13 +26,29 @@
 //!    written after the record's messages, members and index. So any write of a
 //!    record r' proves every earlier record of the conversation was applied whole
 //!    by the same writer, and a seq row naming r proves r was.
-//! 4. *Conversations apart.* Nothing in 1.–3. relates two conversations: state,
-//!    claim, versions and row are each one conversation's. So a lane applies what
-//!    it has queued as a wave (`lane`): one chain per key (a conversation; a group's
-//!    member changes carry the group's key), chains at once, each chain in log
-//!    order as 3. says. Offsets are committed only below the oldest record of the
-//!    partition not yet applied whole (`progress.rs`), whatever order chains
-//!    finish in.
+//! 4. *Conversations apart, written together.* Nothing in 1.–3. relates two
+//!    conversations: state, claim, versions and row are each one conversation's.
+//!    So a lane applies what it has queued as a wave (`lane`, `wave.rs`): one chain
+//!    per key (a conversation; a group's member changes carry the group's key),
+//!    applied in steps, step k taking the k-th record of every chain. A step's
+//!    records are of different conversations; their writes go as one
+//!    `Store::write`, in its three phases (messages and members of all of them,
+//!    then all their index cells, then all their seq rows, on ScyllaDB as unlogged
+//!    batches), and their pushes as one append; step k+1 starts only when step k's
+//!    writes are all made. Per conversation that is 3. exactly: one record at a
+//!    time, in log order, row last. A crash mid-step leaves, per conversation of
+//!    the step, a prefix of its record's phases (some or all messages, then some
+//!    index cells; a row only once every message and index cell of the step is
+//!    written), which is the state a crash of a lone record can leave: the next
+//!    owner's lookups find those cells `written_by` the record itself (`own`) and
+//!    rewrite the very same cells (1.), or its seq row names the record and it is
+//!    re-applied with the seqs it took. A zombie stalled mid-step holds records of
+//!    several conversations instead of one; for each, its late writes are the
+//!    owner's own writes of that record (1.) or lose to a later record's (2.).
+//!    A record whose step fails is applied again on its own, with retries, the
+//!    same way. Offsets are committed only below the oldest record of the
+//!    partition not yet applied whole (`progress.rs`), whatever order steps and
+//!    records finish in.
 //!
 //! Hence every writer's state before a record is the right one, by induction: a
 //! lane starts from the seq row (the state after a record applied whole; records
@@ -70,6 +86,7 @@
 
 mod memory;
 mod progress;
+mod wave;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -78,7 +95,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use futures_util::StreamExt as _;
 use futures_util::future::try_join_all;
 
 use self::memory::{Epochs, Memory};
@@ -91,17 +107,17 @@ use super::stamping::{Stamped, plan, stamp};
 use crate::access;
 use crate::backoff;
 use crate::domain::{ConvId, Message};
-use crate::msglog::{LogRecord, MsgLog, Topics};
-use crate::proto::records::{MemberChange, MessageBatch};
+use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
+use crate::proto::records::{MemberChange, MessageBatch, PushRecord};
 use crate::store::{
     Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Stored, Writes,
     version,
 };
 
 /// Conversations sequenced concurrently by one process; a conversation always maps to
-/// the same lane, so its records are applied in log order. A record waits on a few
+/// the same lane, so its records are applied in log order. A wave step waits on a few
 /// store round trips and a push append (no store lock is held), so throughput is
-/// about lanes / per-record latency: 128 lanes at ~10 ms is ~12k records/s.
+/// about lanes × records per step / step latency.
 const LANES: usize = 128;
 /// Records queued per lane before reading the log waits.
 const LANE_QUEUE: usize = 64;
@@ -115,8 +131,8 @@ fn lane_of(key: &[u8]) -> usize {
 
 /// Records a lane takes from its queue as one wave.
 const WAVE: usize = LANE_QUEUE;
-/// Chains (conversations) of a wave applied at once by one lane; across all lanes at
-/// most `LANES * CHAINS` records are in flight.
+/// Records of a wave step that failed together retried one at a time, at most this
+/// many at once (a wave step itself holds at most `WAVE`).
 const CHAINS: usize = 16;
 
 /// Splits a wave into chains by key, each in log order, chains in order of their
@@ -152,13 +168,52 @@ pub(crate) struct Sequencer {
     pub(crate) offline: bool,
 }
 
-/// What applying a record did.
+/// What a record's pass over its conversation's state decided.
 enum Outcome {
-    /// Applied (or found applied); the conversation's new state when it took seqs.
-    Applied(Option<ConvState>),
+    /// To apply (or found applied): its writes, the conversation's new state when it
+    /// took seqs, and its pushes once written (None: nothing to push, and no
+    /// "written" fault point, as for a record skipped before its writes).
+    Apply {
+        writes: Writes,
+        next: Option<ConvState>,
+        pushes: Option<Box<Pushes>>,
+    },
     /// The store holds a write of a later record of the conversation: this one was
     /// applied before it, and this process's state is behind.
     Behind,
+}
+
+impl Outcome {
+    fn nothing() -> Self {
+        Outcome::Apply {
+            writes: Writes::default(),
+            next: None,
+            pushes: None,
+        }
+    }
+}
+
+/// A record's effect, computed from its conversation's state and not yet written:
+/// `apply_in` writes one on its own, a wave step (`wave.rs`) writes its chains'
+/// together.
+#[derive(Default)]
+struct Prepared {
+    writes: Writes,
+    /// The state to remember once written: (conv, partition, epoch, state).
+    remember: Option<(String, i32, u64, ConvState)>,
+    pushes: Option<Box<Pushes>>,
+}
+
+/// The live pushes of a record, appended once its writes are made.
+struct Pushes {
+    /// What was written, for the log: (offset, first seq, redo, messages); None when
+    /// the record wrote nothing.
+    written: Option<(i64, u64, bool, usize)>,
+    conv: ConvId,
+    sender: String,
+    route: Option<Route>,
+    push: Vec<Message>,
+    echo: Vec<Message>,
 }
 
 /// A lane's memory; a panic elsewhere cannot leave it half updated (each call is one
@@ -241,12 +296,12 @@ impl Sequencer {
     ///
     /// The lane takes whatever has queued (up to `WAVE` records) as one wave: the
     /// wave's records are split into chains by key (one conversation, or one group
-    /// with its member changes), each chain applied in log order, one record's writes
-    /// finished before the next starts, while up to `CHAINS` chains run at once. A
-    /// wave's store writes and push appends thus go out together instead of one
-    /// record's round trips after another's. Chains share nothing the safety argument
-    /// relies on: every step of it (state, claim, versions, the row written last) is
-    /// about one conversation, and a conversation is one key.
+    /// with its member changes), and the chains applied together in steps, one
+    /// record of each chain per step (`wave.rs`): a step's store writes are one
+    /// `Store::write` and its pushes one append, instead of one record's round trips
+    /// after another's. Chains share nothing the safety argument relies on: every
+    /// step of it (state, claim, versions, the row written last) is about one
+    /// conversation, and a conversation is one key.
     async fn lane(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(LogRecord, u64)>,
@@ -255,70 +310,68 @@ impl Sequencer {
     ) {
         let memory = Mutex::new(Memory::default());
         let mut wave = Vec::with_capacity(WAVE);
-        while rx.recv_many(&mut wave, WAVE).await > 0 {
+        let mut in_flight = None;
+        loop {
+            // Nothing more queued: the last step's records are reported done before
+            // the lane waits, not whenever the next record comes.
+            if rx.is_empty()
+                && let Some(f) = in_flight.take()
+            {
+                self.settle(f, &done).await;
+            }
+            if rx.recv_many(&mut wave, WAVE).await == 0 {
+                break;
+            }
             metrics::histogram!("ferry_sequencer_wave_records").record(wave.len() as f64);
             let chains = chains(std::mem::take(&mut wave));
-            let finished = futures_util::stream::iter(
-                chains
-                    .into_iter()
-                    .map(|chain| self.chain(chain, &memory, &done, &cancel)),
-            )
-            .buffer_unordered(CHAINS)
-            .fold(true, |all, ok| async move { all && ok })
-            .await;
-            if !finished {
-                return;
+            if !self
+                .wave(chains, &memory, &done, &cancel, &mut in_flight)
+                .await
+            {
+                break;
             }
+        }
+        if let Some(f) = in_flight.take() {
+            self.settle(f, &done).await;
         }
     }
 
-    /// Applies one chain's records in order. False when cancelled while a record was
-    /// still failing: it and the rest of the chain are not done (not committed).
-    async fn chain(
+    /// Applies one record on its own until it is applied, or dead-lettered when it
+    /// can never be. False when cancelled while it was still failing (not done, not
+    /// committed).
+    async fn retry(
         &self,
-        chain: Vec<(LogRecord, u64)>,
+        rec: &LogRecord,
+        epoch: u64,
+        span: &tracing::Span,
         memory: &Mutex<Memory>,
-        done: &mpsc::UnboundedSender<(String, i32, i64)>,
         cancel: &CancellationToken,
     ) -> bool {
-        for (rec, epoch) in chain {
-            let span = tracing::info_span!(
-                "sequencer.record",
-                otel.name = "sequence",
-                partition = rec.partition,
-                offset = rec.offset,
-                conv = %String::from_utf8_lossy(&rec.key),
-            );
-            crate::telemetry::follow(&span, &rec.headers);
-            let mut attempt = 0u32;
-            loop {
-                match self
-                    .apply_in(&rec, epoch, memory)
-                    .instrument(span.clone())
-                    .await
-                {
-                    Ok(()) => break,
-                    // Retrying cannot help: the record leaves the lane for the
-                    // dead-letter topic instead of stalling the records behind it.
-                    Err(StoreError::Invalid(why)) => {
-                        self.dead_letter(&rec, &why).instrument(span.clone()).await;
-                        break;
-                    }
-                    Err(e) => {
-                        attempt += 1;
-                        metrics::counter!("ferry_sequencer_retries_total").increment(1);
-                        tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
-                        if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt))
-                            .await
-                        {
-                            return false;
-                        }
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .apply_in(rec, epoch, memory)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => return true,
+                // Retrying cannot help: the record leaves the lane for the dead-letter
+                // topic instead of stalling the records behind it.
+                Err(StoreError::Invalid(why)) => {
+                    self.dead_letter(rec, &why).instrument(span.clone()).await;
+                    return true;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    metrics::counter!("ferry_sequencer_retries_total").increment(1);
+                    tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
+                    if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt)).await
+                    {
+                        return false;
                     }
                 }
             }
-            let _ = done.send((rec.topic, rec.partition, rec.offset));
         }
-        true
     }
 
     /// Makes the applied writes durable, then commits every partition up to the last
@@ -363,14 +416,69 @@ impl Sequencer {
         epoch: u64,
         memory: &Mutex<Memory>,
     ) -> Result<(), StoreError> {
+        let mut p = self.prepare(rec, epoch, memory).await?;
+        if !p.writes.is_empty() {
+            let writes = std::mem::take(&mut p.writes);
+            self.write(&writes, &[]).await?;
+        }
+        let pushes = self.complete(p, memory).await;
+        self.append_pushes(PushRouter::coalesce(pushes)).await;
+        Ok(())
+    }
+
+    /// What a record writes, from its conversation's state (remembered, or read from
+    /// the seq row); nothing is written yet, but a dead letter or an offline hand-off
+    /// (which precede the write) are made.
+    async fn prepare(
+        &self,
+        rec: &LogRecord,
+        epoch: u64,
+        memory: &Mutex<Memory>,
+    ) -> Result<Prepared, StoreError> {
         match records::read_inbound(rec) {
             Inbound::Messages(b) => self.sequence(rec, b, epoch, memory).await,
-            Inbound::Member(m) => self.member(rec, m).await,
+            Inbound::Member(m) => Ok(Prepared {
+                writes: Self::member(rec, m),
+                ..Prepared::default()
+            }),
             Inbound::Undecodable => {
                 self.dead_letter(rec, "undecodable inbound record").await;
-                Ok(())
+                Ok(Prepared::default())
             }
         }
+    }
+
+    /// Makes `writes` (one record's, or a wave step's records' together), under a
+    /// span in the current record's trace that links to the other records' (`also`).
+    async fn write(&self, writes: &Writes, also: &[tracing::Span]) -> Result<(), StoreError> {
+        let span = tracing::info_span!(
+            "store.write",
+            otel.name = "store write",
+            messages = writes.messages.len(),
+            rows = writes.rows.len()
+        );
+        for other in also {
+            span.follows_from(other);
+        }
+        self.store.write(writes).instrument(span).await
+    }
+
+    /// What follows a prepared record's writes once they are made: its memory, and
+    /// its push records (returned, for the caller to append with others).
+    async fn complete(&self, p: Prepared, memory: &Mutex<Memory>) -> Vec<(String, PushRecord)> {
+        let Some(pushes) = p.pushes else {
+            return Vec::new();
+        };
+        if let Some((offset, first, redo, n)) = pushes.written {
+            tracing::debug!(conv = %pushes.conv, offset, first, redo, n, "written");
+        }
+        // Written, offset not yet committed, nothing pushed: redelivery must not
+        // sequence these again.
+        crate::faults::point("sequencer.written").await;
+        if let Some((conv, partition, epoch, state)) = p.remember {
+            lock(memory).set(&conv, partition, epoch, Some(state));
+        }
+        self.push_records(pushes).await
     }
 
     async fn dead_letter(&self, rec: &LogRecord, why: &str) {
@@ -387,19 +495,17 @@ impl Sequencer {
         }
     }
 
-    async fn member(&self, rec: &LogRecord, m: MemberChange) -> Result<(), StoreError> {
+    fn member(rec: &LogRecord, m: MemberChange) -> Writes {
         let w = MemberWrite {
             group: m.group_id,
             user: m.user_id,
             min_seq: (!m.removed).then_some(m.min_seq),
             version: version(rec.offset, Step::New),
         };
-        self.store
-            .write(&Writes {
-                members: vec![w],
-                ..Writes::default()
-            })
-            .await
+        Writes {
+            members: vec![w],
+            ..Writes::default()
+        }
     }
 
     async fn sequence(
@@ -408,10 +514,10 @@ impl Sequencer {
         batch: MessageBatch,
         epoch: u64,
         memory: &Mutex<Memory>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Prepared, StoreError> {
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
             self.dead_letter(rec, "invalid convId").await;
-            return Ok(());
+            return Ok(Prepared::default());
         };
         let delayed = batch.due_at_ms > 0;
         let msgs: Vec<Message> = batch.msgs.into_iter().map(Message::from).collect();
@@ -431,10 +537,15 @@ impl Sequencer {
             .pass(rec, &conv, &batch.sender_id, &msgs, delayed, state.as_ref())
             .await?
         {
-            Outcome::Applied(Some(next)) => {
-                lock(memory).set(&conv_s, rec.partition, epoch, Some(next))
-            }
-            Outcome::Applied(None) => {}
+            Outcome::Apply {
+                writes,
+                next,
+                pushes,
+            } => Ok(Prepared {
+                writes,
+                remember: next.map(|s| (conv_s, rec.partition, epoch, s)),
+                pushes,
+            }),
             Outcome::Behind => {
                 // Someone applied this record and later ones: catch up from the row,
                 // which covers every record before the later write that was seen.
@@ -448,9 +559,9 @@ impl Sequencer {
                     lock(memory).set(&conv_s, rec.partition, epoch, row);
                 }
                 tracing::debug!(conv = %conv_s, offset = rec.offset, "a later record is already written; skipped");
+                Ok(Prepared::default())
             }
         }
-        Ok(())
     }
 
     async fn load(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
@@ -475,7 +586,7 @@ impl Sequencer {
         let ours = match state {
             Some(s) if here(s) && s.claim.offset > rec.offset => {
                 tracing::debug!(conv = %conv_s, offset = rec.offset, claimed_by = s.claim.offset, "already sequenced; skipped");
-                return Ok(Outcome::Applied(None));
+                return Ok(Outcome::nothing());
             }
             // The row is written last: this record was applied whole and is applied
             // again (a redelivery), with the seqs it took.
@@ -496,7 +607,7 @@ impl Sequencer {
             metrics::counter!("ferry_delayed_dropped_total", "reason" => "sender_not_member")
                 .increment(1);
             tracing::info!(conv = %conv_s, sender, offset = rec.offset, "delayed batch dropped: the sender may no longer write here");
-            return Ok(Outcome::Applied(None));
+            return Ok(Outcome::nothing());
         }
         let lookups = msgs.iter().map(|m| {
             let (id, conv_s) = (m.client_msg_id.as_str(), conv_s.as_str());
@@ -582,21 +693,23 @@ impl Sequencer {
                 })
                 .collect(),
         };
-        if !writes.is_empty() {
-            let span = tracing::info_span!(
-                "store.write",
-                otel.name = "store write",
-                messages = writes.messages.len()
-            );
-            self.store.write(&writes).instrument(span).await?;
-            tracing::debug!(conv = %conv_s, offset = rec.offset, first = base, redo = ours.is_some(), n = stored.len(), "written");
-        }
-        // Written, offset not yet committed, nothing pushed: redelivery must not
-        // sequence these again.
-        crate::faults::point("sequencer.written").await;
-        self.deliver(conv, sender, route.as_ref(), &push, &echo)
-            .await;
-        Ok(Outcome::Applied(next))
+        Ok(Outcome::Apply {
+            next,
+            pushes: Some(Box::new(Pushes {
+                written: (!writes.is_empty()).then_some((
+                    rec.offset,
+                    base,
+                    ours.is_some(),
+                    stored.len(),
+                )),
+                conv: conv.clone(),
+                sender: sender.to_owned(),
+                route,
+                push,
+                echo,
+            })),
+            writes,
+        })
     }
 
     /// Routes the conversation's recipients. Without a hand-off to make, recipients
@@ -654,40 +767,53 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Best effort: a push that cannot be routed is dropped (clients resync).
-    async fn deliver(
-        &self,
-        conv: &ConvId,
-        sender: &str,
-        route: Option<&Route>,
-        push: &[Message],
-        echo: &[Message],
-    ) {
+    /// A record's pushes, as (push topic, record): its messages to the routed
+    /// recipients, the echo to the sender's other devices. They continue the
+    /// record's trace.
+    async fn push_records(&self, p: Box<Pushes>) -> Vec<(String, PushRecord)> {
         let span = tracing::info_span!(
             "push.route",
             otel.name = "push route",
-            messages = push.len()
+            messages = p.push.len()
         );
-        let _guard = span.enter();
-        // Pushes continue this record's trace under the routing span.
         let mut headers = Vec::new();
-        crate::telemetry::inject(&mut headers);
-        drop(_guard);
-        if let Some(route) = route.filter(|_| !push.is_empty())
-            && let Err(e) = self
-                .router
-                .push_routed(route, PushPayload::Messages(push), &headers)
-                .instrument(span.clone())
-                .await
-        {
-            metrics::counter!("ferry_pushes_dropped_total").increment(push.len() as u64);
-            tracing::warn!(error = %e, conv = %conv, "push dropped");
+        span.in_scope(|| crate::telemetry::inject(&mut headers));
+        let mut out = Vec::new();
+        if let Some(route) = p.route.as_ref().filter(|_| !p.push.is_empty()) {
+            out = PushRouter::items(route, PushPayload::Messages(&p.push), &headers);
         }
-        if !echo.is_empty() && !sender.is_empty() {
-            let _ = self
-                .router
-                .push(&[sender.to_owned()], PushPayload::Messages(echo), &headers)
-                .await;
+        if !p.echo.is_empty() && !p.sender.is_empty() {
+            let route = self.router.route(&[p.sender]).await;
+            out.extend(PushRouter::items(
+                &route,
+                PushPayload::Messages(&p.echo),
+                &headers,
+            ));
+        }
+        tracing::trace!(conv = %p.conv, records = out.len(), "pushes");
+        out
+    }
+
+    /// Best effort: pushes that cannot be appended are dropped (clients resync). One
+    /// append for all of them: the lane waits on one produce, not one per record.
+    async fn append_pushes(&self, pushes: Vec<Outgoing>) {
+        if pushes.is_empty() {
+            return;
+        }
+        let n = pushes.len() as u64;
+        if let Err(e) = self
+            .log
+            .append(pushes)
+            .instrument(tracing::info_span!(
+                "push.append",
+                otel.name = "push append",
+                records = n
+            ))
+            .await
+        {
+            // Counted in push records (one per message batch and push topic).
+            metrics::counter!("ferry_pushes_dropped_total").increment(n);
+            tracing::warn!(error = %e, records = n, "pushes dropped");
         }
     }
 }

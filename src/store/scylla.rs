@@ -15,12 +15,13 @@ use prost::Message as _;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::{
-    Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Store, StoreError, Stored, Writes,
-    unavailable, written_by,
+    Claim, ConvState, MemberWrite, Store, StoreError, Stored, Writes, unavailable, written_by,
 };
 use crate::domain::Message;
 use crate::proto::pb;
@@ -33,6 +34,14 @@ pub(crate) const BUCKET_SIZE: u64 = 1000;
 
 /// Requests in flight per `put_messages` or `messages` call.
 const CONCURRENCY: usize = 64;
+
+/// Statements per unlogged batch of `write`: Cassandra warns about unlogged batches
+/// across more than 10 partitions (`unlogged_batch_across_partitions_warn_threshold`).
+const BATCH_STATEMENTS: usize = 10;
+/// Bytes of values per batch, under Cassandra's 5 KiB batch-size warning
+/// (`batch_size_warn_threshold`, and far under its 50 KiB refusal); a larger value
+/// goes as a statement of its own.
+const BATCH_BYTES: usize = 4096;
 
 /// The schema, with `{keyspace}` and `{replication}` placeholders.
 const SCHEMA: &str = include_str!("../../schemas/ferry.cql");
@@ -115,6 +124,57 @@ async fn bounded<T>(futs: Vec<BoxFuture<'_, Result<T, StoreError>>>) -> Result<V
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await
+}
+
+/// Runs `statement` once per row of `rows` (each with its values' size in bytes) as
+/// unlogged batches of up to `BATCH_STATEMENTS` rows and `BATCH_BYTES`, a lone row as
+/// a plain statement, at most `CONCURRENCY` requests in flight. A batch saves the
+/// store a request per row; it is not atomic and need not be: every row is a
+/// versioned upsert, and what must come before what is ordered by the caller.
+async fn batched<V>(
+    session: &Session,
+    statement: &PreparedStatement,
+    rows: Vec<(usize, V)>,
+) -> Result<(), StoreError>
+where
+    V: SerializeRow + Send + Sync,
+{
+    let mut chunks: Vec<Vec<V>> = Vec::new();
+    let mut bytes = 0;
+    for (size, row) in rows {
+        match chunks.last_mut() {
+            Some(c) if c.len() < BATCH_STATEMENTS && bytes + size <= BATCH_BYTES => {
+                bytes += size;
+                c.push(row);
+            }
+            _ => {
+                bytes = size;
+                chunks.push(vec![row]);
+            }
+        }
+    }
+    let mut requests: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(chunks.len());
+    for mut chunk in chunks {
+        requests.push(Box::pin(async move {
+            if chunk.len() == 1 {
+                let row = chunk.pop().expect("one row");
+                session
+                    .execute_unpaged(statement, row)
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(());
+            }
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..chunk.len() {
+                batch.append_statement(statement.clone());
+            }
+            batch.set_is_idempotent(true);
+            session.batch(&batch, chunk).await.map_err(unavailable)?;
+            Ok(())
+        }));
+    }
+    bounded(requests).await?;
+    Ok(())
 }
 
 /// The schema's statements for one keyspace: placeholders filled in, comments dropped.
@@ -355,25 +415,6 @@ impl ScyllaStore {
         Ok(seqs.iter().filter_map(|s| by_seq.remove(s)).collect())
     }
 
-    async fn put_row(&self, w: &RowWrite) -> Result<(), StoreError> {
-        let (s, c) = (&w.state, &w.state.claim);
-        let values = (
-            &w.conv,
-            big(s.max_seq)?,
-            s.update_time_ms,
-            c.partition,
-            c.offset,
-            big(c.first_seq)?,
-            w.version,
-        );
-        self.inner
-            .session
-            .execute_unpaged(&self.inner.st.conv_put, values)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
     async fn put_member(&self, w: &MemberWrite) -> Result<(), StoreError> {
         let (session, st) = (&self.inner.session, &self.inner.st);
         match w.min_seq {
@@ -387,27 +428,6 @@ impl ScyllaStore {
                 .map(|_| ()),
         }
         .map_err(unavailable)
-    }
-
-    async fn put_message(&self, w: &MessageWrite) -> Result<(), StoreError> {
-        let m = &w.msg;
-        let body = pb::MsgData::from(m).encode_to_vec();
-        let values = (
-            &m.conv_id,
-            big(bucket(m.seq))?,
-            big(m.seq)?,
-            &m.client_msg_id,
-            &m.sender_id,
-            m.server_time_ms,
-            body,
-            w.version,
-        );
-        self.inner
-            .session
-            .execute_unpaged(&self.inner.st.msg_put, values)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 }
 
@@ -441,44 +461,66 @@ impl Store for ScyllaStore {
 
     async fn write(&self, w: &Writes) -> Result<(), StoreError> {
         let (session, st) = (&self.inner.session, &self.inner.st);
-        // Rows and members first, then the index, so the index never points at a
-        // missing row; seq rows last, so a reader that sees max_seq finds the messages.
-        let mut first: Vec<BoxFuture<'_, Result<(), StoreError>>> =
-            Vec::with_capacity(w.messages.len() + w.members.len());
+        // Messages and members first, then the index, so the index never points at a
+        // missing row; seq rows last, so a reader that sees max_seq finds the
+        // messages. Each phase is finished before the next starts; within one, rows
+        // go in unlogged batches.
+        let mut messages = Vec::with_capacity(w.messages.len());
         for m in &w.messages {
-            first.push(Box::pin(self.put_message(m)));
+            let (msg, body) = (&m.msg, pb::MsgData::from(&m.msg).encode_to_vec());
+            let size =
+                body.len() + msg.conv_id.len() + msg.client_msg_id.len() + msg.sender_id.len() + 40;
+            let values = (
+                &msg.conv_id,
+                big(bucket(msg.seq))?,
+                big(msg.seq)?,
+                &msg.client_msg_id,
+                &msg.sender_id,
+                msg.server_time_ms,
+                body,
+                m.version,
+            );
+            messages.push((size, values));
         }
+        let mut members: Vec<BoxFuture<'_, Result<(), StoreError>>> =
+            Vec::with_capacity(w.members.len());
         for m in &w.members {
-            first.push(Box::pin(self.put_member(m)));
+            members.push(Box::pin(self.put_member(m)));
         }
-        bounded(first).await?;
+        let (written, members) =
+            futures_util::join!(batched(session, &st.msg_put, messages), bounded(members));
+        written?;
+        members?;
         // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
         // the index ends up at the highest seq whatever order the writes (or a replay)
         // arrive in, with no read-before-write. Equal seqs rewrite the same value.
-        let mut index: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::new();
+        let mut index = Vec::new();
         for m in w
             .messages
             .iter()
             .map(|w| &w.msg)
             .filter(|m| !m.client_msg_id.is_empty())
         {
-            index.push(Box::pin(async move {
-                let seq = big(m.seq)?;
-                let values = (&m.client_msg_id, &m.conv_id, &m.sender_id, seq, seq);
-                session
-                    .execute_unpaged(&st.cmid_put, values)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
-            }));
+            let seq = big(m.seq)?;
+            let size = m.client_msg_id.len() + m.conv_id.len() + m.sender_id.len() + 16;
+            index.push((size, (&m.client_msg_id, &m.conv_id, &m.sender_id, seq, seq)));
         }
-        bounded(index).await?;
-        let rows: Vec<BoxFuture<'_, Result<(), StoreError>>> = w
-            .rows
-            .iter()
-            .map(|r| -> BoxFuture<'_, Result<(), StoreError>> { Box::pin(self.put_row(r)) })
-            .collect();
-        bounded(rows).await?;
+        batched(session, &st.cmid_put, index).await?;
+        let mut rows = Vec::with_capacity(w.rows.len());
+        for r in &w.rows {
+            let (s, c) = (&r.state, &r.state.claim);
+            let values = (
+                &r.conv,
+                big(s.max_seq)?,
+                s.update_time_ms,
+                c.partition,
+                c.offset,
+                big(c.first_seq)?,
+                r.version,
+            );
+            rows.push((r.conv.len() + 48, values));
+        }
+        batched(session, &st.conv_put, rows).await?;
         Ok(())
     }
 
