@@ -95,6 +95,7 @@ pub(crate) async fn start(
             presence: presence.clone(),
             local,
         }),
+        group: cfg.pipeline.group_pushes,
     };
     let shutdown = CancellationToken::new();
     let publisher = Publisher {

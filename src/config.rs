@@ -324,6 +324,10 @@ pub(crate) struct PipelineConfig {
     pub(crate) notice_repush_secs: u64,
     /// A pod's presence not refreshed for this long is stale and ignored.
     pub(crate) presence_ttl_secs: u64,
+    /// The sequencer appends a wave step's pushes to one pod as one record. Pods of
+    /// versions without grouped push records deliver only plain ones: turn this off
+    /// while such pods still run (a rolling upgrade), on again once all are upgraded.
+    pub(crate) group_pushes: bool,
 }
 
 impl Default for PipelineConfig {
@@ -332,6 +336,7 @@ impl Default for PipelineConfig {
             delay_tiers_secs: crate::pipeline::delay::DEFAULT_TIERS_SECS.to_vec(),
             notice_repush_secs: 30,
             presence_ttl_secs: 90,
+            group_pushes: true,
         }
     }
 }

@@ -195,6 +195,7 @@ mod tests {
                     presence: PresenceView::new(90),
                     local: None,
                 }),
+                group: true,
             },
             offline: true,
         };

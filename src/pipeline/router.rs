@@ -16,6 +16,8 @@ use crate::proto::{msg_list, notice_list};
 pub(crate) struct PushRouter {
     pub(crate) log: Arc<dyn MsgLog>,
     pub(crate) routing: Arc<dyn PushRouting>,
+    /// `pipeline.group_pushes`: whether `coalesce` groups a topic's pushes.
+    pub(crate) group: bool,
 }
 
 pub(crate) enum PushPayload<'a> {
@@ -100,10 +102,28 @@ impl PushRouter {
             .collect()
     }
 
+    /// The records for `items`: grouped per push topic (`grouped`), or one plain
+    /// record each while `pipeline.group_pushes` is off.
+    pub(crate) fn coalesce(&self, items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+        if self.group {
+            Self::grouped(items)
+        } else {
+            Self::one_each(items)
+        }
+    }
+
+    /// One plain record per item, as pods without grouped records read them.
+    fn one_each(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+        items
+            .into_iter()
+            .map(|(topic, rec)| Self::record(topic, rec))
+            .collect()
+    }
+
     /// One push record per push topic for all of `items`: a topic with one item gets
     /// it as a plain record, with several a record whose `items` keeps their order
     /// (the pusher delivers them in it).
-    pub(crate) fn coalesce(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+    fn grouped(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
         let mut topics: Vec<(String, Vec<PushRecord>)> = Vec::new();
         for (topic, rec) in items {
             match topics.iter_mut().find(|(t, _)| *t == topic) {
@@ -157,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_steps_pushes_are_one_record_per_topic_in_order_each_with_its_trace() {
-        let out = PushRouter::coalesce(vec![
+        let out = PushRouter::grouped(vec![
             item("push.a", "u1", "t1"),
             item("push.b", "u2", "t2"),
             item("push.a", "u3", "t3"),
@@ -178,5 +198,19 @@ mod tests {
             out[1].headers,
             [("traceparent".to_owned(), bytes::Bytes::from("t2"))]
         );
+    }
+
+    #[test]
+    fn with_grouping_off_every_push_is_a_plain_record_as_older_pods_read_them() {
+        let out =
+            PushRouter::one_each(vec![item("push.a", "u1", "t1"), item("push.a", "u3", "t3")]);
+        assert_eq!(out.len(), 2);
+        for (o, user) in out.iter().zip(["u1", "u3"]) {
+            let r = PushRecord::decode(o.value.clone().unwrap()).unwrap();
+            assert_eq!(
+                (r.user_ids.as_slice(), r.items.len()),
+                ([user.to_owned()].as_slice(), 0)
+            );
+        }
     }
 }

@@ -422,7 +422,7 @@ impl Sequencer {
             self.write(&writes, &[]).await?;
         }
         let pushes = self.complete(p, memory).await;
-        self.append_pushes(PushRouter::coalesce(pushes)).await;
+        self.append_pushes(self.router.coalesce(pushes)).await;
         Ok(())
     }
 

@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::super::router::PushRouter;
 use super::memory::Memory;
 use super::{CHAINS, Sequencer};
 use crate::msglog::{Durable, LogRecord};
@@ -123,7 +122,7 @@ impl Sequencer {
                 phase("settle", started);
             }
             // One push record per push topic (pod) for the whole step.
-            let pushes = PushRouter::coalesce(pushes);
+            let pushes = self.router.coalesce(pushes);
             let n = pushes.len() as u64;
             let durable = match self.log.enqueue(pushes).await {
                 Ok(d) => d,
