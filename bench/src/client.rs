@@ -304,6 +304,19 @@ pub async fn call(
 }
 
 /// The storm's work after reconnecting: SyncConvSeq, then SyncMsgList of every seq.
+/// Sends message `k` (scheduled at `intended_ns`) and counts it; false when the
+/// socket failed (recorded as an error).
+async fn send_next(ctx: &mut Ctx, ws: &mut Ws, k: &mut u64, intended_ns: u64) -> bool {
+    let frame = ctx.encode_send(*k, intended_ns);
+    *k += 1;
+    ctx.stats.sent.fetch_add(1, Relaxed);
+    if let Err(e) = ws.send(frame).await {
+        ctx.stats.error(format!("{}: send failed: {e}", ctx.c.user));
+        return false;
+    }
+    true
+}
+
 async fn sync(ws: &mut Ws, conv: &str, expected: u64) -> Result<(), String> {
     let data = pb::BatchGetConvSeqReq {
         conv_id_list: vec![conv.to_owned()],
@@ -445,14 +458,10 @@ pub async fn run(
             && let Some((t, intended)) = due
             && t <= Instant::now()
         {
-            let frame = ctx.encode_send(k, intended);
-            k += 1;
-            closed_next = None;
-            ctx.stats.sent.fetch_add(1, Relaxed);
-            if let Err(e) = ws.send(frame).await {
-                ctx.stats.error(format!("{}: send failed: {e}", ctx.c.user));
+            if !send_next(&mut ctx, &mut ws, &mut k, intended).await {
                 return;
             }
+            closed_next = None;
             continue;
         }
         tokio::select! {
@@ -523,14 +532,10 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(due.map(|d| d.0).unwrap_or(far)), if due.is_some() => {
                 let intended = due.map(|d| d.1).unwrap_or(0);
-                let frame = ctx.encode_send(k, intended);
-                k += 1;
-                closed_next = None;
-                ctx.stats.sent.fetch_add(1, Relaxed);
-                if let Err(e) = ws.send(frame).await {
-                    ctx.stats.error(format!("{}: send failed: {e}", ctx.c.user));
+                if !send_next(&mut ctx, &mut ws, &mut k, intended).await {
                     return;
                 }
+                closed_next = None;
             }
         }
     }
