@@ -63,10 +63,7 @@ impl PushRouter {
         payload: PushPayload<'_>,
         headers: &[(String, bytes::Bytes)],
     ) -> Vec<Outgoing> {
-        Self::items(route, payload, headers)
-            .into_iter()
-            .map(|(topic, rec)| Self::record(topic, rec))
-            .collect()
+        Self::one_each(Self::items(route, payload, headers))
     }
 
     /// What `records` would append, as (push topic, record) with `headers` in the

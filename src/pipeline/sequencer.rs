@@ -811,11 +811,16 @@ impl Sequencer {
             ))
             .await
         {
-            // Counted in push records (one per message batch and push topic).
-            metrics::counter!("ferry_pushes_dropped_total").increment(n);
-            tracing::warn!(error = %e, records = n, "pushes dropped");
+            pushes_dropped(&e, n);
         }
     }
+}
+
+/// Push records that could not be appended: dropped, counted in records (one per
+/// message batch and push topic); clients resync.
+fn pushes_dropped(e: &crate::msglog::LogError, records: u64) {
+    metrics::counter!("ferry_pushes_dropped_total").increment(records);
+    tracing::warn!(error = %e, records, "pushes dropped");
 }
 
 #[cfg(test)]

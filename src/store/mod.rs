@@ -108,6 +108,13 @@ impl Writes {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.members.is_empty() && self.rows.is_empty()
     }
+
+    /// Moves `other`'s writes into these (several records' writes made as one).
+    pub fn append(&mut self, other: &mut Writes) {
+        self.messages.append(&mut other.messages);
+        self.members.append(&mut other.members);
+        self.rows.append(&mut other.rows);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::memory::Memory;
-use super::{CHAINS, Sequencer};
+use super::{CHAINS, Sequencer, pushes_dropped};
 use crate::msglog::{Durable, LogRecord};
 use crate::proto::records::PushRecord;
 use crate::store::Writes;
@@ -71,9 +71,7 @@ impl Sequencer {
         done: &mpsc::UnboundedSender<(String, i32, i64)>,
     ) {
         if let Err(e) = f.durable.await {
-            // Counted in push records (one per message batch and push topic).
-            metrics::counter!("ferry_pushes_dropped_total").increment(f.pushes);
-            tracing::warn!(error = %e, records = f.pushes, "pushes dropped");
+            pushes_dropped(&e, f.pushes);
         }
         for r in f.records {
             let _ = done.send(r);
@@ -156,9 +154,7 @@ impl Sequencer {
         phase("prepare", started);
         let mut writes = Writes::default();
         for p in prepared.iter_mut().flatten() {
-            writes.messages.append(&mut p.writes.messages);
-            writes.members.append(&mut p.writes.members);
-            writes.rows.append(&mut p.writes.rows);
+            writes.append(&mut p.writes);
         }
         if !writes.is_empty() {
             let started = Instant::now();
