@@ -52,10 +52,10 @@ async fn a_request_over_the_budget_is_refused_whole_naming_the_limit(b: Backend)
     b1.no_messages(2 * SEC).await;
     assert_eq!(a1.conv_seq(&to_b).await.max_seq, "0");
     // Under the limit, the same message goes through.
+    let mut c1 = f.connect(&cy).await;
     a1.send_msgs(vec![msg(&a, &to_c, &"x".repeat(150_000))], None)
         .await
         .ok();
-    let mut c1 = f.connect(&cy).await;
     assert_eq!(c1.collect_messages(1, 15 * SEC).await[0].content.len(), 150_000);
     // The server API: the same limit, the same answer.
     let (status, body) = f
@@ -183,6 +183,15 @@ async fn an_event_the_push_service_refuses_never_blocks_another_users(b: Backend
     let ordinary = with_push(msg(&a, &single(&a, &cy), "hi"), "hello");
     a1.send_msgs(vec![ordinary], None).await.ok();
     eventually(30 * SEC, || async { ep.users().contains(&cy).then_some(()) }).await;
+    // bob's event is refused max_refusals (2) times in a batch and twice alone,
+    // then set aside.
+    eventually(30 * SEC, || async {
+        let m = f.metrics().await;
+        m.lines()
+            .any(|l| l.starts_with("ferry_offline_dead_letters_total") && l.ends_with(" 1"))
+            .then_some(())
+    })
+    .await;
     assert!(ep.refused.load(Ordering::SeqCst) >= 2);
     assert!(!ep.users().contains(&bo));
     drop(a1);
