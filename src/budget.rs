@@ -127,10 +127,7 @@ pub(crate) fn validate(cfg: &Config, bad: &mut dyn FnMut(&'static str, String)) 
         );
     }
     if cfg.pipeline.stuck_lane_secs == 0 {
-        bad(
-            "pipeline.stuck_lane_secs",
-            "must be greater than 0".into(),
-        );
+        bad("pipeline.stuck_lane_secs", "must be greater than 0".into());
     }
 }
 

@@ -142,12 +142,8 @@ async fn readyz(State(app): State<Probe>) -> Response {
         "sequencerFailingSecs": failing.map(|d| d.as_secs()),
         "sequencerStuck": stuck,
     });
-    let ok = started
-        && joined
-        && log.is_ok()
-        && store.is_ok()
-        && !stuck
-        && !app.shutdown.is_cancelled();
+    let ok =
+        started && joined && log.is_ok() && store.is_ok() && !stuck && !app.shutdown.is_cancelled();
     let status = if ok {
         StatusCode::OK
     } else {

@@ -23,7 +23,12 @@ pub(crate) fn offline_push(cfg: &Config, i: usize, msg: &Message) -> Result<(), 
     };
     let o = &cfg.offline;
     for (field, len, max, key) in [
-        ("title", p.title.len(), o.max_title_bytes, "offline.max_title_bytes"),
+        (
+            "title",
+            p.title.len(),
+            o.max_title_bytes,
+            "offline.max_title_bytes",
+        ),
         (
             "content",
             p.content.len(),
@@ -81,8 +86,7 @@ pub(crate) fn offline_bytes(msgs: &[Message]) -> usize {
         .filter(|m| m.options.offline_push)
         .map(|m| {
             let p = m.offline_push.as_ref();
-            EVENT_FIXED_BYTES
-                + p.map_or(0, |p| p.title.len() + p.content.len() + p.payload.len())
+            EVENT_FIXED_BYTES + p.map_or(0, |p| p.title.len() + p.content.len() + p.payload.len())
         })
         .sum()
 }
@@ -160,9 +164,17 @@ mod tests {
     fn offline_push_fields_are_capped_one_by_one() {
         let cfg = Config::default();
         assert!(offline_push(&cfg, 0, &msg(10, 4096)).is_ok());
-        let err = offline_push(&cfg, 3, &msg(10, 4097)).unwrap_err().to_string();
-        assert!(err.contains("msgDataList[3]: offlinePush.content is 4097 bytes"), "{err}");
+        let err = offline_push(&cfg, 3, &msg(10, 4097))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("msgDataList[3]: offlinePush.content is 4097 bytes"),
+            "{err}"
+        );
         assert!(err.contains("offline.max_content_bytes"), "{err}");
-        assert_eq!(offline_bytes(&[msg(10, 100), msg(10, 0)]), EVENT_FIXED_BYTES + 101);
+        assert_eq!(
+            offline_bytes(&[msg(10, 100), msg(10, 0)]),
+            EVENT_FIXED_BYTES + 101
+        );
     }
 }

@@ -56,7 +56,10 @@ impl LogRecord {
 pub(crate) fn record_bytes(o: &Outgoing) -> usize {
     o.key.len()
         + o.value.as_ref().map_or(0, |v| v.len())
-        + o.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+        + o.headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
 }
 
 /// One record to append.

@@ -236,7 +236,8 @@ impl Forwarder {
     /// dead`, `ferry offline redrive`), retrying the append until it is made; false
     /// when cancelled first (the record is not committed then: posted again later).
     async fn dead_letter(&self, rec: &LogRecord, why: &str, cancel: &CancellationToken) -> bool {
-        let o = records::dead_letter_to(self.topics.offline_dead_letter(), rec, why, self.max_record);
+        let o =
+            records::dead_letter_to(self.topics.offline_dead_letter(), rec, why, self.max_record);
         let mut attempt = 0u32;
         loop {
             match self.log.append(vec![o.clone()]).await {

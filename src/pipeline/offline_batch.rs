@@ -150,12 +150,16 @@ mod tests {
     fn an_event_too_large_alone_is_set_aside_and_others_still_batch() {
         let mut b = Batch::new(1000, 100);
         assert!(matches!(b.add(rec("ann", "x", 1)), Added::Yes));
-        assert!(matches!(b.add(rec("bob", &"y".repeat(2000), 2)), Added::TooLarge(r, n) if r.offset == 2 && n > 2000));
+        assert!(
+            matches!(b.add(rec("bob", &"y".repeat(2000), 2)), Added::TooLarge(r, n) if r.offset == 2 && n > 2000)
+        );
         assert!(matches!(b.add(rec("cid", "z", 3)), Added::Yes));
         let users: Vec<String> = b
             .events
             .iter()
-            .map(|(_, e)| serde_json::from_str::<serde_json::Value>(e).unwrap()["userId"].to_string())
+            .map(|(_, e)| {
+                serde_json::from_str::<serde_json::Value>(e).unwrap()["userId"].to_string()
+            })
             .collect();
         assert_eq!(users, ["\"ann\"", "\"cid\""]);
     }
@@ -163,7 +167,11 @@ mod tests {
     #[test]
     fn only_refusals_of_the_content_are_final() {
         use reqwest::StatusCode as S;
-        for s in [S::PAYLOAD_TOO_LARGE, S::BAD_REQUEST, S::UNPROCESSABLE_ENTITY] {
+        for s in [
+            S::PAYLOAD_TOO_LARGE,
+            S::BAD_REQUEST,
+            S::UNPROCESSABLE_ENTITY,
+        ] {
             assert!(refuses_content(s), "{s}");
         }
         for s in [

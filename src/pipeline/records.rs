@@ -83,7 +83,10 @@ pub(crate) fn dead_letter_to(topic: String, rec: &LogRecord, why: &str, max: usi
         cut -= 1;
     }
     let reference: Vec<(String, bytes::Bytes)> = vec![
-        ("ferry-error".to_owned(), why[..cut].as_bytes().to_vec().into()),
+        (
+            "ferry-error".to_owned(),
+            why.as_bytes()[..cut].to_vec().into(),
+        ),
         (
             "ferry-origin".to_owned(),
             format!("{}/{}/{}", rec.topic, rec.partition, rec.offset)
@@ -111,8 +114,10 @@ pub(crate) fn dead_letter_to(topic: String, rec: &LogRecord, why: &str, max: usi
     };
     let mut o = Outgoing::new(topic, key, bytes::Bytes::new());
     o.headers = reference;
-    o.headers
-        .push(("ferry-omitted".into(), format!("{size} bytes").into_bytes().into()));
+    o.headers.push((
+        "ferry-omitted".into(),
+        format!("{size} bytes").into_bytes().into(),
+    ));
     o
 }
 
@@ -184,10 +189,19 @@ mod tests {
         assert_eq!(read_delayed(&read_back(o)), Some((b, 42)));
 
         let mut junk = read_back(Outgoing::new("t.inbound", "k", "not a record"));
-        junk.headers.push(("traceparent".into(), "00-1-2-01".into()));
+        junk.headers
+            .push(("traceparent".into(), "00-1-2-01".into()));
         let dl = dead_letter(&topics, &junk, "undecodable", 1000);
-        assert_eq!(dl.value.as_deref(), Some(&b"not a record"[..]), "fits: kept");
-        assert_eq!(dl.headers.len(), 3, "its own headers, the reason, the origin");
+        assert_eq!(
+            dl.value.as_deref(),
+            Some(&b"not a record"[..]),
+            "fits: kept"
+        );
+        assert_eq!(
+            dl.headers.len(),
+            3,
+            "its own headers, the reason, the origin"
+        );
         assert!(matches!(read_inbound(&junk), Inbound::Undecodable));
         junk.value = None;
         assert!(matches!(read_inbound(&junk), Inbound::Undecodable));
@@ -211,7 +225,11 @@ mod dead_letter_tests {
             let dl = dead_letter(&topics, &rec, &why, max);
             assert!(crate::msglog::record_bytes(&dl) <= max, "{max}");
             assert_eq!(dl.topic, topics.dead_letter());
-            let origin = dl.headers.iter().find(|(n, _)| n == "ferry-origin").unwrap();
+            let origin = dl
+                .headers
+                .iter()
+                .find(|(n, _)| n == "ferry-origin")
+                .unwrap();
             assert_eq!(&origin.1[..], b"t.inbound/3/41");
             let reason = dl.headers.iter().find(|(n, _)| n == "ferry-error").unwrap();
             assert_eq!(reason.1.len(), MAX_REASON_BYTES, "a long reason is cut");

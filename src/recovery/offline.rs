@@ -54,7 +54,10 @@ pub(crate) async fn tail(
     from: &str,
     follow: bool,
 ) -> anyhow::Result<()> {
-    read(log, &topics.offline(), from, follow, |rec| print(rec, false)).await
+    read(log, &topics.offline(), from, follow, |rec| {
+        print(rec, false)
+    })
+    .await
 }
 
 pub(crate) async fn dead(
@@ -98,7 +101,8 @@ fn print(rec: LogRecord, dead: bool) -> anyhow::Result<()> {
     line["partition"] = rec.partition.into();
     line["offset"] = rec.offset.into();
     if dead {
-        let text = |h: &str| String::from_utf8_lossy(rec.header(h).unwrap_or_default()).into_owned();
+        let text =
+            |h: &str| String::from_utf8_lossy(rec.header(h).unwrap_or_default()).into_owned();
         line["error"] = text("ferry-error").into();
         line["origin"] = text("ferry-origin").into();
     }

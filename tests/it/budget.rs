@@ -56,7 +56,10 @@ async fn a_request_over_the_budget_is_refused_whole_naming_the_limit(b: Backend)
     a1.send_msgs(vec![msg(&a, &to_c, &"x".repeat(150_000))], None)
         .await
         .ok();
-    assert_eq!(c1.collect_messages(1, 15 * SEC).await[0].content.len(), 150_000);
+    assert_eq!(
+        c1.collect_messages(1, 15 * SEC).await[0].content.len(),
+        150_000
+    );
     // The server API: the same limit, the same answer.
     let (status, body) = f
         .api(
@@ -69,7 +72,10 @@ async fn a_request_over_the_budget_is_refused_whole_naming_the_limit(b: Backend)
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.to_string().contains("kafka.max_message_bytes"), "{body}");
+    assert!(
+        body.to_string().contains("kafka.max_message_bytes"),
+        "{body}"
+    );
     drop((a1, b1, c1));
     assert!(f.stop().success());
 }
@@ -103,7 +109,10 @@ async fn offline_push_fields_and_fan_out_are_bounded_before_append(b: Backend) {
     assert_eq!(a1.conv_seq(&group).await.max_seq, "0", "nothing was stored");
     // Within both, it is accepted.
     let r = a1
-        .send_msgs(vec![with_push(msg(&a, &group, "ok"), &"c".repeat(4000))], None)
+        .send_msgs(
+            vec![with_push(msg(&a, &group, "ok"), &"c".repeat(4000))],
+            None,
+        )
         .await;
     r.ok();
     drop(a1);
@@ -182,7 +191,10 @@ async fn an_event_the_push_service_refuses_never_blocks_another_users(b: Backend
     a1.send_msgs(vec![big], None).await.ok();
     let ordinary = with_push(msg(&a, &single(&a, &cy), "hi"), "hello");
     a1.send_msgs(vec![ordinary], None).await.ok();
-    eventually(30 * SEC, || async { ep.users().contains(&cy).then_some(()) }).await;
+    eventually(30 * SEC, || async {
+        ep.users().contains(&cy).then_some(())
+    })
+    .await;
     // bob's event is refused max_refusals (2) times in a batch and twice alone,
     // then set aside.
     eventually(30 * SEC, || async {
@@ -205,13 +217,19 @@ async fn an_event_the_push_service_refuses_never_blocks_another_users(b: Backend
         .collect();
     assert_eq!(lines.len(), 1, "{dead}");
     assert_eq!(lines[0]["userId"], bo.as_str());
-    assert!(lines[0]["error"].as_str().unwrap().contains("413"), "{dead}");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("413"),
+        "{dead}"
+    );
     // Once the service takes larger bodies, a redrive delivers it.
     ep.limit.store(1 << 20, Ordering::SeqCst);
     let out = c.admin(&["offline", "redrive"]);
     assert!(out.contains("redriven 1 events"), "{out}");
     let f = c.start_with("pod-a", &[]);
-    eventually(30 * SEC, || async { ep.users().contains(&bo).then_some(()) }).await;
+    eventually(30 * SEC, || async {
+        ep.users().contains(&bo).then_some(())
+    })
+    .await;
     assert!(f.stop().success());
 }
 on_both!(an_event_the_push_service_refuses_never_blocks_another_users);

@@ -93,7 +93,10 @@ async fn counter(f: &Ferry, name: &str) -> f64 {
 async fn readyz(f: &Ferry) -> (u16, serde_json::Value) {
     let r = reqwest::get(f.http("/readyz")).await.unwrap();
     let status = r.status().as_u16();
-    (status, serde_json::from_str(&r.text().await.unwrap()).unwrap())
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
 }
 
 /// A message to `to` (never online) with an offline push of `content`.
@@ -178,7 +181,10 @@ async fn a_lane_failing_longer_than_stuck_lane_secs_is_not_ready() {
     })
     .await;
     assert_eq!(body["sequencerStuck"], true, "{body}");
-    assert!(body["sequencerFailingSecs"].as_u64().unwrap() >= 2, "{body}");
+    assert!(
+        body["sequencerFailingSecs"].as_u64().unwrap() >= 2,
+        "{body}"
+    );
     assert!(counter(&f, "ferry_sequencer_retries_total").await >= 1.0);
     drop(a1);
     assert!(f.stop().success());
@@ -199,7 +205,11 @@ async fn one_large_push_never_takes_other_users_pushes_with_it() {
     let (p, q, other) = pair_in_lane_of(&warm);
     // The first record with pushes to reach `sequencer.written` holds its lane 3 s
     // (member changes push nothing: the warm-up message is that record).
-    let f = c.start_env("pod-a", &[], &[("FERRY_FAULTS", "sequencer.written=pause:3000")]);
+    let f = c.start_env(
+        "pod-a",
+        &[],
+        &[("FERRY_FAULTS", "sequencer.written=pause:3000")],
+    );
     f.wait_ready();
     let (ga, gb) = (unique("ga"), unique("gb"));
     f.add_member(&g, &ga).await;
@@ -218,10 +228,18 @@ async fn one_large_push_never_takes_other_users_pushes_with_it() {
     ga1.send_msgs(vec![big], None).await.ok();
     p1.send_msgs(vec![small], None).await.ok();
     let got = q1.collect_messages(1, 20 * SEC).await;
-    assert_eq!(got.len(), 1, "the other user's push was lost with the large one");
+    assert_eq!(
+        got.len(),
+        1,
+        "the other user's push was lost with the large one"
+    );
     assert_eq!(got[0].content.len(), 30_000);
     let got = gb1.collect_messages(1, 20 * SEC).await;
-    assert_eq!(got[0].content.len(), 975_000, "the large push itself fits alone");
+    assert_eq!(
+        got[0].content.len(),
+        975_000,
+        "the large push itself fits alone"
+    );
     assert_eq!(text(&y1.collect_messages(1, 20 * SEC).await[0]), "warm-up");
     drop((ga1, x1, p1));
     assert!(f.stop().success());

@@ -137,7 +137,10 @@ mod tests {
             RDKafkaErrorCode::InvalidMessageSize,
         ] {
             let e = failed("t.offline", KafkaError::MessageProduction(c));
-            assert!(matches!(&e, LogError::Rejected(m) if m.starts_with("t.offline: ")), "{c:?}: {e}");
+            assert!(
+                matches!(&e, LogError::Rejected(m) if m.starts_with("t.offline: ")),
+                "{c:?}: {e}"
+            );
             assert!(!e.can_heal());
         }
         for c in [

@@ -373,7 +373,9 @@ async fn kafka_read_from_start() {
 /// aside what produced it), and the log takes the next append as ever.
 async fn a_record_over_the_limit_is_rejected(log: &dyn MsgLog) {
     let t = topic(log, Retention::Full).await;
-    let big: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let err = log
         .append(vec![Outgoing::new(&t, "k", big)])
         .await
