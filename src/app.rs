@@ -96,6 +96,7 @@ pub(crate) async fn start(
             local,
         }),
         group: cfg.pipeline.group_pushes,
+        max_record: crate::budget::Budget::of(&cfg).push_max(),
     };
     let shutdown = CancellationToken::new();
     let publisher = Publisher {
@@ -135,6 +136,7 @@ pub(crate) async fn start(
             registry.shut_down();
         }
     });
+    let stalls = crate::pipeline::stalls::Stalls::default();
     let probe = Probe {
         log: log.clone(),
         store: store.clone(),
@@ -142,6 +144,8 @@ pub(crate) async fn start(
         started: Arc::new(AtomicBool::new(false)),
         shutdown: shutdown.clone(),
         metrics,
+        stalls: stalls.clone(),
+        stuck: Duration::from_secs(cfg.pipeline.stuck_lane_secs),
     };
 
     // Roles stop after the sockets are closed (see shutdown.rs).
@@ -156,6 +160,8 @@ pub(crate) async fn start(
             topics: topics.clone(),
             router: router.clone(),
             offline: cfg.offline.enabled,
+            stalls: stalls.clone(),
+            budget: crate::budget::Budget::of(&cfg),
         };
         tasks.spawn("sequencer", |stop| s.run(stop));
     }
@@ -194,6 +200,7 @@ pub(crate) async fn start(
             cfg: cfg.offline.forwarder.clone(),
             url,
             http: gateway.http.clone(),
+            max_record: crate::budget::Budget::of(&cfg).record_max(),
         };
         tasks.spawn("forwarder", |stop| f.run(stop));
     }

@@ -257,6 +257,11 @@ pub(crate) struct KafkaConfig {
     pub(crate) replication: i32,
     /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*).
     pub(crate) properties: BTreeMap<String, String>,
+    /// The largest record the brokers take (their `message.max.bytes`, 1,000,000 by
+    /// default): librdkafka's `message.max.bytes`, the topics ferry creates and every
+    /// size a client may send are derived from it (`budget.rs`). The embedded log
+    /// refuses records over it too, so both backends accept the same requests.
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -267,6 +272,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication: 1,
             properties: BTreeMap::new(),
+            max_message_bytes: 1_000_000,
         }
     }
 }
@@ -328,6 +334,9 @@ pub(crate) struct PipelineConfig {
     /// versions without grouped push records deliver only plain ones: turn this off
     /// while such pods still run (a rolling upgrade), on again once all are upgraded.
     pub(crate) group_pushes: bool,
+    /// A sequencer record failing (and retried) for longer than this makes `/readyz`
+    /// answer 503: the pod is stuck, not merely slow.
+    pub(crate) stuck_lane_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -337,6 +346,7 @@ impl Default for PipelineConfig {
             notice_repush_secs: 30,
             presence_ttl_secs: 90,
             group_pushes: true,
+            stuck_lane_secs: 30,
         }
     }
 }
@@ -371,6 +381,14 @@ pub(crate) struct OfflineConfig {
     /// Hand off stored messages with `options.offlinePush` for recipients with no
     /// online device to the `<prefix>offline` topic.
     pub(crate) enabled: bool,
+    /// Largest `offlinePush.title` / `.content` / `.payload` a message may carry,
+    /// bytes (checked before the message is appended).
+    pub(crate) max_title_bytes: usize,
+    pub(crate) max_content_bytes: usize,
+    pub(crate) max_payload_bytes: usize,
+    /// Largest offline fan-out one request may cause: recipients × offline-push bytes
+    /// of its messages with `offlinePush`, summed over its conversations.
+    pub(crate) max_fanout_bytes: usize,
     pub(crate) forwarder: ForwarderConfig,
 }
 
@@ -378,6 +396,10 @@ impl Default for OfflineConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            max_title_bytes: 512,
+            max_content_bytes: 4096,
+            max_payload_bytes: 4096,
+            max_fanout_bytes: 8 << 20,
             forwarder: ForwarderConfig::default(),
         }
     }
@@ -401,6 +423,12 @@ pub(crate) struct ForwarderConfig {
     /// First wait after a failed request, ms; doubled per failure up to `retry_max_ms`.
     pub(crate) retry_initial_ms: u64,
     pub(crate) retry_max_ms: u64,
+    /// Largest request body posted, bytes (JSON as sent): a batch is cut before it;
+    /// the push service must accept bodies of this size.
+    pub(crate) max_body_bytes: usize,
+    /// Times an event refused for what it is (a 4xx answer other than 408 and 429)
+    /// is posted before it goes to the offline dead-letter topic.
+    pub(crate) max_refusals: u32,
 }
 
 impl Default for ForwarderConfig {
@@ -413,6 +441,8 @@ impl Default for ForwarderConfig {
             timeout_ms: 5000,
             retry_initial_ms: 200,
             retry_max_ms: 30_000,
+            max_body_bytes: 1 << 20,
+            max_refusals: 3,
         }
     }
 }
@@ -685,6 +715,7 @@ impl Config {
                 "must be at least offline.forwarder.retry_initial_ms",
             ));
         }
+        crate::budget::validate(self, &mut |key, problem| bad.push(invalid(key, problem)));
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
             bad.push(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }

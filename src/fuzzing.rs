@@ -13,6 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 
+mod offline;
+pub use offline::offline_handoff;
+
 use crate::app;
 use crate::config::{AuthConfig, Config};
 use crate::connections::outbox::Outbox;
@@ -318,6 +321,8 @@ pub fn inbound_record(data: &[u8]) {
         topics: s.topics.clone(),
         router: s.router.clone(),
         offline: false,
+        stalls: Default::default(),
+        budget: Default::default(),
     };
     let rec = LogRecord {
         topic: s.topics.inbound(),

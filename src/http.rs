@@ -31,6 +31,10 @@ pub(crate) struct Probe {
     /// Cancelled on shutdown: not ready any more.
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Records the sequencer is retrying: one failing longer than `stuck` is a
+    /// stuck pod (`pipeline.stuck_lane_secs`).
+    pub(crate) stalls: crate::pipeline::stalls::Stalls,
+    pub(crate) stuck: std::time::Duration,
 }
 
 /// The probes always; sockets and the server API (behind `service_token`) when this
@@ -127,14 +131,19 @@ async fn readyz(State(app): State<Probe>) -> Response {
     let log = app.log.ping().await;
     let store = app.store.ping().await;
     let joined = app.log.groups_joined();
+    let failing = app.stalls.longest();
+    let stuck = failing.is_some_and(|d| d > app.stuck);
     let body = serde_json::json!({
         "started": started,
         "consumersJoined": joined,
         "log": log.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "shuttingDown": app.shutdown.is_cancelled(),
+        "sequencerFailingSecs": failing.map(|d| d.as_secs()),
+        "sequencerStuck": stuck,
     });
-    let ok = started && joined && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
+    let ok =
+        started && joined && log.is_ok() && store.is_ok() && !stuck && !app.shutdown.is_cancelled();
     let status = if ok {
         StatusCode::OK
     } else {

@@ -4,6 +4,7 @@
 //! - `cli`       — command line: serve, token, client
 //! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
 //! - `telemetry` — logs and metrics
+//! - `budget`    — the size budget: the largest record the log takes, and what that leaves a client
 //! - `app`       — wiring of backends and roles
 //! - `shutdown`  — the shutdown tree: roles under one tracker, a failed role fails the process
 //! - `backends`  — opens the configured log and store; the topics ferry uses
@@ -35,6 +36,7 @@ mod api;
 mod app;
 mod backends;
 mod backoff;
+mod budget;
 pub mod cli;
 mod client;
 mod config;

@@ -14,6 +14,7 @@ pub(crate) mod meta;
 pub(crate) mod pipeline;
 pub(crate) mod send;
 pub(crate) mod session;
+pub(crate) mod sizes;
 pub(crate) mod sync;
 pub(crate) mod upgrade;
 pub(crate) mod wire;

@@ -26,3 +26,10 @@ fn inbound_record_seeds_pass() {
         ferry::fuzzing::inbound_record(&s);
     }
 }
+
+#[test]
+fn offline_handoff_seeds_pass() {
+    for s in seeds("offline_handoff") {
+        ferry::fuzzing::offline_handoff(&s);
+    }
+}

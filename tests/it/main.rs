@@ -26,6 +26,7 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod budget;
 mod cli;
 mod conformance;
 mod contract;
@@ -45,6 +46,7 @@ mod messaging;
 mod multipod;
 mod notices;
 mod offline;
+mod poison;
 mod recovery;
 mod sessions;
 mod sync;
