@@ -116,3 +116,18 @@ async fn notices_are_bounded(b: Backend) {
     }
 }
 on_both!(notices_are_bounded);
+
+/// The probe's attacks, with the defaults: a megabyte notice, and 10,000 userIds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_limits_refuse_the_probes_notices() {
+    let c = Cluster::new(Backend::Embedded, "");
+    let f = c.start("pod-a");
+    let u = unique("u");
+    let (s, e) = create(&f, std::slice::from_ref(&u), "n", "t", &"c".repeat(1 << 20)).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e.contains("limits.notices.max_content_bytes"), "{e}");
+    let many: Vec<String> = (0..10_000).map(|i| format!("{u}_{i}")).collect();
+    let (s, e) = create(&f, &many, "n", "t", "x").await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e.contains("limits.notices.max_users_per_request"), "{e}");
+}

@@ -53,7 +53,8 @@ async fn trickle(addr: &str, head: String) -> (String, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_api_body_is_cut_off_with_408() {
-    let c = Cluster::new(Backend::Embedded, "[server]\nbody_read_timeout_secs = 2\n");
+    // The default deadline (10 s).
+    let c = Cluster::new(Backend::Embedded, "");
     let f = c.start("pod-a");
     let head = format!(
         "POST /api/v1/notices HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {SERVICE_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",

@@ -136,41 +136,61 @@ fn hs256_with_header(header: serde_json::Value, claims: serde_json::Value) -> St
     format!("{signing_input}.{sig}")
 }
 
+/// Connects alice with `tok`: None when connected, else the close (code, reason).
+async fn closed_with(f: &Ferry, tok: &str) -> Option<(u16, String)> {
+    match connect_url(&format!("{}?{}", f.ws_url(), q(tok))).await {
+        Connect::Connected(_) => None,
+        Connect::Closed(code, reason) => Some((code, reason)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_crit_and_overlong_lifetimes_are_refused() {
-    let c = Cluster::new(
-        Backend::Embedded,
-        "[auth]\nmax_token_lifetime_secs = 3600\n",
-    );
+    // Defaults: no crit understood, tokens valid for at most a day.
+    let c = Cluster::new(Backend::Embedded, "");
     let f = c.start("pod-a");
     let claims = serde_json::json!({ "sub": "alice", "exp": now() + 600 });
     let plain = hs256_with_header(
         serde_json::json!({ "alg": "HS256", "typ": "JWT" }),
         claims.clone(),
     );
-    let Connect::Connected(_) = connect_url(&format!("{}?{}", f.ws_url(), q(&plain))).await else {
-        panic!("a plain token was refused");
-    };
+    assert_eq!(
+        closed_with(&f, &plain).await,
+        None,
+        "a plain token was refused"
+    );
     let crit = hs256_with_header(
         serde_json::json!({ "alg": "HS256", "typ": "JWT", "crit": ["exp"], "exp": 1 }),
         claims,
     );
-    let Connect::Closed(code, reason) = connect_url(&format!("{}?{}", f.ws_url(), q(&crit))).await
-    else {
-        panic!("a token with crit was accepted");
-    };
+    let (code, reason) = closed_with(&f, &crit)
+        .await
+        .expect("a token with crit was accepted");
     assert_eq!(code, 3000);
     assert!(reason.contains("crit"), "{reason}");
-    // Valid for two hours, one more than allowed; one hour less a minute passes.
-    let long = token_with("alice", 7200, &[]);
-    let Connect::Closed(code, reason) = connect_url(&format!("{}?{}", f.ws_url(), q(&long))).await
-    else {
-        panic!("a two-hour token was accepted");
-    };
+    // Two days is one too many; a day less a minute passes.
+    let (code, reason) = closed_with(&f, &token_with("alice", 2 * 86_400, &[]))
+        .await
+        .expect("a two-day token was accepted");
     assert_eq!(code, 3000);
     assert!(reason.contains("auth.max_token_lifetime_secs"), "{reason}");
-    let ok = token_with("alice", 3540, &[]);
-    let Connect::Connected(_) = connect_url(&format!("{}?{}", f.ws_url(), q(&ok))).await else {
-        panic!("a token within the lifetime was refused");
-    };
+    assert_eq!(
+        closed_with(&f, &token_with("alice", 86_340, &[])).await,
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_lifetime_cap_is_configurable() {
+    let c = Cluster::new(
+        Backend::Embedded,
+        "[auth]\nmax_token_lifetime_secs = 3600\n",
+    );
+    let f = c.start("pod-a");
+    let (code, reason) = closed_with(&f, &token_with("alice", 7200, &[]))
+        .await
+        .expect("a two-hour token was accepted");
+    assert_eq!(code, 3000);
+    assert!(reason.contains("auth.max_token_lifetime_secs"), "{reason}");
+    assert_eq!(closed_with(&f, &token_with("alice", 3540, &[])).await, None);
 }
