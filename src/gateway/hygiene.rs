@@ -11,6 +11,44 @@ pub(crate) fn printable(s: &str) -> bool {
     s.chars().all(|c| !c.is_control() && !is_bidi_control(c))
 }
 
+/// The first of platform, deviceId and the metadata (by name) that is not
+/// [`printable`]: these travel on as header values.
+pub(crate) fn unprintable<'a>(
+    platform: &str,
+    device: &str,
+    meta: &'a [(String, String)],
+) -> Option<&'a str> {
+    [("platform", platform), ("deviceId", device)]
+        .into_iter()
+        .chain(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .find(|(_, v)| !printable(v))
+        .map(|(k, _)| k)
+}
+
+/// The connect parameters a client may give, each at most once.
+const PARAMS: [&str; 9] = [
+    "token",
+    "userId",
+    "platform",
+    "deviceId",
+    "networkUsed",
+    "deviceModel",
+    "osVersion",
+    "appVersion",
+    "language",
+];
+
+/// The first known parameter `query` gives more than once (which value would count
+/// is a guess the client should not leave to the server).
+pub(crate) fn repeated(query: &str) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, _)| k)
+        .filter(|k| PARAMS.contains(&k.as_ref()))
+        .find(|k| !seen.insert(k.clone()))
+        .map(|k| k.into_owned())
+}
+
 /// Unicode's bidirectional formatting characters (LRM, RLM, ALM, the embeddings,
 /// overrides and isolates): invisible, and they reorder the text around them.
 fn is_bidi_control(c: char) -> bool {

@@ -72,13 +72,8 @@ impl ConnectParams {
         if p.too_long {
             return p;
         }
-        let mut seen = std::collections::HashSet::new();
+        p.repeated = super::hygiene::repeated(query);
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            let known = ["token", "userId", "platform", "deviceId"].contains(&k.as_ref())
-                || meta::KEYS.contains(&k.as_ref());
-            if known && p.repeated.is_none() && !seen.insert(k.clone()) {
-                p.repeated = Some(k.clone().into_owned());
-            }
             let v = v.into_owned();
             match k.as_ref() {
                 "token" => p.token = Some(v),
@@ -141,13 +136,7 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     if let Some((k, _)) = p.meta.iter().find(|(_, v)| v.len() > MAX_PARAM_BYTES) {
         return Err(AuthFailure::InvalidMeta(k.clone()));
     }
-    // So are platform and deviceId: header values, printable, one line.
-    let shown = [("platform", platform), ("deviceId", device)];
-    if let Some((k, _)) = shown
-        .into_iter()
-        .chain(p.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .find(|(_, v)| !super::hygiene::printable(v))
-    {
+    if let Some(k) = super::hygiene::unprintable(platform, device, &p.meta) {
         return Err(AuthFailure::Unprintable(k.to_owned()));
     }
     let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
