@@ -183,7 +183,8 @@ impl Authenticator {
             Keys::Secret(DecodingKey::from_secret(s.as_bytes()))
         } else {
             return Err(KeyError::Invalid(
-                "no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file"
+                "no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file \
+                 (auth.signing_key_file only signs, for `ferry token`)"
                     .into(),
             ));
         };
