@@ -169,3 +169,30 @@ pub(super) fn validate(c: &Config, bad: &mut Vec<Invalid>) {
 /// Room for a notice's ids, flags and ext besides its title and content, bytes: what
 /// a notice of the largest title and content may add when encoded.
 pub(crate) const NOTICE_OVERHEAD: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_edge_keys_are_validated_by_name() {
+        let mut c = Config::default();
+        c.server.allowed_origins = vec!["chat.example.com".into()];
+        c.server.body_read_timeout_secs = 0;
+        c.server.demo_beyond_loopback = true;
+        c.auth.hs256_secret = Some("0123456789abcdef0123".into());
+        c.limits.notices.max_pending_bytes_per_user = c.limits.send_queue_bytes;
+        let err = c.validate().unwrap_err().to_string();
+        for key in [
+            "server.allowed_origins",
+            "server.body_read_timeout_secs",
+            "server.demo_beyond_loopback",
+            "limits.notices.max_pending_bytes_per_user",
+        ] {
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "{key} missing from: {err}"
+            );
+        }
+    }
+}

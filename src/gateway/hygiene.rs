@@ -112,6 +112,21 @@ mod tests {
     }
 
     #[test]
+    fn a_known_parameter_given_twice_is_named() {
+        assert_eq!(
+            repeated("userId=a&platform=ios&userId=b").as_deref(),
+            Some("userId")
+        );
+        assert_eq!(repeated("us%65rId=a&userId=b").as_deref(), Some("userId"));
+        assert_eq!(
+            repeated("x=1&x=2&token=t"),
+            None,
+            "unknown keys are ignored"
+        );
+        assert_eq!(repeated("token=t&userId=a"), None);
+    }
+
+    #[test]
     fn unknown_platforms_share_one_label() {
         assert_eq!(platform_label("iOS"), "ios");
         assert_eq!(platform_label("web"), "web");
