@@ -116,14 +116,13 @@ pub(crate) async fn start(
         presence: presence.clone(),
         publisher: publisher.clone(),
         router: router.clone(),
-        notices: NoticeBook::new(),
+        notices: NoticeBook::new(cfg.limits.notices.clone()),
         auth,
         cooldown: Arc::new(crate::gateway::cooldown::Cooldown::new(
             Duration::from_secs(cfg.limits.flood_cooldown_secs),
         )),
-        http: reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?,
+        // Never follows redirects (src/outbound.rs): shared with the forwarder.
+        http: crate::outbound::client()?,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
@@ -242,6 +241,7 @@ pub(crate) async fn start(
         let head = crate::serve::HeadBounds {
             read_timeout: Duration::from_secs(cfg.server.header_read_timeout_secs),
             max_bytes: cfg.server.max_header_bytes,
+            max_unconnected: cfg.server.max_unconnected_sockets,
         };
         let conns = TaskTracker::new();
         let accepting =

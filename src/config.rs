@@ -8,6 +8,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod exposure;
+pub(crate) use exposure::{NoticeLimits, normalise_origin};
+
 /// Top-level sections, so that `FERRY_<SECTION>__<KEY>` reaches them and unrelated
 /// `FERRY_*` variables (FERRY_CONFIG, test settings) are not mistaken for keys.
 const SECTIONS: &[&str] = &[
@@ -96,6 +99,23 @@ pub(crate) struct ServerConfig {
     /// Testing only: mounts `/conformance/echo`, an unauthenticated WebSocket echo with
     /// `/ws`'s limits, for the Autobahn conformance suite. Refused off loopback.
     pub(crate) conformance_echo: bool,
+    /// Browser origins (`scheme://host[:port]`) allowed to open a socket. Empty: any
+    /// origin (with the demo on, loopback origins only). Clients that send no Origin
+    /// (native apps) are always allowed.
+    pub(crate) allowed_origins: Vec<String>,
+    /// Host names besides loopback ones (localhost, 127.0.0.1, [::1]) the development
+    /// endpoints (/demo) answer to: a DNS-rebound name is refused.
+    pub(crate) dev_allowed_hosts: Vec<String>,
+    /// Serves /demo and its token minting on a non-loopback listener too (still only
+    /// with no auth key configured). Logged loudly: anyone who reaches it can mint a
+    /// token for any user.
+    pub(crate) demo_beyond_loopback: bool,
+    /// A request body (/api/v1, /demo) not received in full within this time is
+    /// answered 408.
+    pub(crate) body_read_timeout_secs: u64,
+    /// Connections accepted but not (yet) a connected WebSocket session: silent ones,
+    /// ones in their request head, HTTP ones. Over it a new connection is closed at once.
+    pub(crate) max_unconnected_sockets: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +126,11 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_header_bytes: 32 << 10,
             conformance_echo: false,
+            allowed_origins: Vec::new(),
+            dev_allowed_hosts: Vec::new(),
+            demo_beyond_loopback: false,
+            body_read_timeout_secs: 10,
+            max_unconnected_sockets: 4096,
         }
     }
 }
@@ -127,6 +152,8 @@ pub(crate) struct AuthConfig {
     pub(crate) audience: Option<String>,
     /// Clock skew tolerated for exp/nbf, seconds (default 30).
     pub(crate) leeway_secs: Option<u64>,
+    /// Longest token lifetime accepted (exp minus now), seconds (default 86400).
+    pub(crate) max_token_lifetime_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,6 +191,7 @@ pub(crate) struct Limits {
     pub(crate) send_queue: usize,
     /// Bytes queued for one socket before it counts as a slow consumer and is closed.
     pub(crate) send_queue_bytes: usize,
+    pub(crate) notices: NoticeLimits,
 }
 
 impl Default for Limits {
@@ -184,6 +212,7 @@ impl Default for Limits {
             max_connections_per_user: 20,
             send_queue: 512,
             send_queue_bytes: 8 << 20,
+            notices: NoticeLimits::default(),
         }
     }
 }
@@ -719,6 +748,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
             bad.push(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }
+        exposure::validate(self, &mut bad);
         let auth = &self.auth;
         if auth.hs256_secret.as_deref().is_some_and(|s| s.len() < 16) {
             bad.push(invalid("auth.hs256_secret", "use at least 16 bytes"));

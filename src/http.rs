@@ -48,12 +48,14 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
     if let Some((gateway, service_token)) = gateway {
         let demo = crate::demo::router(&gateway);
         let conformance_echo = gateway.cfg.server.conformance_echo;
+        let body_timeout =
+            std::time::Duration::from_secs(gateway.cfg.server.body_read_timeout_secs);
         let echo_state = gateway.clone();
         r = r.merge(
             Router::new()
                 .route("/ws", get(ws))
                 .route("/", get(ws))
-                .nest("/api/v1", crate::api::router(service_token))
+                .nest("/api/v1", crate::api::router(service_token, body_timeout))
                 .with_state(gateway),
         );
         if let Some(demo) = demo {
@@ -73,6 +75,10 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
 async fn ws(State(app): State<Gateway>, RawQuery(query): RawQuery, mut req: Request) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if let Err(refused) = crate::gateway::origin::check(&app.cfg, req.headers()) {
+        metrics::counter!("ferry_origin_refusals_total").increment(1);
+        return refused.into_response();
     }
     let (response, pending) = match upgrade::accept(&mut req) {
         Ok(accepted) => accepted,

@@ -214,7 +214,10 @@ main() {
   printf '{"keys":[]}' >"$WORK/jwks.json"
   step "render+validate: jwks auth, ingress, roles, no PDB" check_chart jwks "" \
     --set secrets.authMode=jwks --set-file secrets.jwks="$WORK/jwks.json" --set ingress.enabled=true \
+    --set config.auth.issuer=https://id.example --set config.auth.audience=ferry \
     --set 'roles={gateway,pusher}' --set podDisruptionBudget.enabled=false --set preStopSleepSeconds=0
+  step "chart refuses jwks without issuer and audience" must_refuse "authMode jwks, no audience" \
+    "config.auth.issuer and config.auth.audience" --set secrets.authMode=jwks --set-file secrets.jwks="$WORK/jwks.json"
 
   step "chart refuses a public /api ingress path" must_refuse "an ingress path is /api/v1" "only /ws and /" \
     --set ingress.enabled=true --set 'ingress.hosts[0].host=x' --set 'ingress.hosts[0].paths[0].path=/api/v1' \

@@ -33,3 +33,10 @@ fn offline_handoff_seeds_pass() {
         ferry::fuzzing::offline_handoff(&s);
     }
 }
+
+#[test]
+fn notices_api_seeds_pass() {
+    for s in seeds("notices_api") {
+        ferry::fuzzing::notices_api(&s);
+    }
+}

@@ -35,6 +35,7 @@ mod delay;
 mod demo;
 mod drain;
 mod durability;
+mod exposure;
 mod fault;
 mod flood;
 mod fuzz;
