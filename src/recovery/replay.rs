@@ -537,12 +537,20 @@ async fn apply(
             let _ = std::io::stderr().flush();
         }
     }
+    // A repair is stamped with the group's last member record, not the member's: on
+    // CQL a group's members share bucket rows (store::scylla_members) that any of the
+    // group's member records may have written last; above all of them, below the next.
+    let mut group_at: HashMap<&str, i64> = HashMap::new();
+    for ((g, _), (_, at)) in &sim.members {
+        let e = group_at.entry(g.as_str()).or_insert(-1);
+        *e = (*e).max(*at);
+    }
     for (g, u) in &sim.touched_members {
-        let (want, at) = sim
+        let want = sim
             .members
             .get(&(g.clone(), u.clone()))
-            .copied()
-            .unwrap_or((None, -1));
+            .map_or(None, |(want, _)| *want);
+        let at = group_at.get(g.as_str()).copied().unwrap_or(-1);
         if store.member(g, u).await? == want {
             report.members_same += 1;
             continue;

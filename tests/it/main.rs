@@ -41,6 +41,7 @@ mod keepalive;
 mod keys;
 mod limits;
 mod matrix;
+mod members;
 mod messaging;
 mod multipod;
 mod notices;
