@@ -549,7 +549,7 @@ async fn apply(
         let want = sim
             .members
             .get(&(g.clone(), u.clone()))
-            .map_or(None, |(want, _)| *want);
+            .and_then(|(want, _)| *want);
         let at = group_at.get(g.as_str()).copied().unwrap_or(-1);
         if store.member(g, u).await? == want {
             report.members_same += 1;

@@ -44,9 +44,12 @@ struct State {
     tick: u64,
 }
 
+/// A group's members (user, min_seq), sorted by user.
+type List = Arc<Vec<(String, u64)>>;
+
 struct Entry {
-    /// The whole list, sorted by user, and when it was read.
-    list: Option<(Arc<Vec<(String, u64)>>, Instant)>,
+    /// The whole list and when it was read.
+    list: Option<(List, Instant)>,
     /// Members found one at a time, and when.
     points: HashMap<String, (u64, Instant)>,
     used: u64,
