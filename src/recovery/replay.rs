@@ -545,6 +545,10 @@ async fn apply(
         let e = group_at.entry(g.as_str()).or_insert(-1);
         *e = (*e).max(*at);
     }
+    // A group's repairs share that version, so they go in one write: on CQL the
+    // repairs of one bucket become one rewrite of it (two writes of a cell at one
+    // timestamp would keep either).
+    let mut repairs: BTreeMap<&str, Vec<MemberWrite>> = BTreeMap::new();
     for (g, u) in &sim.touched_members {
         let want = sim
             .members
@@ -556,16 +560,18 @@ async fn apply(
             continue;
         }
         report.members_changed += 1;
-        if opts.execute {
-            let w = MemberWrite {
-                group: g.clone(),
-                user: u.clone(),
-                min_seq: want,
-                version: version(at, Step::Repair),
-            };
+        repairs.entry(g.as_str()).or_default().push(MemberWrite {
+            group: g.clone(),
+            user: u.clone(),
+            min_seq: want,
+            version: version(at, Step::Repair),
+        });
+    }
+    if opts.execute {
+        for (_, members) in repairs {
             store
                 .write(&Writes {
-                    members: vec![w],
+                    members,
                     ..Writes::default()
                 })
                 .await?;
