@@ -73,7 +73,13 @@ pub(crate) async fn start(
     let store = crate::backends::open_store(&cfg)
         .await
         .context("opening the store")?;
-    // The API's member changes wake on the sequencer's writes (api/groups.rs).
+    // Group members cached for sends and fan-out (store/member_cache.rs); the API's
+    // member changes wake on the sequencer's writes (api/groups.rs).
+    let store = crate::store::member_cache::MemberCache::wrap(
+        store,
+        Duration::from_millis(cfg.store.member_cache_ttl_ms),
+        cfg.store.member_cache_entries,
+    );
     let store = crate::store::watched::Watched::wrap(store);
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     for spec in crate::backends::topic_specs(&cfg, &topics) {
@@ -120,6 +126,9 @@ pub(crate) async fn start(
         auth,
         cooldown: Arc::new(crate::gateway::cooldown::Cooldown::new(
             Duration::from_secs(cfg.limits.flood_cooldown_secs),
+        )),
+        delay_quota: Arc::new(crate::gateway::delay_quota::DelayQuota::new(
+            cfg.limits.max_pending_delayed_per_user,
         )),
         // Never follows redirects (src/outbound.rs): shared with the forwarder.
         http: crate::outbound::client()?,

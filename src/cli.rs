@@ -157,6 +157,12 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                     report.created.join(", ")
                 }
             );
+            if report.members_carried > 0 {
+                println!(
+                    "group members: {} buckets carried forward from group_members to group_member_sets",
+                    report.members_carried
+                );
+            }
             Ok(())
         }
         Command::ServiceToken => {

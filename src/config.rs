@@ -172,6 +172,9 @@ pub(crate) struct Limits {
     /// (0: no wait); otherwise each reconnect would bring a fresh burst.
     pub(crate) flood_cooldown_secs: u64,
     pub(crate) max_msgs_per_send: usize,
+    /// Messages sent with deliverAfter that one user may have pending (not yet due)
+    /// on one process; a send past it is refused whole with a RequestError.
+    pub(crate) max_pending_delayed_per_user: usize,
     /// Seqs per SyncMsgList, over all its items (a seq asked twice counts twice).
     pub(crate) max_seqs_per_sync: usize,
     /// Conversations (items) per SyncMsgList.
@@ -203,6 +206,7 @@ impl Default for Limits {
             max_refusals: 50,
             flood_cooldown_secs: 10,
             max_msgs_per_send: 100,
+            max_pending_delayed_per_user: 1000,
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,
             max_convs_per_seq_sync: 1000,
@@ -317,12 +321,20 @@ pub(crate) enum StoreKind {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StoreConfig {
     pub(crate) kind: StoreKind,
+    /// How long a cached group member list or membership is used before it is read
+    /// again, ms (0: not cached). Changes applied by this process's sequencer are
+    /// seen at once; this bounds how late one applied by another process is seen.
+    pub(crate) member_cache_ttl_ms: u64,
+    /// Group members held in the member cache, over all groups.
+    pub(crate) member_cache_entries: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             kind: StoreKind::Embedded,
+            member_cache_ttl_ms: 1000,
+            member_cache_entries: 1_000_000,
         }
     }
 }
@@ -611,6 +623,10 @@ impl Config {
             ("limits.requests_per_second", l.requests_per_second as usize),
             ("limits.max_refusals", l.max_refusals as usize),
             ("limits.max_msgs_per_send", l.max_msgs_per_send),
+            (
+                "limits.max_pending_delayed_per_user",
+                l.max_pending_delayed_per_user,
+            ),
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
             ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),
             ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
@@ -630,6 +646,24 @@ impl Config {
             if v == 0 {
                 bad.push(invalid(key, "must be greater than 0"));
             }
+        }
+        if l.max_pending_delayed_per_user < l.max_msgs_per_send {
+            bad.push(invalid(
+                "limits.max_pending_delayed_per_user",
+                "must be at least limits.max_msgs_per_send",
+            ));
+        }
+        if self.store.member_cache_ttl_ms > 60_000 {
+            bad.push(invalid(
+                "store.member_cache_ttl_ms",
+                "at most 60000 (how long a membership change made elsewhere may go unseen)",
+            ));
+        }
+        if self.store.member_cache_entries == 0 {
+            bad.push(invalid(
+                "store.member_cache_entries",
+                "must be greater than 0",
+            ));
         }
         if self.session.idle_timeout_secs == 0 {
             bad.push(invalid(

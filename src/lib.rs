@@ -78,6 +78,9 @@ pub mod testkit {
         LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TRACEPARENT, TopicInfo,
         TopicSpec, Watermarks,
     };
+    pub use crate::pipeline::delay_bench::{
+        record as delay_record, run as delay_role, topics as delay_topics,
+    };
     pub use crate::store::embedded::EmbeddedStore;
     pub use crate::store::scylla::{
         MigrateReport, ScyllaSettings, ScyllaStore, drop_keyspace, migrate,

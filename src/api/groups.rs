@@ -47,7 +47,7 @@ async fn change(app: &Gateway, change: MemberChange, want: Option<u64>) -> Resul
         .await?;
     let deadline = tokio::time::Instant::now() + APPLY_WITHIN;
     loop {
-        if app.store.member(&group, &user).await? == want {
+        if app.store.member_uncached(&group, &user).await? == want {
             return Ok(());
         }
         let now = tokio::time::Instant::now();

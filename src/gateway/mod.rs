@@ -6,6 +6,7 @@ pub(crate) mod bounded;
 pub(crate) mod conformance;
 pub(crate) mod cooldown;
 pub(crate) mod custom;
+pub(crate) mod delay_quota;
 pub(crate) mod dispatch;
 pub(crate) mod hygiene;
 pub(crate) mod jwks;
@@ -52,6 +53,8 @@ pub(crate) struct Gateway {
     pub(crate) auth: Arc<auth::Authenticator>,
     /// Devices closed for flooding, and until when they may not connect again.
     pub(crate) cooldown: Arc<cooldown::Cooldown>,
+    /// Delayed messages pending per sender (`limits.max_pending_delayed_per_user`).
+    pub(crate) delay_quota: Arc<delay_quota::DelayQuota>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

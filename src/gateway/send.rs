@@ -131,6 +131,25 @@ pub(crate) async fn enqueue(
         delayed = due > 0
     );
     let _guard = span.enter();
+    let delayed = if due > 0 && !sender.is_empty() {
+        let n = batches.iter().map(|(_, m)| m.len()).sum();
+        app.delay_quota.reserve(sender, n, due, now).map_err(|q| {
+            Failure::Request(format!(
+                "at most {} delayed messages may be pending per user \
+                     (limits.max_pending_delayed_per_user); {} are pending",
+                q.limit, q.pending
+            ))
+        })?;
+        Some((app.delay_quota.clone(), sender.to_owned(), n))
+    } else {
+        None
+    };
+    // A reservation whose append failed is given back.
+    let give_back = move || {
+        if let Some((quota, user, n)) = &delayed {
+            quota.release(user, *n, due);
+        }
+    };
     let records: Vec<Outgoing> = batches
         .into_iter()
         .map(|(conv, msgs)| {
@@ -155,8 +174,14 @@ pub(crate) async fn enqueue(
         .await;
     let durable = match enqueued {
         Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(append_failed(started, e)),
-        Err(_) => return Err(append_failed(started, LogError::Timeout)),
+        Ok(Err(e)) => {
+            give_back();
+            return Err(append_failed(started, e));
+        }
+        Err(_) => {
+            give_back();
+            return Err(append_failed(started, LogError::Timeout));
+        }
     };
     Ok(Box::pin(
         async move {
@@ -165,6 +190,9 @@ pub(crate) async fn enqueue(
                 Err(_) => Err(LogError::Timeout),
             };
             metrics::histogram!("ferry_log_append_seconds").record(started.elapsed().as_secs_f64());
+            if res.is_err() {
+                give_back();
+            }
             res.map_err(Failure::from)
         }
         .instrument(span),

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::records;
 use crate::backoff;
 use crate::domain::now_ms;
-use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
+use crate::msglog::{LogRecord, MsgLog, Outgoing, Subscription, Topics};
 use crate::proto::records::MessageBatch;
 
 /// A failed forward is retried after 200 ms more per attempt, at most 5 s.
@@ -68,6 +69,16 @@ pub(crate) struct DelayRole {
     pub(crate) tiers: Vec<u64>,
 }
 
+/// Records forwarded by one append at most; a tier's backlog drains in appends of
+/// this many records, each followed by the commits of what it carried.
+pub(crate) const MAX_BATCH: usize = 2_000;
+
+/// After the first due record, how long more records are gathered (as long as they
+/// are already read and due) before the batch is appended: a burst of due records
+/// leaves in a few appends, not one append per record.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// A record read from a tier with where it goes next.
 struct Held {
     record: LogRecord,
     batch: MessageBatch,
@@ -86,8 +97,11 @@ impl DelayRole {
             .log
             .subscribe(&self.topics.group("delay"), &tier_topics)
             .await?;
-        // The head of each paused partition, waiting for its time.
+        // The head of each paused partition, waiting for its time. Records are read in
+        // partition order, and a partition is paused at its first record not yet due,
+        // so everything read before that head is due and is in `ready`.
         let mut held: HashMap<(String, i32), Held> = HashMap::new();
+        let mut ready: Vec<Held> = Vec::new();
         loop {
             let next_due = held.values().map(|h| h.leaves_at).min();
             let sleep = match next_due {
@@ -96,67 +110,132 @@ impl DelayRole {
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(sleep), if next_due.is_some() => {
-                    let now = now_ms();
-                    let due: Vec<_> = held.iter().filter(|(_, h)| h.leaves_at <= now).map(|(k, _)| k.clone()).collect();
-                    for k in due {
-                        let h = held.remove(&k).expect("key taken from the map");
-                        self.forward(&mut *sub, &h.record, h.batch, &cancel).await?;
-                        sub.resume(&k.0, k.1)?;
-                    }
-                }
+                _ = tokio::time::sleep(sleep), if next_due.is_some() => {}
                 rec = sub.next() => {
-                    let rec = rec?;
-                    let Some(tier) = tier_of.get(&rec.topic).copied() else { continue };
-                    let Some((batch, entered_at)) = records::read_delayed(&rec) else {
-                        tracing::error!(topic = %rec.topic, offset = rec.offset, "undecodable delayed record skipped");
-                        sub.commit(&rec)?;
-                        continue;
-                    };
-                    let at = leaves_at(tier, entered_at, batch.due_at_ms);
-                    if at <= now_ms() {
-                        self.forward(&mut *sub, &rec, batch, &cancel).await?;
-                    } else {
-                        sub.pause(&rec.topic, rec.partition)?;
-                        held.insert((rec.topic.clone(), rec.partition), Held { record: rec, batch, leaves_at: at });
-                    }
+                    self.take(&mut *sub, &tier_of, rec?, &mut held, &mut ready)?;
                 }
+            }
+            // Gather what else is already read and due, briefly, up to a batch.
+            let until = tokio::time::Instant::now() + GATHER;
+            while ready.len() < MAX_BATCH {
+                match tokio::time::timeout_at(until, sub.next()).await {
+                    Ok(rec) => self.take(&mut *sub, &tier_of, rec?, &mut held, &mut ready)?,
+                    Err(_) => break,
+                }
+            }
+            let now = now_ms();
+            let due: Vec<_> = held
+                .iter()
+                .filter(|(_, h)| h.leaves_at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut released = Vec::new();
+            for k in due {
+                ready.push(held.remove(&k).expect("key taken from the map"));
+                released.push(k);
+            }
+            if ready.is_empty() {
+                continue;
+            }
+            if !self.forward(&mut *sub, &mut ready, &cancel).await? {
+                break;
+            }
+            for (topic, partition) in released {
+                sub.resume(&topic, partition)?;
             }
         }
         sub.flush_commits().await?;
         Ok(())
     }
 
-    /// Appends the next hop, then commits: a crash in between repeats the hop, and
-    /// the sequencer's idempotence makes the repeat harmless. Retries until the log
-    /// takes it or the role is stopped (then nothing is committed: the record is
-    /// read again after the restart).
+    /// Sorts a record just read: due (into `ready`), or the head of its partition,
+    /// which is paused until the record's time.
+    fn take(
+        &self,
+        sub: &mut dyn Subscription,
+        tier_of: &HashMap<String, u64>,
+        rec: LogRecord,
+        held: &mut HashMap<(String, i32), Held>,
+        ready: &mut Vec<Held>,
+    ) -> anyhow::Result<()> {
+        let Some(tier) = tier_of.get(&rec.topic).copied() else {
+            return Ok(());
+        };
+        let Some((batch, entered_at)) = records::read_delayed(&rec) else {
+            tracing::error!(topic = %rec.topic, offset = rec.offset, "undecodable delayed record skipped");
+            // Committed with the next batch (a commit covers the records before it),
+            // or now when nothing of its partition waits.
+            if ready
+                .iter()
+                .all(|h| (&h.record.topic, h.record.partition) != (&rec.topic, rec.partition))
+            {
+                sub.commit(&rec)?;
+            }
+            return Ok(());
+        };
+        let leaves_at = leaves_at(tier, entered_at, batch.due_at_ms);
+        let h = Held {
+            record: rec,
+            batch,
+            leaves_at,
+        };
+        if leaves_at <= now_ms() {
+            ready.push(h);
+        } else {
+            sub.pause(&h.record.topic, h.record.partition)?;
+            held.insert((h.record.topic.clone(), h.record.partition), h);
+        }
+        Ok(())
+    }
+
+    /// Appends the next hop of every record in `ready` with one call, then commits
+    /// them: a crash in between repeats the hops, and the sequencer's idempotence
+    /// makes the repeat harmless. Records of one partition keep their order in the
+    /// append (same topic, same key: same order) and are committed in order. Retries
+    /// until the log takes them or the role is stopped (then nothing is committed
+    /// and false is returned: the records are read again after the restart).
     async fn forward(
         &self,
-        sub: &mut dyn crate::msglog::Subscription,
-        rec: &LogRecord,
-        batch: MessageBatch,
+        sub: &mut dyn Subscription,
+        ready: &mut Vec<Held>,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let late = now_ms() - batch.due_at_ms;
-        let span = tracing::info_span!("delay.forward", otel.name = "delay hop", from = %rec.topic, late_ms = late);
-        crate::telemetry::follow(&span, &rec.headers);
-        let mut out = next_hop(&self.topics, &self.tiers, batch, now_ms());
-        out.headers = rec.headers.clone();
-        span.in_scope(|| crate::telemetry::inject(&mut out.headers));
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let span = tracing::info_span!(
+            "delay.forward",
+            otel.name = "delay hops",
+            records = ready.len()
+        );
+        let mut outs = Vec::with_capacity(ready.len());
+        let mut lateness = Vec::new();
+        for h in ready.iter() {
+            let hop = tracing::info_span!(parent: &span, "delay.hop", otel.name = "delay hop", from = %h.record.topic);
+            crate::telemetry::follow(&hop, &h.record.headers);
+            let mut out = next_hop(&self.topics, &self.tiers, h.batch.clone(), now);
+            if out.topic == self.topics.inbound() {
+                lateness.push(now - h.batch.due_at_ms);
+            }
+            out.headers = h.record.headers.clone();
+            hop.in_scope(|| crate::telemetry::inject(&mut out.headers));
+            outs.push(out);
+        }
         let mut attempt = 0u32;
-        while let Err(e) = self.log.append(vec![out.clone()]).await {
+        while let Err(e) = self.log.append(outs.clone()).instrument(span.clone()).await {
             attempt += 1;
-            tracing::warn!(error = %e, attempt, "delay tier forward failed; retrying");
+            tracing::warn!(error = %e, attempt, records = outs.len(), "delay tier forward failed; retrying");
             if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt)).await {
-                return Ok(());
+                return Ok(false);
             }
         }
-        if out.topic == self.topics.inbound() {
+        for late in lateness {
             metrics::histogram!("ferry_delay_lateness_seconds").record(late.max(0) as f64 / 1000.0);
         }
-        sub.commit(rec)?;
-        Ok(())
+        metrics::counter!("ferry_delay_forwarded_total").increment(ready.len() as u64);
+        metrics::histogram!("ferry_delay_batch_records").record(ready.len() as f64);
+        for h in ready.drain(..) {
+            sub.commit(&h.record)?;
+        }
+        Ok(true)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the offline hand-off for mobile push and the forwarder role posting it onwards.
 
 pub(crate) mod delay;
+pub(crate) mod delay_bench;
 pub(crate) mod forwarder;
 pub(crate) mod handoff;
 pub(crate) mod lag;

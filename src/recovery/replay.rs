@@ -537,27 +537,41 @@ async fn apply(
             let _ = std::io::stderr().flush();
         }
     }
+    // A repair is stamped with the group's last member record, not the member's: on
+    // CQL a group's members share bucket rows (store::scylla_members) that any of the
+    // group's member records may have written last; above all of them, below the next.
+    let mut group_at: HashMap<&str, i64> = HashMap::new();
+    for ((g, _), (_, at)) in &sim.members {
+        let e = group_at.entry(g.as_str()).or_insert(-1);
+        *e = (*e).max(*at);
+    }
+    // A group's repairs share that version, so they go in one write: on CQL the
+    // repairs of one bucket become one rewrite of it (two writes of a cell at one
+    // timestamp would keep either).
+    let mut repairs: BTreeMap<&str, Vec<MemberWrite>> = BTreeMap::new();
     for (g, u) in &sim.touched_members {
-        let (want, at) = sim
+        let want = sim
             .members
             .get(&(g.clone(), u.clone()))
-            .copied()
-            .unwrap_or((None, -1));
+            .and_then(|(want, _)| *want);
+        let at = group_at.get(g.as_str()).copied().unwrap_or(-1);
         if store.member(g, u).await? == want {
             report.members_same += 1;
             continue;
         }
         report.members_changed += 1;
-        if opts.execute {
-            let w = MemberWrite {
-                group: g.clone(),
-                user: u.clone(),
-                min_seq: want,
-                version: version(at, Step::Repair),
-            };
+        repairs.entry(g.as_str()).or_default().push(MemberWrite {
+            group: g.clone(),
+            user: u.clone(),
+            min_seq: want,
+            version: version(at, Step::Repair),
+        });
+    }
+    if opts.execute {
+        for (_, members) in repairs {
             store
                 .write(&Writes {
-                    members: vec![w],
+                    members,
                     ..Writes::default()
                 })
                 .await?;

@@ -3,7 +3,9 @@
 //! Apache Cassandra), `embedded` for one machine.
 
 pub(crate) mod embedded;
+pub(crate) mod member_cache;
 pub(crate) mod scylla;
+pub(crate) mod scylla_members;
 pub(crate) mod watched;
 
 use async_trait::async_trait;
@@ -180,7 +182,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Adds or updates a member outside the log (set-up of tools and tests), at the
-    /// lowest version: any member change from the log overrides it.
+    /// lowest version: any member change from the log overrides it (on CQL, where the
+    /// log has changed members of the same bucket, it is not applied at all: see
+    /// `scylla_members`).
     async fn set_member(&self, group: &str, user: &str, min_seq: u64) -> Result<(), StoreError> {
         self.write(&Writes {
             members: vec![MemberWrite {
@@ -196,6 +200,11 @@ pub trait Store: Send + Sync + 'static {
     /// The member's min_seq, or None when not a member.
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError>;
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// `member` read from the store itself, past any cache (`member_cache`): for a
+    /// caller waiting for a change another process applies.
+    async fn member_uncached(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        self.member(group, user).await
+    }
 
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -20,9 +20,8 @@ use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
-use super::{
-    Claim, ConvState, MemberWrite, Store, StoreError, Stored, Writes, unavailable, written_by,
-};
+use super::scylla_members::{self, MemberStatements};
+use super::{Claim, ConvState, Store, StoreError, Stored, Writes, unavailable, written_by};
 use crate::domain::Message;
 use crate::proto::pb;
 
@@ -67,6 +66,8 @@ pub struct MigrateReport {
     /// The keyspace (if new) and the tables that did not exist before; empty when the
     /// schema was already in place.
     pub created: Vec<String>,
+    /// Group member buckets built from the old per-member table (`scylla_members`).
+    pub members_carried: usize,
 }
 
 fn bucket(seq: u64) -> u64 {
@@ -119,7 +120,9 @@ async fn session(s: &ScyllaSettings) -> Result<Session, StoreError> {
 }
 
 /// Runs `futs` with at most `CONCURRENCY` in flight; the first error wins.
-async fn bounded<T>(futs: Vec<BoxFuture<'_, Result<T, StoreError>>>) -> Result<Vec<T>, StoreError> {
+pub(super) async fn bounded<T>(
+    futs: Vec<BoxFuture<'_, Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
     stream::iter(futs)
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -243,11 +246,13 @@ pub async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, StoreEr
         .await_schema_agreement()
         .await
         .map_err(unavailable)?;
+    let members_carried = scylla_members::carry_forward(&session, ks).await?;
     let after = existing(&session, ks).await?;
     Ok(MigrateReport {
         keyspace: ks.clone(),
         statements: statements.len(),
         created: after.difference(&before).cloned().collect(),
+        members_carried,
     })
 }
 
@@ -269,10 +274,6 @@ struct Statements {
     cmid_put: PreparedStatement,
     cmid_get: PreparedStatement,
     cmid_find: PreparedStatement,
-    member_put: PreparedStatement,
-    member_del: PreparedStatement,
-    member_get: PreparedStatement,
-    members_get: PreparedStatement,
     ping: PreparedStatement,
 }
 
@@ -323,19 +324,6 @@ impl Statements {
             )
             .await?,
             cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ? LIMIT ?"), true).await?,
-            member_put: prep(
-                format!("INSERT INTO {ks}.group_members (group_id, user_id, min_seq) VALUES (?, ?, ?) USING TIMESTAMP ?"),
-                true,
-            )
-            .await?,
-            member_del: prep(
-                format!("DELETE FROM {ks}.group_members USING TIMESTAMP ? WHERE group_id = ? AND user_id = ?"),
-                true,
-            )
-            .await?,
-            member_get: prep(format!("SELECT min_seq FROM {ks}.group_members WHERE group_id = ? AND user_id = ?"), true)
-                .await?,
-            members_get: prep(format!("SELECT user_id, min_seq FROM {ks}.group_members WHERE group_id = ?"), true).await?,
             ping: prep("SELECT release_version FROM system.local WHERE key = 'local'".to_owned(), true).await?,
         })
     }
@@ -349,6 +337,8 @@ pub struct ScyllaStore {
 struct Inner {
     session: Session,
     st: Statements,
+    /// Group members: `scylla_members`.
+    members: MemberStatements,
     /// For the unprepared full scans of the recovery tools.
     keyspace: String,
 }
@@ -366,10 +356,12 @@ impl ScyllaStore {
     pub async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
+        let members = MemberStatements::prepare(&session, &settings.keyspace).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 session,
                 st,
+                members,
                 keyspace: settings.keyspace.clone(),
             }),
         })
@@ -413,21 +405,6 @@ impl ScyllaStore {
             by_seq.insert(unsigned(seq)?, stored);
         }
         Ok(seqs.iter().filter_map(|s| by_seq.remove(s)).collect())
-    }
-
-    async fn put_member(&self, w: &MemberWrite) -> Result<(), StoreError> {
-        let (session, st) = (&self.inner.session, &self.inner.st);
-        match w.min_seq {
-            Some(min) => session
-                .execute_unpaged(&st.member_put, (&w.group, &w.user, big(min)?, w.version))
-                .await
-                .map(|_| ()),
-            None => session
-                .execute_unpaged(&st.member_del, (w.version, &w.group, &w.user))
-                .await
-                .map(|_| ()),
-        }
-        .map_err(unavailable)
     }
 }
 
@@ -482,13 +459,10 @@ impl Store for ScyllaStore {
             );
             messages.push((size, values));
         }
-        let mut members: Vec<BoxFuture<'_, Result<(), StoreError>>> =
-            Vec::with_capacity(w.members.len());
-        for m in &w.members {
-            members.push(Box::pin(self.put_member(m)));
-        }
-        let (written, members) =
-            futures_util::join!(batched(session, &st.msg_put, messages), bounded(members));
+        let (written, members) = futures_util::join!(
+            batched(session, &st.msg_put, messages),
+            self.inner.members.write(session, &w.members)
+        );
         written?;
         members?;
         // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
@@ -588,37 +562,13 @@ impl Store for ScyllaStore {
     }
 
     async fn member(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
-        let r = self
-            .inner
-            .session
-            .execute_unpaged(&self.inner.st.member_get, (group, user))
-            .await
-            .map_err(unavailable)?;
-        r.into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(Option<i64>,)>()
-            .map_err(corrupt)?
-            .map(|(m,)| unsigned(m.unwrap_or(0)))
-            .transpose()
+        let inner = &self.inner;
+        inner.members.member(&inner.session, group, user).await
     }
 
     async fn members(&self, group: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        // Paged: a large group spans many pages.
-        let pager = self
-            .inner
-            .session
-            .execute_iter(self.inner.st.members_get.clone(), (group,))
-            .await
-            .map_err(unavailable)?;
-        let rows: Vec<(String, Option<i64>)> = pager
-            .rows_stream()
-            .map_err(corrupt)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
-        rows.into_iter()
-            .map(|(u, m)| Ok((u, unsigned(m.unwrap_or(0))?)))
-            .collect()
+        let inner = &self.inner;
+        inner.members.members(&inner.session, group).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -635,11 +585,7 @@ impl Store for ScyllaStore {
     }
 
     async fn groups(&self) -> Result<Vec<String>, StoreError> {
-        let cql = format!(
-            "SELECT DISTINCT group_id FROM {}.group_members",
-            self.inner.keyspace
-        );
-        self.scan_strings(cql).await
+        scylla_members::groups(&self.inner.session, &self.inner.keyspace).await
     }
 }
 

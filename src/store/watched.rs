@@ -80,6 +80,10 @@ impl Store for Watched {
         self.inner.members(group).await
     }
 
+    async fn member_uncached(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.member_uncached(group, user).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

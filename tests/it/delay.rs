@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::proto::pb;
 use crate::support::*;
 
 async fn delayed_messages_arrive_on_time(b: Backend) {
@@ -44,3 +45,73 @@ async fn delayed_messages_arrive_on_time(b: Backend) {
     assert!(waited < 4.5, "arrived late: {waited:.2}s");
 }
 on_both!(delayed_messages_arrive_on_time);
+
+/// One user flooding deliverAfter is held to `limits.max_pending_delayed_per_user`:
+/// the excess is refused whole with a RequestError naming the limit, everything
+/// accepted is delivered exactly once in order, another user's delayed message is
+/// delivered while the flood is still pending, and the quota frees at due time.
+async fn a_delayed_flood_is_held_to_its_quota(b: Backend) {
+    const QUOTA: usize = 120;
+    const PER_SEND: usize = 40;
+    let c = Cluster::new(
+        b,
+        &format!(
+            "[limits]\nmax_pending_delayed_per_user = {QUOTA}\nmax_msgs_per_send = {PER_SEND}\n"
+        ),
+    );
+    let f = c.start("pod-a");
+    let (a, _, flood, mut a1, mut b1) = chat(&f).await;
+    let (v, _, calm, mut v1, mut w1) = chat(&f).await;
+    let mut sent = 0;
+    while sent < QUOTA {
+        let batch = (0..PER_SEND)
+            .map(|k| msg(&a, &flood, &format!("flood {}", sent + k)))
+            .collect();
+        a1.send_msgs(batch, Some(6)).await.ok();
+        sent += PER_SEND;
+    }
+    let over = a1
+        .send_msgs(vec![msg(&a, &flood, "one too many")], Some(6))
+        .await;
+    assert_eq!(over.code, pb::response_body::Code::RequestError as i32);
+    let why = over.msg.clone().unwrap_or_default();
+    assert!(
+        why.contains("limits.max_pending_delayed_per_user") && why.contains(&QUOTA.to_string()),
+        "{why}"
+    );
+    // Not delayed: not counted.
+    a1.send_text(&flood, "now").await.ok();
+    let now = b1.collect_messages(1, 10 * SEC).await;
+    assert_eq!((text(&now[0]).as_str(), now[0].seq.as_str()), ("now", "1"));
+
+    // Another user's delay, due before the flood, arrives while the flood waits.
+    v1.send_msgs(vec![msg(&v, &calm, "calm")], Some(1))
+        .await
+        .ok();
+    let got = w1.collect_messages(1, 10 * SEC).await;
+    assert_eq!(text(&got[0]), "calm");
+    assert_eq!(
+        b1.conv_seq(&flood).await.max_seq,
+        "1",
+        "only the undelayed message is sequenced while the flood is pending"
+    );
+
+    // The flood: every accepted message exactly once, in the order sent (a re-push
+    // of a seq after a rebalance is dropped as clients drop it).
+    let mut seqs = std::collections::BTreeMap::from([(1, "now".to_owned())]);
+    while seqs.len() < QUOTA + 1 {
+        for m in b1.messages(20 * SEC).await {
+            seqs.insert(m.seq.parse::<u64>().unwrap(), text(&m));
+        }
+    }
+    let texts: Vec<String> = seqs.into_values().collect();
+    let mut want = vec!["now".to_owned()];
+    want.extend((0..QUOTA).map(|i| format!("flood {i}")));
+    assert_eq!(texts, want);
+
+    // Due, so no longer pending: the sender may delay again.
+    a1.send_msgs(vec![msg(&a, &flood, "later")], Some(1))
+        .await
+        .ok();
+}
+on_both!(a_delayed_flood_is_held_to_its_quota);

@@ -43,6 +43,7 @@ mod keepalive;
 mod keys;
 mod limits;
 mod matrix;
+mod members;
 mod messaging;
 mod multipod;
 mod notices;

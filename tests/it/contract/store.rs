@@ -277,6 +277,7 @@ async fn scylla_migrate_twice_is_a_no_op() {
         "",
         ".client_msg_ids",
         ".conversations",
+        ".group_member_sets",
         ".group_members",
         ".messages",
     ]
