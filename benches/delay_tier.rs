@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
             replication: 1,
             properties: Default::default(),
             append_timeout: Duration::from_secs(30),
+            max_message_bytes: 1_000_000,
         })?)
     } else {
         Arc::new(EmbeddedLog::open(dir.path())?)
