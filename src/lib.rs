@@ -74,6 +74,7 @@ pub mod testkit {
         LogError, LogRecord, MsgLog, Outgoing, Retention, Subscription, TRACEPARENT, TopicInfo,
         TopicSpec, Watermarks,
     };
+    pub use crate::store::convs::{ConvEntry, ConvIndexWrite};
     pub use crate::store::embedded::EmbeddedStore;
     pub use crate::store::scylla::{
         MigrateReport, ScyllaSettings, ScyllaStore, drop_keyspace, migrate,

@@ -6,6 +6,8 @@ pub(crate) mod bounded;
 pub(crate) mod conformance;
 pub(crate) mod cooldown;
 pub(crate) mod custom;
+pub(crate) mod discover;
+pub(crate) mod discover_page;
 pub(crate) mod dispatch;
 pub(crate) mod keepalive;
 pub(crate) mod lifecycle;
@@ -48,6 +50,8 @@ pub(crate) struct Gateway {
     pub(crate) auth: Arc<auth::Authenticator>,
     /// Devices closed for flooding, and until when they may not connect again.
     pub(crate) cooldown: Arc<cooldown::Cooldown>,
+    /// DiscoverConvs' cached horizon (the sequencer's committed offsets).
+    pub(crate) discovery: Arc<discover::Horizon>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

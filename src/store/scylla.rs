@@ -26,6 +26,8 @@ use super::{
 use crate::domain::Message;
 use crate::proto::pb;
 
+mod convs;
+
 /// Seqs per message partition: the messages of conversation `c` with seq `s` live in
 /// partition `(c, s / BUCKET_SIZE)`. 1000 messages of at most a few KB keep every
 /// partition in the low megabytes, and a page of history is one or two partitions.
@@ -349,6 +351,8 @@ pub struct ScyllaStore {
 struct Inner {
     session: Session,
     st: Statements,
+    /// The conversation index's statements (`convs`).
+    convs: convs::ConvStatements,
     /// For the unprepared full scans of the recovery tools.
     keyspace: String,
 }
@@ -366,10 +370,12 @@ impl ScyllaStore {
     pub async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
+        let convs = convs::ConvStatements::prepare(&session, &settings.keyspace).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 session,
                 st,
+                convs,
                 keyspace: settings.keyspace.clone(),
             }),
         })
@@ -487,10 +493,14 @@ impl Store for ScyllaStore {
         for m in &w.members {
             members.push(Box::pin(self.put_member(m)));
         }
-        let (written, members) =
-            futures_util::join!(batched(session, &st.msg_put, messages), bounded(members));
+        let (written, members, index) = futures_util::join!(
+            batched(session, &st.msg_put, messages),
+            bounded(members),
+            self.inner.convs.put(session, &w.convs)
+        );
         written?;
         members?;
+        index?;
         // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
         // the index ends up at the highest seq whatever order the writes (or a replay)
         // arrive in, with no read-before-write. Equal seqs rewrite the same value.
@@ -629,8 +639,23 @@ impl Store for ScyllaStore {
             .map_err(unavailable)?;
         Ok(())
     }
+    async fn user_convs(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, super::convs::ConvEntry)>, StoreError> {
+        self.inner.convs.get(&self.inner.session, user).await
+    }
+
     async fn conversations(&self) -> Result<Vec<String>, StoreError> {
         let cql = format!("SELECT conv_id FROM {}.conversations", self.inner.keyspace);
+        self.scan_strings(cql).await
+    }
+
+    async fn index_users(&self) -> Result<Vec<String>, StoreError> {
+        let cql = format!(
+            "SELECT DISTINCT user_id FROM {}.user_convs",
+            self.inner.keyspace
+        );
         self.scan_strings(cql).await
     }
 
