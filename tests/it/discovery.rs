@@ -45,7 +45,8 @@ async fn discover_all(c: &mut Client, mut cursor: String, limit: i32) -> (Vec<Co
     let mut all = Vec::new();
     for _ in 0..1000 {
         let page = discover(c, &cursor, limit).await;
-        assert!(page.convs.len() <= limit.max(1) as usize);
+        let bound = if limit == 0 { 100 } else { limit as usize };
+        assert!(page.convs.len() <= bound, "{} > {bound}", page.convs.len());
         all.extend(page.convs);
         cursor = page.cursor;
         if !page.more {
@@ -77,6 +78,18 @@ async fn discover_until(
             "not discovered within {WITHIN:?}: {all:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `conv` is sequenced up to `max_seq`, as `c` reads it.
+async fn max_seq_reaches(c: &mut Client, conv: &str, max_seq: &str) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while c.conv_seq(conv).await.max_seq != max_seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{conv} not at seq {max_seq} within {WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -124,6 +137,8 @@ async fn offline_conversations_are_discovered(backend: Backend) {
     f.add_member(&group, &alice).await;
     let mut a = f.connect(&alice).await;
     a.send_text(&group_conv, "before bob").await.ok();
+    // Sequenced before bob is added, so he joins at seq 2.
+    max_seq_reaches(&mut a, &group_conv, "1").await;
     f.add_member(&group, &bob).await;
     a.send_text(&group_conv, "bob is here").await.ok();
 
@@ -259,6 +274,8 @@ async fn paging_across_a_change_neither_skips_nor_repeats(backend: Backend) {
             .find(|(p, _)| &single(&bob, p) == conv)
             .unwrap();
         pc.send_text(conv, "two").await.ok();
+        // Applied before paging goes on (it may become discoverable later).
+        max_seq_reaches(pc, conv, "2").await;
     }
     let (rest, _) = discover_until(&mut b, first.cursor.clone(), 3, |all| {
         all.iter().filter(|c| c.max_seq == "2").count() == 2
