@@ -130,6 +130,7 @@ pub(crate) async fn start(
         delay_quota: Arc::new(crate::gateway::delay_quota::DelayQuota::new(
             cfg.limits.max_pending_delayed_per_user,
         )),
+        discovery: Arc::default(),
         // Never follows redirects (src/outbound.rs): shared with the forwarder.
         http: crate::outbound::client()?,
         shutdown: shutdown.clone(),

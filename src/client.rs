@@ -33,6 +33,16 @@ pub(crate) enum ClientCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Print the user's conversations that changed after a cursor (all of them
+    /// without one), one JSON line each, then the next cursor as the last line.
+    Convs {
+        user_id: String,
+        /// The cursor printed by a previous `convs`.
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Print a conversation's seqs and its messages.
     Sync {
         user_id: String,
@@ -134,6 +144,17 @@ async fn request(
     event: ActiveEvent,
     data: Vec<u8>,
 ) -> anyhow::Result<pb::ResponseBody> {
+    let (push, r) = exchange(ws, event, data).await?;
+    println!("{}", describe(&push));
+    Ok(r)
+}
+
+/// Sends one request and waits (at most 10 s) for its response.
+async fn exchange(
+    ws: &mut Ws,
+    event: ActiveEvent,
+    data: Vec<u8>,
+) -> anyhow::Result<(pb::PushBody, pb::ResponseBody)> {
     let req_id = format!("cli-{}", now_ms());
     let body = pb::RequestBody {
         event: event as i32,
@@ -154,8 +175,7 @@ async fn request(
         if push.event == PushEvent::PushResponseBody as i32 {
             let r = pb::ResponseBody::decode(push.data.clone())?;
             if r.req_id == req_id {
-                println!("{}", describe(&push));
-                return Ok(r);
+                return Ok((push, r));
             }
         }
     }
@@ -205,6 +225,14 @@ pub(crate) async fn run(cmd: ClientCommand, cfg: &Config) -> anyhow::Result<()> 
             anyhow::ensure!(r.code == 0, "send failed");
             Ok(())
         }
+        ClientCommand::Convs {
+            user_id,
+            since,
+            conn,
+        } => {
+            let mut ws = connect(cfg, &user_id, &conn).await?;
+            convs(&mut ws, since.unwrap_or_default()).await
+        }
         ClientCommand::Sync {
             user_id,
             conv_id,
@@ -243,6 +271,36 @@ pub(crate) async fn run(cmd: ClientCommand, cfg: &Config) -> anyhow::Result<()> 
                 println!("{}", msg_json(&m));
             }
             Ok(())
+        }
+    }
+}
+
+/// Pages DiscoverConvs until nothing more is ready: one JSON line per conversation,
+/// then `{"cursor": …}`.
+async fn convs(ws: &mut Ws, mut cursor: String) -> anyhow::Result<()> {
+    loop {
+        let req = pb::DiscoverConvsReq {
+            cursor: cursor.clone(),
+            ..Default::default()
+        };
+        let (push, r) = exchange(ws, ActiveEvent::DiscoverConvs, req.encode_to_vec()).await?;
+        if r.code != 0 {
+            anyhow::bail!("DiscoverConvs failed: {}", describe(&push));
+        }
+        let page = pb::DiscoverConvsResp::decode(r.data)?;
+        for c in &page.convs {
+            let mut line = serde_json::json!({
+                "convId": c.conv_id, "minSeq": c.min_seq, "maxSeq": c.max_seq, "updateTime": c.update_time,
+            });
+            if c.removed {
+                line["removed"] = true.into();
+            }
+            println!("{line}");
+        }
+        cursor = page.cursor;
+        if !page.more {
+            println!("{}", serde_json::json!({ "cursor": cursor }));
+            return Ok(());
         }
     }
 }

@@ -180,6 +180,9 @@ pub(crate) struct Limits {
     /// Conversations (items) per SyncMsgList.
     pub(crate) max_convs_per_msg_sync: usize,
     pub(crate) max_convs_per_seq_sync: usize,
+    /// Conversations per DiscoverConvs answer (its page bound; a client asks for at
+    /// most this many with `limit`).
+    pub(crate) max_convs_per_discovery: usize,
     /// Messages one clientMsgId may match for GetMsgById; an id shared by more is
     /// refused as ambiguous (clients make clientMsgIds unique; look up by serverMsgId).
     pub(crate) max_client_msg_id_matches: usize,
@@ -210,6 +213,7 @@ impl Default for Limits {
             max_seqs_per_sync: 1000,
             max_convs_per_msg_sync: 100,
             max_convs_per_seq_sync: 1000,
+            max_convs_per_discovery: 100,
             max_client_msg_id_matches: 50,
             max_response_bytes: 4 << 20,
             max_connections: 100_000,
@@ -630,6 +634,7 @@ impl Config {
             ("limits.max_seqs_per_sync", l.max_seqs_per_sync),
             ("limits.max_convs_per_msg_sync", l.max_convs_per_msg_sync),
             ("limits.max_convs_per_seq_sync", l.max_convs_per_seq_sync),
+            ("limits.max_convs_per_discovery", l.max_convs_per_discovery),
             (
                 "limits.max_client_msg_id_matches",
                 l.max_client_msg_id_matches,

@@ -81,6 +81,7 @@ pub mod testkit {
     pub use crate::pipeline::delay_bench::{
         record as delay_record, run as delay_role, topics as delay_topics,
     };
+    pub use crate::store::convs::{ConvEntry, ConvIndexWrite};
     pub use crate::store::embedded::EmbeddedStore;
     pub use crate::store::scylla::{
         MigrateReport, ScyllaSettings, ScyllaStore, drop_keyspace, migrate,

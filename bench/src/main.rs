@@ -132,6 +132,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         msgs: u64,
     },
+    /// Conversation discovery: CPU per message with the index, and a reconnect storm
+    /// of DiscoverConvs.
+    Discover(scenario::discover::Args),
     /// Delayed messages: lateness past the due time.
     Delay {
         #[arg(long, default_value_t = 40)]
@@ -171,6 +174,7 @@ fn scenario_name(cmd: &Cmd) -> &'static str {
         Cmd::Fanout { .. } => "fanout",
         Cmd::Storm { .. } => "storm",
         Cmd::Delay { .. } => "delay",
+        Cmd::Discover(_) => "discover",
         Cmd::Ack { .. } => "ack",
         Cmd::Flood(_) => "flood",
         Cmd::Flooder(_) => "flooder",
@@ -249,6 +253,7 @@ fn main() -> anyhow::Result<()> {
                 msgs,
             } => scenario::delay::run(&opts, *senders, delays, *msgs).await,
             Cmd::Ack { msgs } => scenario::ack::run(&opts, *msgs).await,
+            Cmd::Discover(a) => scenario::discover::run(&opts, a).await,
             Cmd::Flood(a) => scenario::flood::run(&opts, a).await,
             Cmd::KafkaCeiling { records } => {
                 Ok(vec![scenario::chat::ceiling(&opts, *records, 5000).await?])

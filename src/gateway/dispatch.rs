@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use super::Gateway;
 use super::wire::{self, Failure};
-use super::{custom, send, sync};
+use super::{custom, discover, send, sync};
 use crate::connections::registry::Conn;
 use crate::domain::{Message, UserId};
 use crate::proto::pb::{ActiveEvent, RequestBody};
@@ -94,6 +94,7 @@ async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         Ok(ActiveEvent::AckNotice) => sync::ack_notice(ctx, req.data).await,
         Ok(ActiveEvent::GetMsgById) => sync::get_msg_by_id(ctx, req.data).await,
         Ok(ActiveEvent::CustomRequest) => custom::custom_request(ctx, req.data).await,
+        Ok(ActiveEvent::DiscoverConvs) => discover::discover_convs(ctx, req.data).await,
         Err(_) => Err(Failure::Request(format!("unknown event {}", req.event))),
     };
     frames(req.event, &req.req_id, started, outcome)

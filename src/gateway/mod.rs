@@ -7,6 +7,8 @@ pub(crate) mod conformance;
 pub(crate) mod cooldown;
 pub(crate) mod custom;
 pub(crate) mod delay_quota;
+pub(crate) mod discover;
+pub(crate) mod discover_page;
 pub(crate) mod dispatch;
 pub(crate) mod hygiene;
 pub(crate) mod jwks;
@@ -55,6 +57,8 @@ pub(crate) struct Gateway {
     pub(crate) cooldown: Arc<cooldown::Cooldown>,
     /// Delayed messages pending per sender (`limits.max_pending_delayed_per_user`).
     pub(crate) delay_quota: Arc<delay_quota::DelayQuota>,
+    /// DiscoverConvs' cached horizon (the sequencer's committed offsets).
+    pub(crate) discovery: Arc<discover::Horizon>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

@@ -111,7 +111,7 @@ use crate::msglog::{LogRecord, MsgLog, Outgoing, Topics};
 use crate::proto::records::{MemberChange, MessageBatch, PushRecord};
 use crate::store::{
     Claim, ConvState, MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Stored, Writes,
-    version,
+    convs, version,
 };
 
 /// Conversations sequenced concurrently by one process; a conversation always maps to
@@ -517,8 +517,12 @@ impl Sequencer {
             min_seq: (!m.removed).then_some(m.min_seq),
             version: version(rec.offset, Step::New),
         };
+        // The member's entry in the conversation index (store::convs).
+        let at = (rec.partition, rec.offset, rec.timestamp_ms);
+        let entry = convs::member(&w.group, &w.user, w.min_seq, at, w.version);
         Writes {
             members: vec![w],
+            convs: vec![entry],
             ..Writes::default()
         }
     }
@@ -699,6 +703,12 @@ impl Sequencer {
                 })
                 .collect(),
             members: Vec::new(),
+            // A single conversation's participants' index entries (store::convs); a
+            // group message writes none.
+            convs: next
+                .as_ref()
+                .map(|s| convs::for_record(conv, s))
+                .unwrap_or_default(),
             rows: next
                 .iter()
                 .map(|s| RowWrite {

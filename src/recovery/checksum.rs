@@ -1,7 +1,8 @@
 //! `ferry store checksum`: a digest of the store's content, to compare a store
 //! before and after a recovery (or two replicas of it). Per conversation: its seq
 //! row (max_seq, update time, claim) and every message 1..=max_seq as stored; per
-//! group: its members and their min_seq.
+//! group: its members and their min_seq; per user: their conversation index
+//! entries (`store::convs`).
 
 use std::collections::BTreeSet;
 
@@ -27,6 +28,8 @@ pub(crate) struct Summary {
     /// Seqs at or below max_seq with no stored message.
     pub(crate) missing: u64,
     pub(crate) groups: u64,
+    /// Users with conversation index entries.
+    pub(crate) index_users: u64,
     pub(crate) sha256: String,
 }
 
@@ -131,6 +134,43 @@ pub(crate) async fn checksum(
         total.update(text.as_bytes());
         lines.push(Line { text });
     }
+    for (user, n, digest) in index(store, convs).await? {
+        sum.index_users += 1;
+        let text = format!("index {user} entries={n} sha256={digest}");
+        total.update(text.as_bytes());
+        lines.push(Line { text });
+    }
     sum.sha256 = hex(&total.finalize());
     Ok((lines, sum))
+}
+
+/// Per user (in order), the number and digest of their index entries (those of
+/// `convs` only, when given).
+async fn index(
+    store: &dyn Store,
+    convs: Option<&BTreeSet<String>>,
+) -> Result<Vec<(String, usize, String)>, StoreError> {
+    let mut users = store.index_users().await?;
+    users.sort();
+    let mut out = Vec::new();
+    for user in users {
+        let mut entries = store.user_convs(&user).await?;
+        entries.retain(|(c, _)| convs.is_none_or(|set| set.contains(c)));
+        if entries.is_empty() {
+            continue;
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut h = Sha256::new();
+        for (c, e) in &entries {
+            h.update(
+                format!(
+                    "{c}|{}/{}|{}|{}|{}|{};",
+                    e.partition, e.offset, e.min_seq, e.max_seq, e.update_time_ms, e.removed
+                )
+                .as_bytes(),
+            );
+        }
+        out.push((user, entries.len(), hex(&h.finalize())));
+    }
+    Ok(out)
 }

@@ -7,6 +7,7 @@ mod admin;
 mod checksum;
 mod offline;
 mod replay;
+mod replay_convs;
 mod sim;
 mod time;
 
@@ -300,8 +301,8 @@ pub(crate) async fn store(cmd: StoreCommand, cfg: &Config) -> anyhow::Result<()>
         }
     }
     println!(
-        "total conversations={} messages={} missing={} groups={} sha256={}",
-        sum.conversations, sum.messages, sum.missing, sum.groups, sum.sha256
+        "total conversations={} messages={} missing={} groups={} index_users={} sha256={}",
+        sum.conversations, sum.messages, sum.missing, sum.groups, sum.index_users, sum.sha256
     );
     Ok(())
 }

@@ -24,7 +24,9 @@ use super::sim::{ConvSim, Position};
 use crate::domain::{ConvId, Message};
 use crate::msglog::{LogError, MsgLog, Watermarks};
 use crate::pipeline::records::{self, Inbound};
-use crate::store::{MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Writes, version};
+use crate::store::{
+    MemberWrite, MessageWrite, RowWrite, Step, Store, StoreError, Writes, convs, version,
+};
 
 /// Seqs read or written per store request.
 const CHUNK: usize = 500;
@@ -111,6 +113,8 @@ pub(crate) struct Report {
     pub(crate) rows_lost: u64,
     pub(crate) members_changed: u64,
     pub(crate) members_same: u64,
+    /// The conversation index's entries (`replay_convs`).
+    pub(crate) index: super::replay_convs::IndexCounts,
     /// A few conversations with conflicts, for the operator to look at.
     pub(crate) conflict_convs: Vec<String>,
     pub(crate) convs_touched: u64,
@@ -199,13 +203,20 @@ impl Report {
         );
         let _ = writeln!(
             o,
+            "conversation index: {} entries {}, {} already right",
+            self.index.set,
+            if self.executed { "set" } else { "to set" },
+            self.index.same
+        );
+        let _ = writeln!(
+            o,
             "took {:.1}s in all ({:.0} records/s end to end)",
             self.total_time.as_secs_f64(),
             self.records_read as f64 / self.total_time.as_secs_f64().max(1e-6)
         );
         let _ = writeln!(
             o,
-            "result: records={} window={} written={} missing={} conflicts={} present={} rows_set={} rows_same={} rows_ahead={} rows_lost={} members_changed={} members_same={} undecodable={} invalid_conv={}",
+            "result: records={} window={} written={} missing={} conflicts={} present={} rows_set={} rows_same={} rows_ahead={} rows_lost={} members_changed={} members_same={} undecodable={} invalid_conv={} index_set={} index_same={}",
             self.records_read,
             self.records_in_window,
             self.written(),
@@ -219,7 +230,9 @@ impl Report {
             self.members_changed,
             self.members_same,
             self.undecodable,
-            self.invalid_conv
+            self.invalid_conv,
+            self.index.set,
+            self.index.same
         );
         o
     }
@@ -234,6 +247,8 @@ struct Sim {
     /// (group, user) -> (min_seq, None when removed; offset of the change).
     members: HashMap<(String, String), (Option<u64>, i64)>,
     touched_members: BTreeSet<(String, String)>,
+    /// The conversation index as the log says it is.
+    index: super::replay_convs::IndexSim,
 }
 
 pub(crate) async fn replay(
@@ -381,12 +396,16 @@ async fn read(
                     continue;
                 }
                 let msgs: Vec<Message> = b.msgs.into_iter().map(Message::from).collect();
-                let wrote = sim.convs.entry(conv_s.clone()).or_default().step(
-                    &conv,
-                    &b.sender_id,
-                    at,
-                    &msgs,
-                );
+                let cs = sim.convs.entry(conv_s.clone()).or_default();
+                let wrote = cs.step(&conv, &b.sender_id, at, &msgs);
+                // Took seqs: the index entries the live sequencer writes with them.
+                if let Some(s) = cs
+                    .state
+                    .as_ref()
+                    .filter(|s| (s.claim.partition, s.claim.offset) == (rec.partition, rec.offset))
+                {
+                    sim.index.record(convs::for_record(&conv, s), in_window);
+                }
                 if in_window {
                     sim.touched.entry(conv_s).or_default().extend(wrote);
                 }
@@ -402,6 +421,10 @@ async fn read(
                     report.undecodable += 1;
                     continue;
                 }
+                let min = (!m.removed).then_some(m.min_seq);
+                let at = (rec.partition, rec.offset, rec.timestamp_ms);
+                let entry = convs::member(&m.group_id, &m.user_id, min, at, 0);
+                sim.index.record(vec![entry], in_window);
                 let key = (m.group_id, m.user_id);
                 sim.members
                     .insert(key.clone(), ((!m.removed).then_some(m.min_seq), rec.offset));
@@ -577,6 +600,7 @@ async fn apply(
                 .await?;
         }
     }
+    report.index = sim.index.apply(store, opts.execute).await?;
     if opts.execute {
         store.flush().await?;
     }

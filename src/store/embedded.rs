@@ -24,6 +24,10 @@ const MSGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages
 /// (clientMsgId, convId, senderId) -> seq of the latest message under that id.
 const CMID: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("client_msg_ids");
 const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("members");
+/// The conversation index (`store::convs`): (user, convId) -> (partition, offset,
+/// min_seq, max_seq, update_time_ms, removed).
+const USER_CONVS: TableDefinition<(&str, &str), IndexCells> = TableDefinition::new("user_convs");
+type IndexCells = (i32, i64, u64, u64, i64, bool);
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -51,6 +55,8 @@ struct Batch {
     members: Vec<(String, String, Option<u64>)>,
     /// (conv, encoded row)
     rows: Vec<(String, Vec<u8>)>,
+    /// The conversation index's entries.
+    convs: Vec<super::convs::ConvIndexWrite>,
 }
 
 /// A write for the writer thread, and where its outcome goes. `None`: no write, the
@@ -137,6 +143,22 @@ fn commit<'a>(
             .map_err(unavailable)?;
         }
     }
+    if batches.clone().any(|b| !b.convs.is_empty()) {
+        let mut t = tx.open_table(USER_CONVS).map_err(unavailable)?;
+        for w in batches.clone().flat_map(|b| &b.convs) {
+            let e = &w.entry;
+            let value = (
+                e.partition,
+                e.offset,
+                e.min_seq,
+                e.max_seq,
+                e.update_time_ms,
+                e.removed,
+            );
+            t.insert((w.user.as_str(), w.conv.as_str()), value)
+                .map_err(unavailable)?;
+        }
+    }
     if batches.clone().any(|b| !b.rows.is_empty()) {
         let mut t = tx.open_table(CONVS).map_err(unavailable)?;
         for (conv, row) in batches.flat_map(|b| &b.rows) {
@@ -186,6 +208,7 @@ impl EmbeddedStore {
         tx.open_table(MSGS).map_err(unavailable)?;
         tx.open_table(CMID).map_err(unavailable)?;
         tx.open_table(MEMBERS).map_err(unavailable)?;
+        tx.open_table(USER_CONVS).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         let db = Arc::new(db);
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
@@ -286,6 +309,7 @@ impl Store for EmbeddedStore {
                 .iter()
                 .map(|m| (m.group.clone(), m.user.clone(), m.min_seq))
                 .collect(),
+            convs: w.convs.clone(),
         };
         // Nothing queued and nobody committing: commit here. A non-durable commit is
         // CPU only (tens of µs), while the hop to the writer thread and back is two
@@ -405,6 +429,38 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn user_convs(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, super::convs::ConvEntry)>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |tx| {
+            let t = tx.open_table(USER_CONVS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in t.range((user.as_str(), "")..).map_err(unavailable)? {
+                let (k, v) = row.map_err(unavailable)?;
+                let (u, conv) = k.value();
+                if u != user {
+                    break;
+                }
+                let (partition, offset, min_seq, max_seq, update_time_ms, removed) = v.value();
+                out.push((
+                    conv.to_owned(),
+                    super::convs::ConvEntry {
+                        partition,
+                        offset,
+                        min_seq,
+                        max_seq,
+                        update_time_ms,
+                        removed,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         // The writer's next transaction is fsync'd, which persists every earlier
         // non-durable one.
@@ -421,6 +477,22 @@ impl Store for EmbeddedStore {
             let mut out = Vec::new();
             for row in t.iter().map_err(unavailable)? {
                 out.push(row.map_err(unavailable)?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn index_users(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(USER_CONVS).map_err(unavailable)?;
+            let mut out: Vec<String> = Vec::new();
+            for row in t.iter().map_err(unavailable)? {
+                let (k, _) = row.map_err(unavailable)?;
+                let (u, _) = k.value();
+                if out.last().map(String::as_str) != Some(u) {
+                    out.push(u.to_owned());
+                }
             }
             Ok(out)
         })

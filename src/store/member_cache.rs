@@ -258,6 +258,17 @@ impl Store for MemberCache {
     async fn groups(&self) -> Result<Vec<String>, StoreError> {
         self.inner.groups().await
     }
+
+    async fn user_convs(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, super::convs::ConvEntry)>, StoreError> {
+        self.inner.user_convs(user).await
+    }
+
+    async fn index_users(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.index_users().await
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! group members. Two backends side by side: `scylla` for production (ScyllaDB or
 //! Apache Cassandra), `embedded` for one machine.
 
+pub(crate) mod convs;
 pub(crate) mod embedded;
 pub(crate) mod member_cache;
 pub(crate) mod scylla;
@@ -104,11 +105,16 @@ pub struct Writes {
     pub messages: Vec<MessageWrite>,
     pub members: Vec<MemberWrite>,
     pub rows: Vec<RowWrite>,
+    /// The per-user conversation index (`convs`), written with messages and members.
+    pub convs: Vec<convs::ConvIndexWrite>,
 }
 
 impl Writes {
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.members.is_empty() && self.rows.is_empty()
+        self.messages.is_empty()
+            && self.members.is_empty()
+            && self.rows.is_empty()
+            && self.convs.is_empty()
     }
 
     /// Moves `other`'s writes into these (several records' writes made as one).
@@ -116,6 +122,7 @@ impl Writes {
         self.messages.append(&mut other.messages);
         self.members.append(&mut other.members);
         self.rows.append(&mut other.rows);
+        self.convs.append(&mut other.convs);
     }
 }
 
@@ -221,8 +228,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// `user`'s entries in the conversation index, as (convId, entry): one partition
+    /// read, whole (see `convs`).
+    async fn user_convs(&self, user: &str) -> Result<Vec<(String, convs::ConvEntry)>, StoreError>;
+
     /// Every conversation that has a seq row (a full scan: for recovery tools).
     async fn conversations(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every user with an entry in the conversation index (a full scan: for recovery
+    /// tools).
+    async fn index_users(&self) -> Result<Vec<String>, StoreError>;
 
     /// Every group that has at least one member (a full scan: for recovery tools).
     async fn groups(&self) -> Result<Vec<String>, StoreError>;

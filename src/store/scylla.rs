@@ -25,6 +25,8 @@ use super::{Claim, ConvState, Store, StoreError, Stored, Writes, unavailable, wr
 use crate::domain::Message;
 use crate::proto::pb;
 
+mod convs;
+
 /// Seqs per message partition: the messages of conversation `c` with seq `s` live in
 /// partition `(c, s / BUCKET_SIZE)`. 1000 messages of at most a few KB keep every
 /// partition in the low megabytes, and a page of history is one or two partitions.
@@ -339,6 +341,8 @@ struct Inner {
     st: Statements,
     /// Group members: `scylla_members`.
     members: MemberStatements,
+    /// The conversation index's statements (`convs`).
+    convs: convs::ConvStatements,
     /// For the unprepared full scans of the recovery tools.
     keyspace: String,
 }
@@ -357,11 +361,13 @@ impl ScyllaStore {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
         let members = MemberStatements::prepare(&session, &settings.keyspace).await?;
+        let convs = convs::ConvStatements::prepare(&session, &settings.keyspace).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 session,
                 st,
                 members,
+                convs,
                 keyspace: settings.keyspace.clone(),
             }),
         })
@@ -459,12 +465,14 @@ impl Store for ScyllaStore {
             );
             messages.push((size, values));
         }
-        let (written, members) = futures_util::join!(
+        let (written, members, index) = futures_util::join!(
             batched(session, &st.msg_put, messages),
-            self.inner.members.write(session, &w.members)
+            self.inner.members.write(session, &w.members),
+            self.inner.convs.put(session, &w.convs)
         );
         written?;
         members?;
+        index?;
         // USING TIMESTAMP seq: each cell keeps the write with the highest timestamp, so
         // the index ends up at the highest seq whatever order the writes (or a replay)
         // arrive in, with no read-before-write. Equal seqs rewrite the same value.
@@ -579,8 +587,23 @@ impl Store for ScyllaStore {
             .map_err(unavailable)?;
         Ok(())
     }
+    async fn user_convs(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, super::convs::ConvEntry)>, StoreError> {
+        self.inner.convs.get(&self.inner.session, user).await
+    }
+
     async fn conversations(&self) -> Result<Vec<String>, StoreError> {
         let cql = format!("SELECT conv_id FROM {}.conversations", self.inner.keyspace);
+        self.scan_strings(cql).await
+    }
+
+    async fn index_users(&self) -> Result<Vec<String>, StoreError> {
+        let cql = format!(
+            "SELECT DISTINCT user_id FROM {}.user_convs",
+            self.inner.keyspace
+        );
         self.scan_strings(cql).await
     }
 

@@ -92,12 +92,23 @@ impl Store for Watched {
         self.inner.flush().await
     }
 
+    async fn user_convs(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, super::convs::ConvEntry)>, StoreError> {
+        self.inner.user_convs(user).await
+    }
+
     async fn conversations(&self) -> Result<Vec<String>, StoreError> {
         self.inner.conversations().await
     }
 
     async fn groups(&self) -> Result<Vec<String>, StoreError> {
         self.inner.groups().await
+    }
+
+    async fn index_users(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.index_users().await
     }
 }
 

@@ -33,6 +33,7 @@ mod contract;
 mod custom;
 mod delay;
 mod demo;
+mod discovery;
 mod drain;
 mod durability;
 mod exposure;

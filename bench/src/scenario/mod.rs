@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod chat;
 pub mod delay;
+pub mod discover;
 pub mod fanout;
 pub mod flood;
 pub mod idle;

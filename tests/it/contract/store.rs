@@ -4,7 +4,7 @@
 
 use ferry::testkit::EmbeddedStore;
 use ferry::testkit::{Claim, ConvState, MemberWrite, RowWrite, Step, Store, Writes, version};
-use ferry::testkit::{Message, MsgOptions};
+use ferry::testkit::{ConvEntry, ConvIndexWrite, Message, MsgOptions};
 use ferry::testkit::{ScyllaSettings, ScyllaStore, StoreError, drop_keyspace, migrate};
 
 fn suffix() -> String {
@@ -280,6 +280,7 @@ async fn scylla_migrate_twice_is_a_no_op() {
         ".group_member_sets",
         ".group_members",
         ".messages",
+        ".user_convs",
     ]
     .iter()
     .map(|t| format!("{ks}{t}"))
@@ -351,6 +352,99 @@ async fn scylla_group_members() {
     with_scylla(async |s| group_members(s).await).await;
 }
 
+/// The conversation index: one entry per (user, conversation), read back per user
+/// whole; a later record's entry replaces an earlier one's.
+async fn conv_index(store: &dyn Store) {
+    let (u, other) = (format!("u{}", suffix()), format!("v{}", suffix()));
+    let entry = |offset: i64, max_seq: u64, removed: bool| ConvEntry {
+        partition: 3,
+        offset,
+        min_seq: if removed { 0 } else { 2 },
+        max_seq,
+        update_time_ms: 1_700_000_000_000 + offset,
+        removed,
+    };
+    let put = |user: &str, conv: &str, e: ConvEntry, step: Step| Writes {
+        convs: vec![ConvIndexWrite {
+            user: user.to_owned(),
+            conv: conv.to_owned(),
+            version: version(e.offset, step),
+            entry: e,
+        }],
+        ..Writes::default()
+    };
+    assert!(store.user_convs(&u).await.unwrap().is_empty());
+    store
+        .write(&put(&u, "single:a-b", entry(5, 1, false), Step::New))
+        .await
+        .unwrap();
+    store
+        .write(&put(&u, "group:g", entry(6, 0, false), Step::New))
+        .await
+        .unwrap();
+    store
+        .write(&put(&other, "single:a-b", entry(5, 1, false), Step::New))
+        .await
+        .unwrap();
+    store
+        .write(&put(&u, "single:a-b", entry(9, 2, false), Step::New))
+        .await
+        .unwrap();
+    store
+        .write(&put(&u, "group:g", entry(10, 0, true), Step::New))
+        .await
+        .unwrap();
+    let mut got = store.user_convs(&u).await.unwrap();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("group:g".to_owned(), entry(10, 0, true)),
+            ("single:a-b".to_owned(), entry(9, 2, false)),
+        ]
+    );
+    assert!(store.index_users().await.unwrap().contains(&u));
+}
+
+/// On CQL every index cell carries its record's version: a zombie's late write of
+/// an earlier record loses (the embedded store has one writer, in log order).
+async fn conv_index_latest_record_wins(store: &dyn Store) {
+    let u = format!("u{}", suffix());
+    let e = |offset: i64| ConvEntry {
+        partition: 0,
+        offset,
+        max_seq: offset as u64,
+        ..ConvEntry::default()
+    };
+    for offset in [9, 5] {
+        store
+            .write(&Writes {
+                convs: vec![ConvIndexWrite {
+                    user: u.clone(),
+                    conv: "single:a-b".into(),
+                    entry: e(offset),
+                    version: version(offset, Step::New),
+                }],
+                ..Writes::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.user_convs(&u).await.unwrap(),
+        [("single:a-b".to_owned(), e(9))]
+    );
+}
+
+#[tokio::test]
+async fn scylla_conv_index() {
+    with_scylla(async |s| {
+        conv_index(s).await;
+        conv_index_latest_record_wins(s).await;
+    })
+    .await;
+}
+
 // ---- the embedded twin, for parity ----
 
 #[tokio::test]
@@ -361,4 +455,5 @@ async fn embedded_store_scenarios() {
     messages_across_buckets(&store).await;
     client_msg_id_index(&store).await;
     group_members(&store).await;
+    conv_index(&store).await;
 }
