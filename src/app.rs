@@ -120,6 +120,7 @@ pub(crate) async fn start(
         cooldown: Arc::new(crate::gateway::cooldown::Cooldown::new(
             Duration::from_secs(cfg.limits.flood_cooldown_secs),
         )),
+        accounts: Arc::new(crate::gateway::account::Accounts::new(&cfg.budgets)),
         http: reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?,

@@ -8,6 +8,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod budgets;
+pub(crate) use budgets::Budgets;
+
 /// Top-level sections, so that `FERRY_<SECTION>__<KEY>` reaches them and unrelated
 /// `FERRY_*` variables (FERRY_CONFIG, test settings) are not mistaken for keys.
 const SECTIONS: &[&str] = &[
@@ -16,6 +19,7 @@ const SECTIONS: &[&str] = &[
     "server",
     "auth",
     "limits",
+    "budgets",
     "session",
     "log",
     "kafka",
@@ -38,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) auth: AuthConfig,
     pub(crate) limits: Limits,
+    pub(crate) budgets: Budgets,
     pub(crate) session: SessionConfig,
     pub(crate) log: LogConfig,
     pub(crate) kafka: KafkaConfig,
@@ -58,6 +63,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            budgets: Budgets::default(),
             session: SessionConfig::default(),
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
@@ -572,6 +578,8 @@ impl Config {
                 bad.push(invalid(key, "must be greater than 0"));
             }
         }
+        self.budgets
+            .validate(l.max_response_bytes, l.max_frame_bytes, &mut bad);
         if self.session.idle_timeout_secs == 0 {
             bad.push(invalid(
                 "session.idle_timeout_secs",

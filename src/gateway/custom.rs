@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
+use crate::connections::budget::{Budget, Held, Over};
 use crate::proto::pb;
 
 /// Longest CustomRequest method accepted, bytes.
@@ -88,9 +89,10 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         }
     })?;
     let status = resp.status();
-    let body = read_bounded(resp, app.cfg.limits.max_response_bytes)
+    let (body, held) = read_bounded(resp, app.cfg.limits.max_response_bytes, &ctx.budget)
         .await
         .map_err(|e| match e {
+            BodyError::Over(o) => o.into(),
             BodyError::TooLarge(limit) => Failure::Request(format!(
                 "upstream for {} answered more than {limit} bytes",
                 req.method
@@ -98,7 +100,9 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
             BodyError::Broken => Failure::Retry(format!("upstream for {} broke off", req.method)),
         })?;
     if status.is_success() {
-        return Ok(Reply::data(body));
+        let mut reply = Reply::data(body);
+        reply.held = Some(held);
+        return Ok(reply);
     }
     let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     if status.is_client_error() {
@@ -113,22 +117,34 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
 enum BodyError {
     TooLarge(usize),
     Broken,
+    /// The answer budget had no room for it (`connections::budget`).
+    Over(Over),
 }
 
 /// Reads the upstream body, refusing it as soon as it exceeds `limit` bytes (it would
-/// become one frame to the client).
-async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+/// become one frame to the client); each chunk takes answer budget before it is kept.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+    budget: &Budget,
+) -> Result<(Bytes, Held), BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }
+    let mut held = budget.none();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|_| BodyError::Broken)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge(limit));
         }
+        let more = (body.len() + chunk.len()).saturating_sub(held.bytes());
+        budget
+            .grow(&mut held, more)
+            .await
+            .map_err(BodyError::Over)?;
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok((body.freeze(), held))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The gateway role: WebSocket sessions, authentication, socket lifecycle, request
 //! dispatch, and CustomRequest upstreams.
 
+pub(crate) mod account;
 pub(crate) mod auth;
 pub(crate) mod bounded;
 pub(crate) mod conformance;
@@ -15,6 +16,7 @@ pub(crate) mod pipeline;
 pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sync;
+pub(crate) mod sync_read;
 pub(crate) mod upgrade;
 pub(crate) mod wire;
 pub(crate) mod ws_close;
@@ -48,6 +50,8 @@ pub(crate) struct Gateway {
     pub(crate) auth: Arc<auth::Authenticator>,
     /// Devices closed for flooding, and until when they may not connect again.
     pub(crate) cooldown: Arc<cooldown::Cooldown>,
+    /// Each account's budgets over its sockets here, and the process's answer bytes.
+    pub(crate) accounts: Arc<account::Accounts>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

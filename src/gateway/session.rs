@@ -209,11 +209,15 @@ async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
     }
     tracing::debug!(user = %id.user, platform = %conn.platform, conn = %conn.conn_id, "connected");
     metrics::gauge!("ferry_connections", "platform" => conn.platform.clone()).increment(1.0);
+    let account = app.accounts.join(&conn.user);
+    let budget = app.accounts.budget(&account);
     Some(Arc::new(ConnCtx {
         app,
         user: id.user,
         conn,
         meta,
+        account,
+        budget,
     }))
 }
 
@@ -332,7 +336,19 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
         // Every frame costs a token, well-formed or not: a flood of garbage is
         // throttled like a flood of requests.
         let now = Instant::now();
-        if !bucket.take(now.into_std()) {
+        let over = if !bucket.take(now.into_std()) {
+            Some((
+                "rate limit exceeded, slow down",
+                bucket.next_token_in(now.into_std()),
+            ))
+        } else if !ctx.account.take(now.into_std()) {
+            // The account's rate, over all its sockets here (`account.rs`).
+            let why = "this account's rate limit exceeded (over all its connections), slow down";
+            Some((why, ctx.account.next_token_in(now.into_std())))
+        } else {
+            None
+        };
+        if let Some((why, wait)) = over {
             if !refusals.refuse(now.into_std()) {
                 Closing::Flooding.close(&conn.closer);
                 break;
@@ -342,13 +358,9 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                 .unwrap_or_default();
             reply(
                 ctx,
-                wire::failure(
-                    event,
-                    &req_id,
-                    &Failure::Retry("rate limit exceeded, slow down".into()),
-                ),
+                wire::failure(event, &req_id, &Failure::Retry(why.into())),
             );
-            let until = now + bucket.next_token_in(now.into_std());
+            let until = now + wait;
             paused_until = Some(until);
             if until < timer.deadline() {
                 timer.as_mut().reset(until);
@@ -503,13 +515,25 @@ fn handle(
         );
         return;
     };
+    // And the account's, over all its sockets here (`account.rs`).
+    let Ok(account_permit) = ctx.account.in_flight.clone().try_acquire_owned() else {
+        reply(
+            ctx,
+            wire::failure(
+                req.event,
+                &req.req_id,
+                &Failure::Retry("too many requests of this account in flight".into()),
+            ),
+        );
+        return;
+    };
     let ctx = ctx.clone();
     tasks.spawn(async move {
         let frames = dispatch::handle(&ctx, req).await;
         for f in frames {
             reply(&ctx, f);
         }
-        drop(permit);
+        drop((permit, account_permit));
     });
 }
 

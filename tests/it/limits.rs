@@ -449,7 +449,8 @@ async fn malformed_frames_pay_the_rate_limit() {
 }
 
 /// A connection that goes on flooding after its refusals are used up is closed with
-/// 1008; the user's other devices are not affected.
+/// 1008; the user's other sockets are not affected (new ones wait out the account's
+/// cooldown, `flood::an_account_cut_off_for_flooding_waits_before_it_connects_again`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_keeps_flooding_is_closed() {
     let c = Cluster::new(
@@ -458,6 +459,7 @@ async fn a_connection_that_keeps_flooding_is_closed() {
     );
     let f = c.start("pod-a");
     let u = unique("u");
+    let mut other = f.connect_device(&u, "web", "d2").await;
     let mut flooder = f.connect_device(&u, "ios", "d1").await;
     // Five frames spend the burst; of the rest about every other one is refused (each
     // refusal pauses reading until the next token, 50 ms), far more than the one
@@ -469,8 +471,7 @@ async fn a_connection_that_keeps_flooding_is_closed() {
         flooder.closed(10 * SEC).await,
         (1008, "request rate limit exceeded".to_owned())
     );
-    // The user's other device is not affected.
-    let mut other = f.connect_device(&u, "web", "d2").await;
+    // The user's other socket is not affected.
     other
         .request(
             pb::ActiveEvent::SyncConvSeq,

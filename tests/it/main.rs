@@ -26,6 +26,7 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod budgets;
 mod cli;
 mod conformance;
 mod contract;

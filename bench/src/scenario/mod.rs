@@ -7,6 +7,7 @@ pub mod delay;
 pub mod fanout;
 pub mod flood;
 pub mod idle;
+pub mod inflight;
 pub mod storm;
 pub mod victim;
 
