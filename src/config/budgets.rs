@@ -38,8 +38,8 @@ impl Default for Budgets {
     fn default() -> Self {
         Self {
             connection_answer_bytes: 8 << 20,
-            account_answer_bytes: 16 << 20,
-            process_answer_bytes: 256 << 20,
+            account_answer_bytes: 12 << 20,
+            process_answer_bytes: 128 << 20,
             answer_wait_ms: 2000,
             max_sync_partitions: 200,
             account_requests_per_second: 100,

@@ -84,6 +84,7 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.units * UNIT
     }

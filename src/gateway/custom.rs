@@ -122,28 +122,27 @@ enum BodyError {
 }
 
 /// Reads the upstream body, refusing it as soon as it exceeds `limit` bytes (it would
-/// become one frame to the client); each chunk takes answer budget before it is kept.
+/// become one frame to the client). Its worst case (the announced length, or the
+/// limit) is taken from the answer budget before the first byte is read.
 async fn read_bounded(
     mut resp: reqwest::Response,
     limit: usize,
     budget: &Budget,
 ) -> Result<(Bytes, Held), BodyError> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }
-    let mut held = budget.none();
+    let most = announced.map_or(limit, |n| n as usize);
+    let mut held = budget.take(most).await.map_err(BodyError::Over)?;
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|_| BodyError::Broken)? {
-        if body.len() + chunk.len() > limit {
+        if body.len() + chunk.len() > most {
             return Err(BodyError::TooLarge(limit));
         }
-        let more = (body.len() + chunk.len()).saturating_sub(held.bytes());
-        budget
-            .grow(&mut held, more)
-            .await
-            .map_err(BodyError::Over)?;
         body.extend_from_slice(&chunk);
     }
+    held.shrink_to(body.len());
     Ok((body.freeze(), held))
 }
 

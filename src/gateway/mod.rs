@@ -8,6 +8,7 @@ pub(crate) mod conformance;
 pub(crate) mod cooldown;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
+pub(crate) mod fragments;
 pub(crate) mod keepalive;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;

@@ -399,6 +399,8 @@ async fn ping(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool
 /// only while a write waits.
 async fn write_queued(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool {
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // What is left of a frame written in fragments (`fragments.rs`).
+    let mut rest: Option<Box<Bytes>> = None;
     let io = std::future::poll_fn(|cx| {
         loop {
             match socket.poll_ready_unpin(cx) {
@@ -406,13 +408,20 @@ async fn write_queued(socket: &mut Socket, conn: &Connection, timeout: Duration)
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(WriteFailed::Socket)),
                 Poll::Pending => break,
             }
-            let Some(frame) = conn.outbox.pop() else {
+            let next = match super::fragments::next(&mut rest) {
+                Some(m) => Some(m),
+                None => conn
+                    .outbox
+                    .pop()
+                    .map(|f| super::fragments::first(f, &mut rest)),
+            };
+            let Some(message) = next else {
                 match socket.poll_flush_unpin(cx) {
                     Poll::Ready(r) => return Poll::Ready(r.map_err(|_| WriteFailed::Socket)),
                     Poll::Pending => break,
                 }
             };
-            if socket.start_send_unpin(WsMessage::Binary(frame)).is_err() {
+            if socket.start_send_unpin(message).is_err() {
                 return Poll::Ready(Err(WriteFailed::Socket));
             }
             // The client took what came before: the wait starts again.

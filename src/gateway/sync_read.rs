@@ -1,7 +1,8 @@
 //! SyncMsgList's reads, bounded before they are made: the partitions one request may
-//! touch are counted before the first read, every read takes its worst case from the
-//! answer budget (`connections::budget`) before the store is asked, and reading stops
-//! as soon as the answer passes `limits.max_response_bytes`. A request for 1,000
+//! touch are counted before the first read, the request takes the worst case of its
+//! answer from the answer budget (`connections::budget`) before the store is asked,
+//! reads piece by piece within it (giving back what turned out smaller), and reading
+//! stops as soon as the answer passes `limits.max_response_bytes`. A request for 1,000
 //! large messages reads at most the answer's limit and one piece more, not all of
 //! them; 1,000 seqs in 1,000 buckets are refused before any read.
 
@@ -62,20 +63,28 @@ pub(crate) async fn read(
     let answer_max = limits.max_response_bytes;
     let per_msg = message_bound(limits);
     let store = ctx.app.store.as_ref();
-    let mut held = ctx.budget.none();
+    // The worst case of what is left: every seq a message of the largest size, but
+    // never more than the answer's room and the one message that would pass it.
+    let worst = |left: usize, used: usize| {
+        left.saturating_mul(per_msg)
+            .min(answer_max.saturating_sub(used) + per_msg)
+    };
+    let mut left: usize = wanted.iter().map(|w| w.seqs.len()).sum();
+    // Taken once, before the first read, and only given back from then on: a request
+    // never waits for more while it holds some (no two wait on each other).
+    let mut held = ctx.budget.take(worst(left, 0)).await?;
     let mut used = 0usize;
     let mut out = Vec::new();
     for w in wanted {
         let conv_s = w.conv.to_string();
         let mut rest = &w.seqs[..];
         while !rest.is_empty() {
-            // At most what the answer may still hold plus the one message that would
-            // pass it, at least one message: a piece never reads far past the limit.
+            // Within what is held: at most the answer's room plus one message.
             let room = answer_max.saturating_sub(used) + per_msg;
             let n = (room / per_msg).clamp(1, READ_CHUNK).min(rest.len());
             let (piece, next) = rest.split_at(n);
             rest = next;
-            ctx.budget.grow(&mut held, n * per_msg).await?;
+            left -= n;
             let mut found = store.messages(&conv_s, piece).await?.into_iter().peekable();
             for s in piece {
                 // The store answers in the order asked, missing seqs left out.
@@ -91,8 +100,8 @@ pub(crate) async fn read(
                 }
                 out.push(m);
             }
-            // Only what the answer holds stays taken.
-            held.shrink_to(used);
+            // What the answer holds, and the worst case of what is left to read.
+            held.shrink_to(used + worst(left, used));
         }
     }
     Ok((out, held))
