@@ -33,8 +33,11 @@ pub struct Args {
     pub msg_bytes: usize,
 }
 
-/// The per-socket rate limit out of the way: the answer budget is what is measured.
-const LIMITS: &str = "requests_per_second = 100000\nrequest_burst = 100000\n";
+/// The rate and in-flight limits (per socket and per account) out of the way: the
+/// answer budget is what is measured (its defaults).
+const LIMITS: &str = "requests_per_second = 100000\nrequest_burst = 100000\n\
+     [budgets]\naccount_requests_per_second = 100000\naccount_request_burst = 100000\n\
+     account_in_flight = 100000\n";
 
 use crate::conn::Ws;
 
