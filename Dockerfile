@@ -4,7 +4,7 @@
 # bookworm-slim and run as an unprivileged user.
 #
 #   docker build -t ferry:dev .
-#   docker run --rm -p 8080:8080 ferry:dev            # embedded backend, data in /var/lib/ferry
+#   docker run --rm -p 8080:8080 ferry:dev            # embedded backend, data in /var/lib/ferry (no /demo: not loopback)
 #   docker run --rm ferry:dev migrate                  # any subcommand: the entrypoint is `ferry`
 #
 # Needs BuildKit (the default builder of current Docker) for the cache mounts.
@@ -50,6 +50,14 @@ COPY --from=builder /out/ferry /usr/local/bin/ferry
 # Inside a container ferry must listen on every interface (its own default is
 # 127.0.0.1:8080), and its embedded data (log, store, development secrets) lives in
 # /var/lib/ferry: mount a volume there to keep it (compose and the chart do). Both can be overridden.
+#
+# Safe by default: on a non-loopback listener ferry never serves /demo or mints
+# tokens (the binary enforces it, so every deployment gets it, not only this image).
+# With no auth key configured the image starts without the demo, verifying tokens
+# with a generated development secret nobody outside the container can read
+# (`docker exec <container> ferry token alice` mints one); configure
+# FERRY_AUTH__HS256_SECRET or a key file for real clients. It starts rather than
+# refusing, so `docker run -p 8080:8080 ferry:dev` still works for a first look.
 ENV FERRY_SERVER__LISTEN=0.0.0.0:8080 \
     FERRY_DATA_DIR=/var/lib/ferry
 WORKDIR /var/lib/ferry

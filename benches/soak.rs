@@ -148,7 +148,10 @@ fn report(text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"))
+        .open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/benchmarks-history.md"
+        ))
         .unwrap();
     writeln!(f, "{text}").unwrap();
 }

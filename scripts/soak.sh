@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak (not part of CI): ferry on Kafka + Cassandra under a moderate, steady load of
 # real WebSocket clients for 30 minutes, sampling its RSS, open file descriptors and
-# consumer lag; fails if any of them grows. Appends its verdict to BENCHMARKS.md.
+# consumer lag; fails if any of them grows. Appends its verdict to docs/benchmarks-history.md.
 #
 #   bash scripts/soak.sh [--minutes 30] [--pairs 10] [--rate 10] [--sample-secs 30]
 #

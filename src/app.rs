@@ -96,6 +96,7 @@ pub(crate) async fn start(
             local,
         }),
         group: cfg.pipeline.group_pushes,
+        max_record: crate::budget::Budget::of(&cfg).push_max(),
     };
     let shutdown = CancellationToken::new();
     let publisher = Publisher {
@@ -115,15 +116,14 @@ pub(crate) async fn start(
         presence: presence.clone(),
         publisher: publisher.clone(),
         router: router.clone(),
-        notices: NoticeBook::new(),
+        notices: NoticeBook::new(cfg.limits.notices.clone()),
         auth,
         cooldown: Arc::new(crate::gateway::cooldown::Cooldown::new(
             Duration::from_secs(cfg.limits.flood_cooldown_secs),
         )),
         accounts: Arc::new(crate::gateway::account::Accounts::new(&cfg.budgets)),
-        http: reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?,
+        // Never follows redirects (src/outbound.rs): shared with the forwarder.
+        http: crate::outbound::client()?,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
@@ -136,6 +136,7 @@ pub(crate) async fn start(
             registry.shut_down();
         }
     });
+    let stalls = crate::pipeline::stalls::Stalls::default();
     let probe = Probe {
         log: log.clone(),
         store: store.clone(),
@@ -143,6 +144,8 @@ pub(crate) async fn start(
         started: Arc::new(AtomicBool::new(false)),
         shutdown: shutdown.clone(),
         metrics,
+        stalls: stalls.clone(),
+        stuck: Duration::from_secs(cfg.pipeline.stuck_lane_secs),
     };
 
     // Roles stop after the sockets are closed (see shutdown.rs).
@@ -157,6 +160,8 @@ pub(crate) async fn start(
             topics: topics.clone(),
             router: router.clone(),
             offline: cfg.offline.enabled,
+            stalls: stalls.clone(),
+            budget: crate::budget::Budget::of(&cfg),
         };
         tasks.spawn("sequencer", |stop| s.run(stop));
     }
@@ -195,6 +200,7 @@ pub(crate) async fn start(
             cfg: cfg.offline.forwarder.clone(),
             url,
             http: gateway.http.clone(),
+            max_record: crate::budget::Budget::of(&cfg).record_max(),
         };
         tasks.spawn("forwarder", |stop| f.run(stop));
     }
@@ -236,6 +242,7 @@ pub(crate) async fn start(
         let head = crate::serve::HeadBounds {
             read_timeout: Duration::from_secs(cfg.server.header_read_timeout_secs),
             max_bytes: cfg.server.max_header_bytes,
+            max_unconnected: cfg.server.max_unconnected_sockets,
         };
         let conns = TaskTracker::new();
         let accepting =

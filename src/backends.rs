@@ -18,6 +18,7 @@ pub(crate) fn kafka_settings(cfg: &Config) -> KafkaSettings {
         replication: cfg.kafka.replication,
         properties: cfg.kafka.properties.clone(),
         append_timeout: Duration::from_millis(cfg.log.append_timeout_ms),
+        max_message_bytes: cfg.kafka.max_message_bytes,
     }
 }
 
@@ -34,7 +35,10 @@ pub(crate) fn scylla_settings(cfg: &Config) -> ScyllaSettings {
 
 pub(crate) async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn MsgLog>> {
     Ok(match cfg.log.kind {
-        LogKind::Embedded => Arc::new(crate::msglog::embedded::EmbeddedLog::open(&cfg.data_dir)?),
+        LogKind::Embedded => Arc::new(
+            crate::msglog::embedded::EmbeddedLog::open(&cfg.data_dir)?
+                .with_max_record_bytes(cfg.kafka.max_message_bytes),
+        ),
         LogKind::Kafka => Arc::new(KafkaLog::connect(&kafka_settings(cfg))?),
     })
 }
@@ -69,6 +73,10 @@ pub(crate) fn topic_specs(cfg: &Config, topics: &Topics) -> Vec<TopicSpec> {
         },
         TopicSpec {
             name: topics.offline(),
+            retention: Retention::Full,
+        },
+        TopicSpec {
+            name: topics.offline_dead_letter(),
             retention: Retention::Full,
         },
         TopicSpec {

@@ -181,7 +181,7 @@ async fn serve(cfg: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics();
     let embedded = cfg.log.kind == crate::config::LogKind::Embedded;
     let data_dir = cfg.data_dir.clone();
-    let demo = roles.contains(&Role::Gateway) && crate::secrets::auth_dev_secret(&cfg)?.is_some();
+    let demo = roles.contains(&Role::Gateway) && crate::secrets::dev_endpoints(&cfg);
     // Installed before ferry says it is listening: a SIGTERM that follows at once
     // (a supervisor, a test) drains instead of killing the process.
     let signals = Signals::install()?;

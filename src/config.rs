@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 mod budgets;
 pub(crate) use budgets::Budgets;
+mod exposure;
+pub(crate) use exposure::{NoticeLimits, normalise_origin};
 
 /// Top-level sections, so that `FERRY_<SECTION>__<KEY>` reaches them and unrelated
 /// `FERRY_*` variables (FERRY_CONFIG, test settings) are not mistaken for keys.
@@ -102,6 +104,23 @@ pub(crate) struct ServerConfig {
     /// Testing only: mounts `/conformance/echo`, an unauthenticated WebSocket echo with
     /// `/ws`'s limits, for the Autobahn conformance suite. Refused off loopback.
     pub(crate) conformance_echo: bool,
+    /// Browser origins (`scheme://host[:port]`) allowed to open a socket. Empty: any
+    /// origin (with the demo on, loopback origins only). Clients that send no Origin
+    /// (native apps) are always allowed.
+    pub(crate) allowed_origins: Vec<String>,
+    /// Host names besides loopback ones (localhost, 127.0.0.1, [::1]) the development
+    /// endpoints (/demo) answer to: a DNS-rebound name is refused.
+    pub(crate) dev_allowed_hosts: Vec<String>,
+    /// Serves /demo and its token minting on a non-loopback listener too (still only
+    /// with no auth key configured). Logged loudly: anyone who reaches it can mint a
+    /// token for any user.
+    pub(crate) demo_beyond_loopback: bool,
+    /// A request body (/api/v1, /demo) not received in full within this time is
+    /// answered 408.
+    pub(crate) body_read_timeout_secs: u64,
+    /// Connections accepted but not (yet) a connected WebSocket session: silent ones,
+    /// ones in their request head, HTTP ones. Over it a new connection is closed at once.
+    pub(crate) max_unconnected_sockets: usize,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +131,11 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_header_bytes: 32 << 10,
             conformance_echo: false,
+            allowed_origins: Vec::new(),
+            dev_allowed_hosts: Vec::new(),
+            demo_beyond_loopback: false,
+            body_read_timeout_secs: 10,
+            max_unconnected_sockets: 4096,
         }
     }
 }
@@ -133,6 +157,8 @@ pub(crate) struct AuthConfig {
     pub(crate) audience: Option<String>,
     /// Clock skew tolerated for exp/nbf, seconds (default 30).
     pub(crate) leeway_secs: Option<u64>,
+    /// Longest token lifetime accepted (exp minus now), seconds (default 86400).
+    pub(crate) max_token_lifetime_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -170,6 +196,7 @@ pub(crate) struct Limits {
     pub(crate) send_queue: usize,
     /// Bytes queued for one socket before it counts as a slow consumer and is closed.
     pub(crate) send_queue_bytes: usize,
+    pub(crate) notices: NoticeLimits,
 }
 
 impl Default for Limits {
@@ -190,6 +217,7 @@ impl Default for Limits {
             max_connections_per_user: 20,
             send_queue: 512,
             send_queue_bytes: 8 << 20,
+            notices: NoticeLimits::default(),
         }
     }
 }
@@ -263,6 +291,11 @@ pub(crate) struct KafkaConfig {
     pub(crate) replication: i32,
     /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*).
     pub(crate) properties: BTreeMap<String, String>,
+    /// The largest record the brokers take (their `message.max.bytes`, 1,000,000 by
+    /// default): librdkafka's `message.max.bytes`, the topics ferry creates and every
+    /// size a client may send are derived from it (`budget.rs`). The embedded log
+    /// refuses records over it too, so both backends accept the same requests.
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -273,6 +306,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication: 1,
             properties: BTreeMap::new(),
+            max_message_bytes: 1_000_000,
         }
     }
 }
@@ -334,6 +368,9 @@ pub(crate) struct PipelineConfig {
     /// versions without grouped push records deliver only plain ones: turn this off
     /// while such pods still run (a rolling upgrade), on again once all are upgraded.
     pub(crate) group_pushes: bool,
+    /// A sequencer record failing (and retried) for longer than this makes `/readyz`
+    /// answer 503: the pod is stuck, not merely slow.
+    pub(crate) stuck_lane_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -343,6 +380,7 @@ impl Default for PipelineConfig {
             notice_repush_secs: 30,
             presence_ttl_secs: 90,
             group_pushes: true,
+            stuck_lane_secs: 30,
         }
     }
 }
@@ -377,6 +415,14 @@ pub(crate) struct OfflineConfig {
     /// Hand off stored messages with `options.offlinePush` for recipients with no
     /// online device to the `<prefix>offline` topic.
     pub(crate) enabled: bool,
+    /// Largest `offlinePush.title` / `.content` / `.payload` a message may carry,
+    /// bytes (checked before the message is appended).
+    pub(crate) max_title_bytes: usize,
+    pub(crate) max_content_bytes: usize,
+    pub(crate) max_payload_bytes: usize,
+    /// Largest offline fan-out one request may cause: recipients × offline-push bytes
+    /// of its messages with `offlinePush`, summed over its conversations.
+    pub(crate) max_fanout_bytes: usize,
     pub(crate) forwarder: ForwarderConfig,
 }
 
@@ -384,6 +430,10 @@ impl Default for OfflineConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            max_title_bytes: 512,
+            max_content_bytes: 4096,
+            max_payload_bytes: 4096,
+            max_fanout_bytes: 8 << 20,
             forwarder: ForwarderConfig::default(),
         }
     }
@@ -407,6 +457,12 @@ pub(crate) struct ForwarderConfig {
     /// First wait after a failed request, ms; doubled per failure up to `retry_max_ms`.
     pub(crate) retry_initial_ms: u64,
     pub(crate) retry_max_ms: u64,
+    /// Largest request body posted, bytes (JSON as sent): a batch is cut before it;
+    /// the push service must accept bodies of this size.
+    pub(crate) max_body_bytes: usize,
+    /// Times an event refused for what it is (a 4xx answer other than 408 and 429)
+    /// is posted before it goes to the offline dead-letter topic.
+    pub(crate) max_refusals: u32,
 }
 
 impl Default for ForwarderConfig {
@@ -419,6 +475,8 @@ impl Default for ForwarderConfig {
             timeout_ms: 5000,
             retry_initial_ms: 200,
             retry_max_ms: 30_000,
+            max_body_bytes: 1 << 20,
+            max_refusals: 3,
         }
     }
 }
@@ -693,9 +751,11 @@ impl Config {
                 "must be at least offline.forwarder.retry_initial_ms",
             ));
         }
+        crate::budget::validate(self, &mut |key, problem| bad.push(invalid(key, problem)));
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
             bad.push(invalid("telemetry.sample_ratio", "between 0.0 and 1.0"));
         }
+        exposure::validate(self, &mut bad);
         let auth = &self.auth;
         if auth.hs256_secret.as_deref().is_some_and(|s| s.len() < 16) {
             bad.push(invalid("auth.hs256_secret", "use at least 16 bytes"));

@@ -1,14 +1,17 @@
 //! The browser chat demo at `/demo`, and the two development endpoints it needs:
 //! `POST /demo/token` mints a token for any user name, `POST /demo/notice` creates a
 //! notice for a user. All of it exists only while ferry verifies tokens with its
-//! generated development secret: as soon as a secret or key is configured, nobody
-//! may mint tokens, and `/demo` is not routed at all.
+//! generated development secret *and* listens on loopback: as soon as a key of any
+//! kind is configured, or the listener is reachable from other machines, nobody may
+//! mint tokens and `/demo` is not routed at all (`server.demo_beyond_loopback`
+//! overrides the second, loudly). It answers only to a loopback Host.
 //!
 //! The page and its script are built by `clients/ts/scripts/bundle-demo.mjs` and
 //! committed, so `cargo build` embeds them without needing npm.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,9 +42,24 @@ struct Demo {
     secret: std::sync::Arc<str>,
 }
 
-/// The demo's routes, or None when a secret or key is configured.
+/// The demo's routes, or None when they are off: a key of any kind is configured,
+/// or the listener is not loopback (and `server.demo_beyond_loopback` is not set).
+/// Every route answers only to a loopback Host (or `server.dev_allowed_hosts`), and
+/// reads its body within `server.body_read_timeout_secs`.
 pub(crate) fn router(app: &Gateway) -> Option<Router> {
-    let secret = match crate::secrets::auth_dev_secret(&app.cfg) {
+    let cfg = &app.cfg;
+    if !crate::secrets::dev_endpoints(cfg) {
+        if cfg.auth.any_key() {
+            return None;
+        }
+        tracing::warn!(
+            listen = %cfg.server.listen,
+            "no auth key configured on a non-loopback listener: tokens are signed with the \
+             development secret, /demo and token minting are off; configure auth.* for production"
+        );
+        return None;
+    }
+    let secret = match crate::secrets::auth_dev_secret(cfg) {
         Ok(Some(s)) => s,
         Ok(None) => return None,
         Err(e) => {
@@ -49,9 +67,19 @@ pub(crate) fn router(app: &Gateway) -> Option<Router> {
             return None;
         }
     };
-    tracing::warn!(
-        "development secret in use: /demo is on and mints tokens for any user; configure auth.* to turn it off"
-    );
+    if cfg.server.demo_beyond_loopback {
+        tracing::error!(
+            listen = %cfg.server.listen,
+            "server.demo_beyond_loopback is set: /demo mints a token for ANY user to anyone who \
+             reaches this listener; never use this outside a throwaway test setup"
+        );
+    } else {
+        tracing::warn!(
+            "development secret in use: /demo is on (loopback only) and mints tokens for any user; \
+             configure auth.* to turn it off"
+        );
+    }
+    let body_timeout = std::time::Duration::from_secs(cfg.server.body_read_timeout_secs);
     let demo = Demo {
         app: app.clone(),
         secret: secret.into(),
@@ -63,8 +91,29 @@ pub(crate) fn router(app: &Gateway) -> Option<Router> {
             .route("/demo/demo.js", get(script))
             .route("/demo/token", post(token))
             .route("/demo/notice", post(notice))
+            .route_layer(middleware::from_fn_with_state(
+                body_timeout,
+                crate::api::deadline::read_within,
+            ))
+            .route_layer(middleware::from_fn_with_state(app.clone(), host_allowed))
             .with_state(demo),
     )
+}
+
+/// Refuses a request whose Host is not loopback (or listed): a page on another site
+/// that re-pointed its own name at this address reaches ferry with its name as Host.
+async fn host_allowed(State(app): State<Gateway>, req: Request, next: Next) -> Response {
+    if !crate::gateway::origin::dev_host_allowed(&app.cfg, req.headers()) {
+        metrics::counter!("ferry_dev_host_refusals_total").increment(1);
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({
+                "error": "the development endpoints answer only to a loopback Host (see server.dev_allowed_hosts)"
+            })),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn page() -> Response {
@@ -139,8 +188,9 @@ async fn notice(State(demo): State<Demo>, Body(req): Body<NoticeReq>) -> Respons
         Ok(u) => u,
         Err(e) => return bad(e.to_string()),
     };
-    if req.title.is_empty() || req.title.len() > MAX_TITLE {
-        return bad(format!("title: 1..={MAX_TITLE} bytes"));
+    let max_title = MAX_TITLE.min(demo.app.cfg.limits.notices.max_title_bytes);
+    if req.title.is_empty() || req.title.len() > max_title {
+        return bad(format!("title: 1..={max_title} bytes"));
     }
     let notice = Notice {
         conv_id: NOTICE_CONV.into(),
@@ -157,6 +207,12 @@ async fn notice(State(demo): State<Demo>, Body(req): Body<NoticeReq>) -> Respons
         ext: Default::default(),
     };
     let app = &demo.app;
+    if let Err(over) = app
+        .notices
+        .admit(user.as_str(), &notice, &app.cfg.limits.notices)
+    {
+        return ApiError::from(over).into_response();
+    }
     let record = notices::record(&app.topics, user.as_str(), &notice);
     match app.log.append(vec![record]).await {
         Ok(()) => Json(serde_json::json!({

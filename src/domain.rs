@@ -9,11 +9,15 @@ const MAX_ID_LEN: usize = 128;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum DomainError {
-    #[error("invalid id {0:?}: 1..=128 characters of letters, digits, '_', '.', '@', ':' or '='")]
+    #[error(
+        "invalid id {0:?}: 1..=128 characters of letters, digits, '_', '.', '@', ':' or '=' (not \".\" or \"..\")"
+    )]
     Id(String),
     #[error("invalid convId {0:?}: expected single:<a>-<b>, group:<groupId> or notice:<name>")]
     ConvId(String),
-    #[error("invalid seq {0:?}: expected a positive decimal integer")]
+    #[error(
+        "invalid seq {0:?}: expected a positive decimal integer without sign or leading zeros, at most 9223372036854775807"
+    )]
     Seq(String),
     #[error("invalid serverMsgId {0:?}: expected <convId>-<seq>")]
     ServerMsgId(String),
@@ -23,9 +27,32 @@ fn valid_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '=')
 }
 
+/// Longest piece of client input an error message quotes, bytes: enough to spot
+/// the value, never a megabyte of it echoed back.
+pub(crate) const QUOTE_BYTES: usize = 64;
+
+/// `s` as an error message quotes it: at most [`QUOTE_BYTES`] (on a character
+/// boundary), with the full length when cut.
+pub(crate) fn quote(s: &str) -> String {
+    if s.len() <= QUOTE_BYTES {
+        return s.to_owned();
+    }
+    let mut end = QUOTE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
 fn check_id(s: &str) -> Result<(), DomainError> {
-    if s.is_empty() || s.len() > MAX_ID_LEN || !s.chars().all(valid_id_char) {
-        return Err(DomainError::Id(s.to_owned()));
+    // "." and ".." would be path segments wherever an id becomes part of a path.
+    if s.is_empty()
+        || s.len() > MAX_ID_LEN
+        || s == "."
+        || s == ".."
+        || !s.chars().all(valid_id_char)
+    {
+        return Err(DomainError::Id(quote(s)));
     }
     Ok(())
 }
@@ -61,7 +88,7 @@ pub(crate) enum ConvId {
 impl ConvId {
     /// Parses a convId; `single:b-a` is normalised to `single:a-b`.
     pub(crate) fn parse(s: &str) -> Result<Self, DomainError> {
-        let bad = || DomainError::ConvId(s.to_owned());
+        let bad = || DomainError::ConvId(quote(s));
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         match kind {
             "single" => {
@@ -117,9 +144,15 @@ pub(crate) struct Seq(pub(crate) u64);
 
 impl Seq {
     pub(crate) fn parse(s: &str) -> Result<Self, DomainError> {
+        // Canonical decimal only: "+1", "01" and " 1" are refused (u64's parser takes
+        // the first), and nothing above what the CQL store's bigint holds.
+        let canonical = !s.is_empty()
+            && s.len() <= 19
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !s.starts_with('0');
         match s.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Self(n)),
-            _ => Err(DomainError::Seq(s.to_owned())),
+            Ok(n) if canonical && n <= MAX_SEQ => Ok(Self(n)),
+            _ => Err(DomainError::Seq(quote(s))),
         }
     }
 }
@@ -140,7 +173,7 @@ pub(crate) fn server_msg_id(conv: &ConvId, seq: Seq) -> String {
 
 /// Splits a serverMsgId at its last `-` into conversation and seq.
 pub(crate) fn parse_server_msg_id(s: &str) -> Result<(ConvId, Seq), DomainError> {
-    let bad = || DomainError::ServerMsgId(s.to_owned());
+    let bad = || DomainError::ServerMsgId(quote(s));
     let (conv, seq) = s.rsplit_once('-').ok_or_else(bad)?;
     Ok((
         ConvId::parse(conv).map_err(|_| bad())?,

@@ -13,6 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 
+mod offline;
+pub use offline::offline_handoff;
+
 use crate::app;
 use crate::config::{AuthConfig, Config};
 use crate::connections::outbox::Outbox;
@@ -27,6 +30,9 @@ use crate::msglog::LogRecord;
 use crate::pipeline::sequencer::Sequencer;
 use crate::proto::pb::{self, PushEvent, RequestBody};
 
+mod notices;
+pub use notices::notices_api;
+
 /// The user every fuzzed frame comes from, and the group it belongs to.
 const USER: &str = "fuzz_a";
 const GROUP: &str = "g1";
@@ -40,6 +46,8 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     state: Gateway,
     ctx: Arc<ConnCtx>,
+    /// Where the app listens (the HTTP targets call it there).
+    addr: std::net::SocketAddr,
 }
 
 fn harness() -> &'static Harness {
@@ -66,10 +74,11 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("runtime");
-        let (state, ctx) = rt.block_on(async {
+        let (state, ctx, addr) = rt.block_on(async {
             let running = app::start(cfg, &app::ALL_ROLES, None)
                 .await
                 .expect("ferry starts on the embedded backend");
+            let addr = running.addr;
             let state = running.gateway;
             state
                 .store
@@ -105,9 +114,14 @@ fn harness() -> &'static Harness {
                 budget: state.accounts.budget(&account),
                 account,
             });
-            (state, ctx)
+            (state, ctx, addr)
         });
-        Harness { rt, state, ctx }
+        Harness {
+            rt,
+            state,
+            ctx,
+            addr,
+        }
     })
 }
 
@@ -321,6 +335,8 @@ pub fn inbound_record(data: &[u8]) {
         topics: s.topics.clone(),
         router: s.router.clone(),
         offline: false,
+        stalls: Default::default(),
+        budget: Default::default(),
     };
     let rec = LogRecord {
         topic: s.topics.inbound(),

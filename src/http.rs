@@ -31,6 +31,10 @@ pub(crate) struct Probe {
     /// Cancelled on shutdown: not ready any more.
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Records the sequencer is retrying: one failing longer than `stuck` is a
+    /// stuck pod (`pipeline.stuck_lane_secs`).
+    pub(crate) stalls: crate::pipeline::stalls::Stalls,
+    pub(crate) stuck: std::time::Duration,
 }
 
 /// The probes always; sockets and the server API (behind `service_token`) when this
@@ -44,12 +48,14 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
     if let Some((gateway, service_token)) = gateway {
         let demo = crate::demo::router(&gateway);
         let conformance_echo = gateway.cfg.server.conformance_echo;
+        let body_timeout =
+            std::time::Duration::from_secs(gateway.cfg.server.body_read_timeout_secs);
         let echo_state = gateway.clone();
         r = r.merge(
             Router::new()
                 .route("/ws", get(ws))
                 .route("/", get(ws))
-                .nest("/api/v1", crate::api::router(service_token))
+                .nest("/api/v1", crate::api::router(service_token, body_timeout))
                 .with_state(gateway),
         );
         if let Some(demo) = demo {
@@ -69,6 +75,10 @@ pub(crate) fn router(probe: Probe, gateway: Option<(Gateway, Arc<str>)>) -> Rout
 async fn ws(State(app): State<Gateway>, RawQuery(query): RawQuery, mut req: Request) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if let Err(refused) = crate::gateway::origin::check(&app.cfg, req.headers()) {
+        metrics::counter!("ferry_origin_refusals_total").increment(1);
+        return refused.into_response();
     }
     let (response, pending) = match upgrade::accept(&mut req) {
         Ok(accepted) => accepted,
@@ -127,14 +137,19 @@ async fn readyz(State(app): State<Probe>) -> Response {
     let log = app.log.ping().await;
     let store = app.store.ping().await;
     let joined = app.log.groups_joined();
+    let failing = app.stalls.longest();
+    let stuck = failing.is_some_and(|d| d > app.stuck);
     let body = serde_json::json!({
         "started": started,
         "consumersJoined": joined,
         "log": log.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "shuttingDown": app.shutdown.is_cancelled(),
+        "sequencerFailingSecs": failing.map(|d| d.as_secs()),
+        "sequencerStuck": stuck,
     });
-    let ok = started && joined && log.is_ok() && store.is_ok() && !app.shutdown.is_cancelled();
+    let ok =
+        started && joined && log.is_ok() && store.is_ok() && !stuck && !app.shutdown.is_cancelled();
     let status = if ok {
         StatusCode::OK
     } else {

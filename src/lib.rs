@@ -4,13 +4,14 @@
 //! - `cli`       — command line: serve, token, client
 //! - `config`    — the typed configuration tree (file, `FERRY_*` env, defaults)
 //! - `telemetry` — logs and metrics
+//! - `budget`    — the size budget: the largest record the log takes, and what that leaves a client
 //! - `app`       — wiring of backends and roles
 //! - `shutdown`  — the shutdown tree: roles under one tracker, a failed role fails the process
 //! - `backends`  — opens the configured log and store; the topics ferry uses
 //! - `backoff`   — waits between retries, ended early by shutdown
 //! - `secrets`   — development JWT secret and service token in data_dir
 //! - `http`      — WebSocket upgrade, health, readiness, metrics
-//! - `demo`      — the browser chat demo at /demo (development secret only)
+//! - `demo`      — the browser chat demo at /demo (development secret, loopback only)
 //! - `serve`     — the accept loop: bounded request heads, bounded drain
 //! - `proto`     — generated protobuf in, domain types out
 //! - `domain`    — UserId, ConvId, Seq, Message, Notice
@@ -24,6 +25,7 @@
 //! - `api`       — the server API for backends
 //! - `faults`    — named fault points that tests arm through `FERRY_FAULTS`
 //! - `redact`    — secrets out of printed URLs, query strings and settings
+//! - `outbound`  — the HTTP client policy of calls ferry makes: no redirects followed
 //! - `recovery`  — replay (rebuild the store from the log), topic and group admin, store checksum
 //! - `client`    — a small protocol client for operators and the walkthrough
 //! - `testkit`   — the backends' public face for the contract tests in tests/it/contract
@@ -35,6 +37,7 @@ mod api;
 mod app;
 mod backends;
 mod backoff;
+mod budget;
 pub mod cli;
 mod client;
 mod config;
@@ -49,6 +52,7 @@ mod gateway;
 mod heap_profile;
 mod http;
 mod msglog;
+mod outbound;
 mod pipeline;
 mod presence;
 mod proto;

@@ -33,11 +33,25 @@ fn dev_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
 
 /// The JWT secret to use when the configuration names no key.
 pub(crate) fn auth_dev_secret(cfg: &Config) -> anyhow::Result<Option<String>> {
-    let a = &cfg.auth;
-    if a.hs256_secret.is_some() || a.public_key_file.is_some() || a.jwks_file.is_some() {
+    if cfg.auth.any_key() {
         return Ok(None);
     }
     dev_secret(&cfg.data_dir, "dev-jwt-secret").map(Some)
+}
+
+/// Whether the development endpoints (/demo, token minting) are served: only with
+/// the development secret (no key of any kind configured), and only on a loopback
+/// listener unless `server.demo_beyond_loopback` says otherwise.
+pub(crate) fn dev_endpoints(cfg: &Config) -> bool {
+    if cfg.auth.any_key() {
+        return false;
+    }
+    let loopback = cfg
+        .server
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    loopback || cfg.server.demo_beyond_loopback
 }
 
 /// The server API's bearer token: `api.service_token`, or the development token.

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,10 +17,36 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What bounds one connection's request head.
+/// What bounds one connection's request head, and how many connections may be
+/// waiting for theirs.
 pub(crate) struct HeadBounds {
     pub(crate) read_timeout: Duration,
     pub(crate) max_bytes: usize,
+    /// Connections accepted and not (yet) upgraded to a WebSocket (`server.max_unconnected_sockets`).
+    pub(crate) max_unconnected: usize,
+}
+
+/// One accepted connection counted against [`HeadBounds::max_unconnected`] until it
+/// is dropped: when its HTTP connection ends, which for a WebSocket is when it has
+/// been upgraded (the session then counts in the registry).
+struct Unconnected(Arc<AtomicUsize>);
+
+impl Unconnected {
+    /// A slot, or None when `max` connections already hold one.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Unconnected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Binds `addr` with an accept queue of `backlog` connections (the kernel caps it at
@@ -56,6 +84,7 @@ pub(crate) async fn accept(
         .timer(TokioTimer::new())
         .header_read_timeout(head.read_timeout)
         .max_buf_size(head.max_bytes);
+    let unconnected = Arc::new(AtomicUsize::new(0));
     loop {
         let tcp = tokio::select! {
             _ = stop.cancelled() => break,
@@ -69,11 +98,20 @@ pub(crate) async fn accept(
                 }
             },
         };
+        // Silent and half-sent connections are bounded in number as well as in time:
+        // past the cap a new one is closed at once instead of holding a descriptor.
+        let Some(slot) = Unconnected::take(&unconnected, head.max_unconnected) else {
+            metrics::counter!("ferry_unconnected_refused_total").increment(1);
+            tracing::debug!("server.max_unconnected_sockets reached: connection closed");
+            drop(tcp);
+            continue;
+        };
         // Small frames (acks, pushes) go out at once instead of waiting behind Nagle's
         // algorithm for the peer's delayed ACK (about 40 ms per request otherwise).
         let _ = tcp.set_nodelay(true);
         let (builder, router, stop) = (builder.clone(), router.clone(), stop.clone());
         conns.spawn(async move {
+            let _slot = slot;
             if !first_byte(&tcp, &stop).await {
                 return;
             }

@@ -33,6 +33,8 @@ CHECK_JSONSCHEMA_VERSION="${FERRY_CHECK_JSONSCHEMA_VERSION:-0.39.0}"
 # Capabilities helm renders against (a go-installed helm defaults to v1.20).
 KUBE_VERSION="${FERRY_KUBE_VERSION:-1.33.0}"
 CHART="$ROOT/helm/ferry"
+# shellcheck source=../lib/python.sh
+source "$ROOT/scripts/lib/python.sh"
 
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-buildvcs=false -modcacherw" GOTOOLCHAIN=local
 NICE=(nice -n 10)
@@ -70,7 +72,7 @@ setup_venv() {
   local want="check-jsonschema==$CHECK_JSONSCHEMA_VERSION pyyaml"
   if [[ -x "$VENV/bin/check-jsonschema" && "$(cat "$VENV/.ferry-reqs" 2>/dev/null)" == "$want" ]]; then return; fi
   log "creating $VENV ($want)"
-  python3 -m venv "$VENV" || die "python3 -m venv failed"
+  make_venv "$VENV" "validate-deploy (check-jsonschema)"
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install -q --disable-pip-version-check $want || die "pip install $want failed"
   echo "$want" >"$VENV/.ferry-reqs"
@@ -190,7 +192,6 @@ compose_schema() {
 
 main() {
   local t0=$SECONDS
-  command -v python3 >/dev/null || die "python3 is needed"
   setup_venv
   setup_helm
   setup_k8s_validate
@@ -213,7 +214,10 @@ main() {
   printf '{"keys":[]}' >"$WORK/jwks.json"
   step "render+validate: jwks auth, ingress, roles, no PDB" check_chart jwks "" \
     --set secrets.authMode=jwks --set-file secrets.jwks="$WORK/jwks.json" --set ingress.enabled=true \
+    --set config.auth.issuer=https://id.example --set config.auth.audience=ferry \
     --set 'roles={gateway,pusher}' --set podDisruptionBudget.enabled=false --set preStopSleepSeconds=0
+  step "chart refuses jwks without issuer and audience" must_refuse "authMode jwks, no audience" \
+    "config.auth.issuer and config.auth.audience" --set secrets.authMode=jwks --set-file secrets.jwks="$WORK/jwks.json"
 
   step "chart refuses a public /api ingress path" must_refuse "an ingress path is /api/v1" "only /ws and /" \
     --set ingress.enabled=true --set 'ingress.hosts[0].host=x' --set 'ingress.hosts[0].paths[0].path=/api/v1' \

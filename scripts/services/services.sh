@@ -20,6 +20,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/python.sh
+source "$HERE/../lib/python.sh"
 
 CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
 RUN="${FERRY_SERVICES_DIR:-$CACHE/run}"
@@ -147,7 +149,7 @@ fetch_cqlsh() {
   # readiness probe for the CQL port.
   if [[ -x "$VENV/bin/cqlsh" && -f "$VENV/.cqlsh-$CQLSH_VERSION" ]]; then log "cqlsh: cached"; return; fi
   log "cqlsh: pip install scylla-cqlsh==$CQLSH_VERSION into $VENV"
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+  make_venv "$VENV" "cqlsh (services.sh)"
   PIP_CACHE_DIR="$CACHE/pip" "${NICE[@]}" "$VENV/bin/pip" install -q --disable-pip-version-check \
     "scylla-cqlsh==$CQLSH_VERSION"
   touch "$VENV/.cqlsh-$CQLSH_VERSION"

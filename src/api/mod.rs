@@ -3,6 +3,7 @@
 //! bearer service token, described in schemas/openapi.yaml.
 
 pub(crate) mod body;
+pub(crate) mod deadline;
 mod groups;
 mod messages;
 mod notices;
@@ -15,12 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::gateway::Gateway;
 use crate::gateway::wire::Failure;
 
-/// The API routes, behind the service token.
-pub(crate) fn router(service_token: Arc<str>) -> Router<Gateway> {
+/// The API routes, behind the service token; bodies are read within `body_timeout`
+/// (after the token is checked).
+pub(crate) fn router(service_token: Arc<str>, body_timeout: Duration) -> Router<Gateway> {
     Router::new()
         .route("/messages", post(messages::send))
         .route("/notices", post(notices::create))
@@ -34,6 +37,10 @@ pub(crate) fn router(service_token: Arc<str>) -> Router<Gateway> {
             "/users/{user}/presence",
             axum::routing::get(groups::presence),
         )
+        .route_layer(middleware::from_fn_with_state(
+            body_timeout,
+            deadline::read_within,
+        ))
         .route_layer(middleware::from_fn_with_state(service_token, service_auth))
 }
 

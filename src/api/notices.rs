@@ -8,7 +8,7 @@ use super::body::Body;
 use super::{ApiError, bad, content};
 use crate::domain::{ConvId, Notice, UserId, now_ms};
 use crate::gateway::Gateway;
-use crate::pipeline::notices;
+use crate::pipeline::notices::{self, NoticeOver};
 use crate::pipeline::router::PushPayload;
 
 #[derive(Deserialize)]
@@ -42,15 +42,22 @@ pub(crate) struct ApiNotice {
     online_push_once: bool,
 }
 
-/// Users per request; larger fan-outs are split by the caller.
-const MAX_USERS: usize = 10_000;
+impl From<NoticeOver> for ApiError {
+    fn from(e: NoticeOver) -> Self {
+        bad(e.to_string())
+    }
+}
 
 pub(crate) async fn create(
     State(app): State<Gateway>,
     Body(req): Body<CreateNotices>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
-        return Err(bad(format!("userIds: 1..={MAX_USERS} users")));
+    let limits = &app.cfg.limits.notices;
+    let max_users = limits.max_users_per_request;
+    if req.user_ids.is_empty() || req.user_ids.len() > max_users {
+        return Err(bad(format!(
+            "userIds: 1..={max_users} users (limits.notices.max_users_per_request)"
+        )));
     }
     let users = req
         .user_ids
@@ -78,6 +85,18 @@ pub(crate) async fn create(
         online_push_once: n.online_push_once,
         ext: Default::default(),
     };
+    // Sizes are checked before the notice is copied to anyone: per notice, then the
+    // fan-out (each user's copy is one record every gateway keeps), then per user.
+    notices::check_notice(&notice, limits)?;
+    let fanout = notices::notice_bytes(&notice).saturating_mul(users.len());
+    if fanout > limits.max_fanout_bytes_per_request {
+        return Err(bad(format!(
+            "{} users × {} bytes is more than limits.notices.max_fanout_bytes_per_request ({}): send fewer users per request or a smaller notice",
+            users.len(),
+            notices::notice_bytes(&notice),
+            limits.max_fanout_bytes_per_request
+        )));
+    }
     if notice.online_push_once {
         app.router
             .push(
@@ -89,6 +108,9 @@ pub(crate) async fn create(
         return Ok(Json(
             serde_json::json!({ "pushed": users.len(), "stored": 0 }),
         ));
+    }
+    for u in &users {
+        app.notices.admit(u, &notice, limits)?;
     }
     let records = users
         .iter()

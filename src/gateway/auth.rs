@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
 
@@ -18,7 +17,15 @@ pub(crate) enum AuthFailure {
     InvalidParam(&'static str),
     /// A metadata parameter (deviceModel, …) over its length limit.
     InvalidMeta(String),
+    /// A parameter with a control, line-break or bidirectional character.
+    Unprintable(String),
+    /// A parameter given twice.
+    RepeatedParam(String),
     QueryTooLong,
+    /// A token with a `crit` header this server does not understand (RFC 7515 §4.1.11).
+    UnknownCrit,
+    /// A token valid for longer than `auth.max_token_lifetime_secs`.
+    LifetimeTooLong,
     Malformed,
     BadSignature,
     Expired,
@@ -50,7 +57,23 @@ impl AuthFailure {
                 format!("query parameter {p} is too long"),
                 format!("参数 {p} 过长"),
             ),
+            Unprintable(p) => (
+                format!("query parameter {p} has control, line-break or bidi characters"),
+                format!("参数 {p} 含有控制字符"),
+            ),
+            RepeatedParam(p) => (
+                format!("query parameter {p} is given more than once"),
+                format!("参数 {p} 重复"),
+            ),
             QueryTooLong => ("query string is too long".into(), "查询字符串过长".into()),
+            UnknownCrit => (
+                "token has a crit header this server does not support".into(),
+                "token 含有不支持的 crit".into(),
+            ),
+            LifetimeTooLong => (
+                "token lifetime exceeds auth.max_token_lifetime_secs".into(),
+                "token 有效期过长".into(),
+            ),
             Malformed => ("token is not a valid JWT".into(), "token 格式错误".into()),
             BadSignature => ("token signature is invalid".into(), "token 签名无效".into()),
             Expired => ("token expired".into(), "token 已过期".into()),
@@ -85,7 +108,7 @@ impl AuthFailure {
     }
 }
 
-enum Keys {
+pub(super) enum Keys {
     Secret(DecodingKey),
     Public(DecodingKey, Algorithm),
     Jwks(HashMap<String, (DecodingKey, Algorithm)>),
@@ -97,7 +120,12 @@ pub(crate) struct Authenticator {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    /// Longest lifetime (exp - now) a token may have, seconds.
+    max_lifetime: u64,
 }
+
+/// Default of `auth.max_token_lifetime_secs`: a day.
+pub(crate) const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KeyError {
@@ -130,21 +158,24 @@ fn public_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
 impl Authenticator {
     /// `dev_secret` is used when the configuration names no key at all.
     pub(crate) fn new(cfg: &AuthConfig, dev_secret: Option<&str>) -> Result<Self, KeyError> {
+        // Public keys usually come from an identity provider that signs tokens for
+        // other applications too: without an audience and an issuer to check, a token
+        // it minted for another app would log in here.
+        if let Some(key) = [
+            ("auth.jwks_file", cfg.jwks_file.is_some()),
+            ("auth.public_key_file", cfg.public_key_file.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(k, set)| set.then_some(k))
+            && (cfg.audience.is_none() || cfg.issuer.is_none())
+        {
+            return Err(KeyError::Invalid(format!(
+                "{key} is set: auth.audience and auth.issuer are required with public keys \
+                 (a token the identity provider minted for another application would be accepted)"
+            )));
+        }
         let keys = if let Some(f) = &cfg.jwks_file {
-            let set: JwkSet = serde_json::from_slice(&read(f)?)
-                .map_err(|e| KeyError::Invalid(format!("auth.jwks_file is not a JWKS: {e}")))?;
-            let mut keys = HashMap::new();
-            for jwk in &set.keys {
-                let kid = jwk.common.key_id.clone().unwrap_or_default();
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| KeyError::Invalid(format!("auth.jwks_file key {kid:?}: {e}")))?;
-                let alg = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    _ => Algorithm::RS256,
-                };
-                keys.insert(kid, (key, alg));
-            }
-            Keys::Jwks(keys)
+            Keys::Jwks(super::jwks::load(&read(f)?)?)
         } else if let Some(f) = &cfg.public_key_file {
             let (k, alg) = public_pem(&read(f)?)?;
             Keys::Public(k, alg)
@@ -152,7 +183,8 @@ impl Authenticator {
             Keys::Secret(DecodingKey::from_secret(s.as_bytes()))
         } else {
             return Err(KeyError::Invalid(
-                "no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file"
+                "no key configured: set auth.hs256_secret, auth.public_key_file or auth.jwks_file \
+                 (auth.signing_key_file only signs, for `ferry token`)"
                     .into(),
             ));
         };
@@ -162,6 +194,9 @@ impl Authenticator {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs.unwrap_or(30),
+            max_lifetime: cfg
+                .max_token_lifetime_secs
+                .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME_SECS),
         })
     }
 
@@ -174,6 +209,10 @@ impl Authenticator {
         device: &str,
     ) -> Result<(), AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        // No extension is understood: any `crit` makes the token invalid (RFC 7515 §4.1.11).
+        if has_crit(token)? {
+            return Err(AuthFailure::UnknownCrit);
+        }
         let (key, alg) = match &self.keys {
             Keys::Secret(k) => (k, Algorithm::HS256),
             Keys::Public(k, a) => (k, *a),
@@ -216,6 +255,14 @@ impl Authenticator {
                 _ => AuthFailure::Malformed,
             })?;
         let claims = data.claims;
+        let now = u64::try_from(crate::domain::now_ms() / 1000).unwrap_or(0);
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map_or(u64::MAX, |e| e as u64);
+        if exp.saturating_sub(now) > self.max_lifetime.saturating_add(self.leeway) {
+            return Err(AuthFailure::LifetimeTooLong);
+        }
         let claim_str = |name: &str| {
             claims.get(name).and_then(|v| match v {
                 Value::String(s) => Some(s.clone()),
@@ -234,6 +281,19 @@ impl Authenticator {
         }
         Ok(())
     }
+}
+
+/// Whether the token's protected header has a `crit` parameter (read from the header
+/// itself: the JWT library ignores it).
+fn has_crit(token: &str) -> Result<bool, AuthFailure> {
+    use base64::Engine as _;
+    let head = token.split('.').next().ok_or(AuthFailure::Malformed)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .map_err(|_| AuthFailure::Malformed)?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthFailure::Malformed)?;
+    Ok(header.contains_key("crit"))
 }
 
 /// Signs a token for `user` (used by `ferry token` and tests).
@@ -296,6 +356,16 @@ mod test_keys;
 mod tests {
     use super::test_keys::keypair;
     use super::*;
+    use jsonwebtoken::jwk::JwkSet;
+
+    /// What public keys need beside them: the audience and issuer checked.
+    fn idp() -> AuthConfig {
+        AuthConfig {
+            issuer: Some("https://id.example".into()),
+            audience: Some("ferry".into()),
+            ..AuthConfig::default()
+        }
+    }
 
     fn cfg() -> AuthConfig {
         AuthConfig {
@@ -336,11 +406,11 @@ mod tests {
             let (private, public) = keypair(dir.path(), kind);
             let signer = AuthConfig {
                 signing_key_file: Some(private),
-                ..AuthConfig::default()
+                ..idp()
             };
             let verifier = AuthConfig {
                 public_key_file: Some(public),
-                ..AuthConfig::default()
+                ..idp()
             };
             let a = Authenticator::new(&verifier, None).unwrap();
             let t = mint(&signer, None, "alice", 60, &[]).unwrap();
@@ -375,13 +445,12 @@ mod tests {
         let a = Authenticator::new(
             &AuthConfig {
                 jwks_file: Some(jwks),
-                ..AuthConfig::default()
+                ..idp()
             },
             None,
         )
         .unwrap();
-        let claims =
-            serde_json::json!({ "sub": "alice", "exp": crate::domain::now_ms() / 1000 + 60 });
+        let claims = serde_json::json!({ "sub": "alice", "exp": crate::domain::now_ms() / 1000 + 60, "iss": "https://id.example", "aud": "ferry" });
         let sign = |kid: &str| {
             let mut h = Header::new(Algorithm::ES256);
             h.kid = Some(kid.into());

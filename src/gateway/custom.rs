@@ -66,7 +66,10 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
     valid_method(&req.method).map_err(|why| Failure::Request(format!("invalid method: {why}")))?;
     let app = &ctx.app;
     let Some(url) = route(&app.cfg.custom.routes, &req.method) else {
-        return Err(Failure::Request(format!("unknown method {}", req.method)));
+        return Err(Failure::Request(format!(
+            "unknown method {}",
+            crate::domain::quote(&req.method)
+        )));
     };
     let mut call = app
         .http
@@ -103,6 +106,14 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         let mut reply = Reply::data(body);
         reply.held = Some(held);
         return Ok(reply);
+    }
+    // Redirects are not followed (src/outbound.rs), and following one later would
+    // not help: the client is told, not asked to retry.
+    if status.is_redirection() {
+        return Err(Failure::Request(format!(
+            "upstream for {} answered a redirect ({status}); redirects are not followed",
+            req.method
+        )));
     }
     let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     if status.is_client_error() {

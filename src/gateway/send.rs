@@ -71,6 +71,7 @@ pub(crate) async fn validate(
                 "msgDataList[{i}]: clientMsgId longer than 128 bytes"
             )));
         }
+        super::sizes::offline_push(&app.cfg, i, &msg)?;
         // What the sequencer owns is never taken from the client.
         msg.seq = 0;
         msg.server_msg_id.clear();
@@ -81,6 +82,10 @@ pub(crate) async fn validate(
             None => batches.push((conv, vec![msg])),
         }
     }
+    // Sizes of the whole request before anything is appended: a request is refused
+    // whole, never after part of it was stored.
+    super::sizes::batches(&app.cfg, &batches)?;
+    super::sizes::fanout(app, &batches).await?;
     Ok(batches)
 }
 

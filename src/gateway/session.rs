@@ -54,6 +54,8 @@ pub(crate) struct ConnectParams {
     pub(crate) device_id: Option<String>,
     /// networkUsed, deviceModel, osVersion, appVersion, language: kept as metadata.
     pub(crate) meta: Vec<(String, String)>,
+    /// A parameter given more than once (refused: which one counts would be a guess).
+    pub(crate) repeated: Option<String>,
 }
 
 impl ConnectParams {
@@ -65,10 +67,12 @@ impl ConnectParams {
             platform: None,
             device_id: None,
             meta: Vec::new(),
+            repeated: None,
         };
         if p.too_long {
             return p;
         }
+        p.repeated = super::hygiene::repeated(query);
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.into_owned();
             match k.as_ref() {
@@ -121,6 +125,9 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     if p.too_long {
         return Err(AuthFailure::QueryTooLong);
     }
+    if let Some(k) = &p.repeated {
+        return Err(AuthFailure::RepeatedParam(k.clone()));
+    }
     let token = required(&p.token, "token", MAX_TOKEN_BYTES)?;
     let user = required(&p.user_id, "userId", MAX_PARAM_BYTES)?;
     let platform = required(&p.platform, "platform", MAX_PARAM_BYTES)?;
@@ -128,6 +135,9 @@ fn authenticate(app: &Gateway, p: &ConnectParams) -> Result<Identity, AuthFailur
     // Metadata is forwarded to CustomRequest upstreams as headers.
     if let Some((k, _)) = p.meta.iter().find(|(_, v)| v.len() > MAX_PARAM_BYTES) {
         return Err(AuthFailure::InvalidMeta(k.clone()));
+    }
+    if let Some(k) = super::hygiene::unprintable(platform, device, &p.meta) {
+        return Err(AuthFailure::Unprintable(k.to_owned()));
     }
     let user_id = UserId::parse(user).map_err(|_| AuthFailure::InvalidParam("userId"))?;
     app.auth.verify(token, user, platform, device)?;
@@ -208,7 +218,7 @@ async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
         return None;
     }
     tracing::debug!(user = %id.user, platform = %conn.platform, conn = %conn.conn_id, "connected");
-    metrics::gauge!("ferry_connections", "platform" => conn.platform.clone()).increment(1.0);
+    metrics::gauge!("ferry_connections", "platform" => super::hygiene::platform_label(&conn.platform)).increment(1.0);
     let account = app.accounts.join(&conn.user);
     let budget = app.accounts.budget(&account);
     Some(Arc::new(ConnCtx {
@@ -244,7 +254,7 @@ async fn finish(ctx: Arc<ConnCtx>, mut socket: Socket, sender: Option<SendWorker
         let _ = tokio::time::timeout(Duration::from_secs(5), send_worker).await;
     }
     super::lifecycle::disconnected(&ctx.app, &ctx.conn).await;
-    metrics::gauge!("ferry_connections", "platform" => ctx.conn.platform.clone()).decrement(1.0);
+    metrics::gauge!("ferry_connections", "platform" => super::hygiene::platform_label(&ctx.conn.platform)).decrement(1.0);
 }
 
 /// The ordered SendMsgList worker of a connection: its queue and task.
@@ -323,18 +333,15 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                 m
             }
         };
-        let data: Bytes = match msg {
-            WsMessage::Binary(b) => b,
-            // The WebSocket layer has queued its answer (the client's code, RFC 6455
-            // §5.5.1); the next read sends it and then ends the stream.
-            WsMessage::Close(_) => continue,
-            // Pings are answered by the WebSocket layer; pongs only prove liveness;
-            // text frames carry nothing.
-            _ => continue,
-        };
+        // The WebSocket layer has queued its answer (the client's code, RFC 6455
+        // §5.5.1); the next read sends it and then ends the stream.
+        if let WsMessage::Close(_) = msg {
+            continue;
+        }
         metrics::counter!("ferry_frames_received_total").increment(1);
-        // Every frame costs a token, well-formed or not: a flood of garbage is
-        // throttled like a flood of requests.
+        // Every frame costs a token, well-formed or not, of any kind (pings are
+        // answered by the WebSocket layer, pongs only prove liveness, text frames carry
+        // nothing, yet each costs a read): a flood of them is throttled like requests.
         let now = Instant::now();
         let over = if !bucket.take(now.into_std()) {
             Some((
@@ -353,13 +360,16 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                 Closing::Flooding.close(&conn.closer);
                 break;
             }
-            let (event, req_id) = RequestBody::decode(data)
-                .map(|r| (r.event, r.req_id))
-                .unwrap_or_default();
-            reply(
-                ctx,
-                wire::failure(event, &req_id, &Failure::Retry(why.into())),
-            );
+            // Only a request is answered; other frames are refused silently.
+            if let WsMessage::Binary(data) = msg {
+                let (event, req_id) = RequestBody::decode(data)
+                    .map(|r| (r.event, r.req_id))
+                    .unwrap_or_default();
+                reply(
+                    ctx,
+                    wire::failure(event, &req_id, &Failure::Retry(why.into())),
+                );
+            }
             let until = now + wait;
             paused_until = Some(until);
             if until < timer.deadline() {
@@ -367,6 +377,9 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
             }
             continue;
         }
+        let WsMessage::Binary(data) = msg else {
+            continue;
+        };
         handle(ctx, data, &mut in_flight, &mut sender);
         // One request per turn: a socket with a backlog of frames would otherwise
         // keep a worker for a whole scheduling budget while other sockets wait.

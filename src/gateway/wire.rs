@@ -88,7 +88,7 @@ impl From<crate::msglog::LogError> for Failure {
             E::Timeout | E::Unavailable(_) | E::Closed => {
                 Self::backend("message log temporarily unavailable, retry", &e, true)
             }
-            E::UnknownTopic(_) | E::Refused(_) => {
+            E::UnknownTopic(_) | E::Refused(_) | E::Rejected(_) => {
                 Self::backend("message log refused the request", &e, false)
             }
         }

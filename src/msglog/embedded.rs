@@ -102,6 +102,9 @@ impl Inner {
 #[derive(Clone)]
 pub struct EmbeddedLog {
     inner: Arc<Inner>,
+    /// The largest record appended (`kafka.max_message_bytes`): a larger one is
+    /// `LogError::Rejected`, as Kafka would refuse it, so both backends take the same.
+    max_record_bytes: usize,
 }
 
 impl EmbeddedLog {
@@ -142,7 +145,16 @@ impl EmbeddedLog {
             .name("ferry-log-writer".into())
             .spawn(move || writer_loop(weak, rx))
             .map_err(unavailable)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            max_record_bytes: usize::MAX,
+        })
+    }
+
+    /// Refuses records over `max` bytes (key, value and headers) from now on.
+    pub fn with_max_record_bytes(mut self, max: usize) -> Self {
+        self.max_record_bytes = max;
+        self
     }
 
     fn is_ephemeral(&self, topic: &str) -> bool {
@@ -368,6 +380,18 @@ impl MsgLog for EmbeddedLog {
     async fn append(&self, records: Vec<Outgoing>) -> Result<(), LogError> {
         if records.is_empty() {
             return Ok(());
+        }
+        // All or nothing: checked before any record is written.
+        if let Some(o) = records
+            .iter()
+            .find(|o| crate::msglog::record_bytes(o) > self.max_record_bytes)
+        {
+            return Err(LogError::Rejected(format!(
+                "{}: a record of {} bytes is over the {}-byte limit",
+                o.topic,
+                crate::msglog::record_bytes(o),
+                self.max_record_bytes
+            )));
         }
         let (eph, durable): (Vec<_>, Vec<_>) = records
             .into_iter()

@@ -52,6 +52,16 @@ impl LogRecord {
     }
 }
 
+/// The bytes a record takes against a size limit: key, value and headers.
+pub(crate) fn record_bytes(o: &Outgoing) -> usize {
+    o.key.len()
+        + o.value.as_ref().map_or(0, |v| v.len())
+        + o.headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+}
+
 /// One record to append.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
@@ -132,6 +142,18 @@ pub enum LogError {
     /// The operation is unsafe now (e.g. resetting a group that has live members).
     #[error("{0}")]
     Refused(String),
+    /// The log will never accept this record as it is (too large, invalid): retrying
+    /// cannot help. A consumer sets the record that produced it aside (dead letter)
+    /// rather than stall on it.
+    #[error("record rejected: {0}")]
+    Rejected(String),
+}
+
+impl LogError {
+    /// Whether a later retry of the same append may succeed.
+    pub(crate) fn can_heal(&self) -> bool {
+        !matches!(self, LogError::Rejected(_))
+    }
 }
 
 /// A backend failure a later retry may get past.

@@ -37,6 +37,10 @@ impl Topics {
     pub(crate) fn dead_letter(&self) -> String {
         format!("{}dead-letter", self.prefix)
     }
+    /// Offline events the push service refused (`ferry offline dead`, `redrive`).
+    pub(crate) fn offline_dead_letter(&self) -> String {
+        format!("{}offline.dead-letter", self.prefix)
+    }
     pub(crate) fn group(&self, role: &str) -> String {
         format!("{}{role}", self.prefix)
     }

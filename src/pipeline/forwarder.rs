@@ -1,16 +1,22 @@
 //! The forwarder role (optional): consumes `<prefix>offline` in its own consumer
-//! group and POSTs the events in batches to the app's push service, which holds the
-//! device tokens. A batch is retried with exponential backoff until the endpoint
-//! answers 2xx, and only then are its offsets committed: at least once, never a
-//! skipped event. Each event carries its idempotency key (`handoff.rs`), so the
-//! endpoint drops the duplicates a retry or a restart may cause.
+//! group and POSTs the events in batches, bounded in bytes as sent
+//! (`offline_batch.rs`), to the app's push service, which holds the device tokens. A
+//! batch is retried with exponential backoff until the endpoint answers 2xx, and
+//! only then are its offsets committed: at least once. A batch refused for what it
+//! holds (a 4xx such as 413 or 400) is posted event by event, and an event refused
+//! `max_refusals` times on its own, or too large to post at all, goes to
+//! `<prefix>offline.dead-letter` (metric, log; `ferry offline dead` lists them,
+//! `ferry offline redrive` posts them again) so it never blocks other users' events.
+//! Each event carries its idempotency key (`handoff.rs`), so the endpoint drops the
+//! duplicates a retry or a restart may cause.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::handoff;
+use super::offline_batch::{Added, Batch, body, refuses_content};
+use super::records;
 use crate::backoff;
 use crate::config::ForwarderConfig;
 use crate::msglog::{LogRecord, MsgLog, Topics};
@@ -25,6 +31,8 @@ pub(crate) struct Forwarder {
     /// The endpoint, `cfg.url` checked present when the role was chosen.
     pub(crate) url: String,
     pub(crate) http: reqwest::Client,
+    /// The largest record the log takes (`budget.rs`), for dead letters.
+    pub(crate) max_record: usize,
 }
 
 /// Why a request did not count as delivered.
@@ -54,25 +62,37 @@ impl Forwarder {
             cancel.child_token(),
         ));
         let wait = Duration::from_millis(self.cfg.batch_wait_ms);
+        // A record that did not fit the previous batch: the next one starts with it.
+        let mut carry: Option<LogRecord> = None;
         'batches: loop {
-            let first = tokio::select! {
-                _ = cancel.cancelled() => break,
-                rec = sub.next() => rec?,
+            let first = match carry.take() {
+                Some(rec) => rec,
+                None => tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    rec = sub.next() => rec?,
+                },
             };
-            let mut batch = vec![first];
+            let mut batch = Batch::new(self.cfg.max_body_bytes, self.cfg.batch_max);
+            if !self.add(&mut batch, first, &mut carry, &cancel).await {
+                break;
+            }
             let until = tokio::time::Instant::now() + wait;
-            while batch.len() < self.cfg.batch_max {
+            while carry.is_none() && !batch.is_full() {
                 tokio::select! {
                     // An unsent batch is not committed: the next owner sends it.
                     _ = cancel.cancelled() => break 'batches,
                     _ = tokio::time::sleep_until(until) => break,
-                    rec = sub.next() => batch.push(rec?),
+                    rec = sub.next() => {
+                        if !self.add(&mut batch, rec?, &mut carry, &cancel).await {
+                            break 'batches;
+                        }
+                    }
                 }
             }
             if !self.deliver(&batch, &cancel).await {
                 break;
             }
-            for rec in &batch {
+            for rec in &batch.records {
                 sub.commit(rec)?;
             }
             // Committed while the group is (most likely) stable, not only at the next
@@ -85,30 +105,87 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Posts one batch until it is accepted; false when cancelled first.
-    async fn deliver(&self, batch: &[LogRecord], cancel: &CancellationToken) -> bool {
-        let events: Vec<serde_json::Value> = batch
-            .iter()
-            .filter_map(|rec| {
-                let e = handoff::decode(rec);
-                if e.is_none() {
-                    tracing::warn!(
-                        partition = rec.partition,
-                        offset = rec.offset,
-                        "undecodable offline record skipped"
-                    );
-                }
-                e.as_ref().map(handoff::json)
-            })
-            .collect();
-        if events.is_empty() {
+    /// Adds `rec` to `batch`, or leaves it in `carry` for the next batch, or sets it
+    /// aside when it cannot be sent even alone; false when cancelled first.
+    async fn add(
+        &self,
+        batch: &mut Batch,
+        rec: LogRecord,
+        carry: &mut Option<LogRecord>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        match batch.add(rec) {
+            Added::Yes => true,
+            Added::Full(rec) => {
+                *carry = Some(rec);
+                true
+            }
+            Added::TooLarge(rec, n) => {
+                let why = format!(
+                    "event of {n} bytes as JSON is over offline.forwarder.max_body_bytes ({})",
+                    self.cfg.max_body_bytes
+                );
+                let set_aside = self.dead_letter(&rec, &why, cancel).await;
+                batch.skip(rec);
+                set_aside
+            }
+        }
+    }
+
+    /// Posts one batch until it is accepted; events the push service refuses for what
+    /// they hold (`refuses_content`) are posted on their own, and one refused
+    /// `max_refusals` times alone is set aside. False when cancelled first.
+    async fn deliver(&self, batch: &Batch, cancel: &CancellationToken) -> bool {
+        if batch.events.is_empty() {
             return true;
         }
+        let all: Vec<&(usize, String)> = batch.events.iter().collect();
+        match self.post_until(&all, cancel).await {
+            Posted::Accepted => return true,
+            Posted::Cancelled => return false,
+            Posted::Refused(_) if all.len() > 1 => {}
+            Posted::Refused(status) => return self.refused(batch, all[0], status, cancel).await,
+        }
+        // One event may be what the service refuses: each on its own, so that the
+        // others go through.
+        for e in all {
+            match self.post_until(&[e], cancel).await {
+                Posted::Accepted => {}
+                Posted::Cancelled => return false,
+                Posted::Refused(status) => {
+                    if !self.refused(batch, e, status, cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn refused(
+        &self,
+        batch: &Batch,
+        event: &(usize, String),
+        status: reqwest::StatusCode,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let why = format!(
+            "the push service refused it {} times: {status}",
+            self.cfg.max_refusals
+        );
+        self.dead_letter(&batch.records[event.0], &why, cancel)
+            .await
+    }
+
+    /// Posts `events` as one body until accepted, retrying failures that can heal
+    /// (5xx, timeouts, 408, 429, 401/403/404) with backoff for as long as they last,
+    /// and a refusal of the content up to `max_refusals` times.
+    async fn post_until(&self, events: &[&(usize, String)], cancel: &CancellationToken) -> Posted {
         let n = events.len() as u64;
-        let body = serde_json::json!({ "events": events }).to_string();
+        let body = body(events.iter().map(|(_, e)| e.as_str()));
         let initial = Duration::from_millis(self.cfg.retry_initial_ms);
         let max = Duration::from_millis(self.cfg.retry_max_ms);
-        let mut attempt = 0u32;
+        let (mut attempt, mut refusals) = (0u32, 0u32);
         loop {
             let post = self.post(body.clone());
             tokio::pin!(post);
@@ -124,20 +201,64 @@ impl Forwarder {
                     // (A refusal then is retried no more: the backoff below ends at once.)
                     match tokio::time::timeout(ANSWER_ON_SHUTDOWN, post).await {
                         Ok(posted) => posted,
-                        Err(_) => return false,
+                        Err(_) => return Posted::Cancelled,
                     }
                 }
             };
             match posted {
                 Ok(()) => {
                     metrics::counter!("ferry_offline_events_forwarded_total").increment(n);
-                    return true;
+                    return Posted::Accepted;
                 }
                 Err(e) => {
                     attempt += 1;
                     metrics::counter!("ferry_offline_events_failed_total").increment(n);
+                    if let PostError::Status(s) = &e
+                        && refuses_content(*s)
+                    {
+                        refusals += 1;
+                        if refusals >= self.cfg.max_refusals {
+                            tracing::warn!(error = %e, refusals, events = n, "offline events refused");
+                            return Posted::Refused(*s);
+                        }
+                    }
                     let delay = backoff::exponential(initial, max, attempt);
                     tracing::warn!(error = %e, attempt, events = n, retry_in_ms = delay.as_millis() as u64, "offline events not accepted; retrying");
+                    if !backoff::wait(cancel, delay).await {
+                        return Posted::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets an offline record aside on the offline dead-letter topic (`ferry offline
+    /// dead`, `ferry offline redrive`), retrying the append until it is made; false
+    /// when cancelled first (the record is not committed then: posted again later).
+    async fn dead_letter(&self, rec: &LogRecord, why: &str, cancel: &CancellationToken) -> bool {
+        let o =
+            records::dead_letter_to(self.topics.offline_dead_letter(), rec, why, self.max_record);
+        let mut attempt = 0u32;
+        loop {
+            match self.log.append(vec![o.clone()]).await {
+                Ok(()) => {
+                    metrics::counter!("ferry_offline_dead_letters_total").increment(1);
+                    tracing::error!(
+                        partition = rec.partition,
+                        offset = rec.offset,
+                        why,
+                        "offline event sent to the offline dead-letter topic"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "offline dead-letter append failed; retrying");
+                    let delay = backoff::exponential(
+                        Duration::from_millis(self.cfg.retry_initial_ms),
+                        Duration::from_millis(self.cfg.retry_max_ms),
+                        attempt,
+                    );
                     if !backoff::wait(cancel, delay).await {
                         return false;
                     }
@@ -163,6 +284,14 @@ impl Forwarder {
             Err(PostError::Status(resp.status()))
         }
     }
+}
+
+/// How posting a body ended.
+enum Posted {
+    Accepted,
+    /// Refused for what it holds, `max_refusals` times.
+    Refused(reqwest::StatusCode),
+    Cancelled,
 }
 
 /// Samples the forwarder group's lag (records on the offline topic not yet

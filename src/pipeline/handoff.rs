@@ -196,8 +196,11 @@ mod tests {
                     local: None,
                 }),
                 group: true,
+                max_record: crate::budget::Budget::default().push_max(),
             },
             offline: true,
+            stalls: Default::default(),
+            budget: Default::default(),
         };
         let conv = crate::domain::ConvId::parse("single:ann-bob").unwrap();
         let inbound = |offset: i64, text: &str| {

@@ -65,21 +65,58 @@ pub(crate) fn delayed(
     Outgoing::new(topics.delay(tier_secs), key, rec.encode_to_vec())
 }
 
-/// `rec` copied to the dead-letter topic with why and where it came from.
-pub(crate) fn dead_letter(topics: &Topics, rec: &LogRecord, why: &str) -> Outgoing {
+/// The longest reason a dead letter carries, bytes (a longer one is cut).
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `rec` copied to the dead-letter topic with why and where it came from, in at most
+/// `max` bytes (`msglog::record_bytes`): the original when it fits beside the reason,
+/// else only the reference (`ferry-origin`: topic/partition/offset, and
+/// `ferry-omitted`: the original's size), so a dead letter is never refused itself.
+pub(crate) fn dead_letter(topics: &Topics, rec: &LogRecord, why: &str, max: usize) -> Outgoing {
+    dead_letter_to(topics.dead_letter(), rec, why, max)
+}
+
+/// `dead_letter`, to `topic` (the offline events' own dead-letter topic).
+pub(crate) fn dead_letter_to(topic: String, rec: &LogRecord, why: &str, max: usize) -> Outgoing {
+    let mut cut = why.len().min(MAX_REASON_BYTES);
+    while !why.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let reference: Vec<(String, bytes::Bytes)> = vec![
+        (
+            "ferry-error".to_owned(),
+            why.as_bytes()[..cut].to_vec().into(),
+        ),
+        (
+            "ferry-origin".to_owned(),
+            format!("{}/{}/{}", rec.topic, rec.partition, rec.offset)
+                .into_bytes()
+                .into(),
+        ),
+    ];
     let mut o = Outgoing::new(
-        topics.dead_letter(),
+        topic.clone(),
         rec.key.clone(),
         rec.value.clone().unwrap_or_default(),
     );
     o.headers = rec.headers.clone();
-    o.headers
-        .push(("ferry-error".into(), why.as_bytes().to_vec().into()));
+    o.headers.extend(reference.iter().cloned());
+    if crate::msglog::record_bytes(&o) <= max {
+        return o;
+    }
+    let size = crate::msglog::record_bytes(&o);
+    // The key is a convId (at most a few hundred bytes) or a group key: kept, so the
+    // reference names the conversation too, unless even it is too long.
+    let key = if rec.key.len() <= 1024 {
+        rec.key.clone()
+    } else {
+        bytes::Bytes::new()
+    };
+    let mut o = Outgoing::new(topic, key, bytes::Bytes::new());
+    o.headers = reference;
     o.headers.push((
-        "ferry-origin".into(),
-        format!("{}/{}/{}", rec.topic, rec.partition, rec.offset)
-            .into_bytes()
-            .into(),
+        "ferry-omitted".into(),
+        format!("{size} bytes").into_bytes().into(),
     ));
     o
 }
@@ -152,9 +189,62 @@ mod tests {
         assert_eq!(read_delayed(&read_back(o)), Some((b, 42)));
 
         let mut junk = read_back(Outgoing::new("t.inbound", "k", "not a record"));
+        junk.headers
+            .push(("traceparent".into(), "00-1-2-01".into()));
+        let dl = dead_letter(&topics, &junk, "undecodable", 1000);
+        assert_eq!(
+            dl.value.as_deref(),
+            Some(&b"not a record"[..]),
+            "fits: kept"
+        );
+        assert_eq!(
+            dl.headers.len(),
+            3,
+            "its own headers, the reason, the origin"
+        );
         assert!(matches!(read_inbound(&junk), Inbound::Undecodable));
         junk.value = None;
         assert!(matches!(read_inbound(&junk), Inbound::Undecodable));
         assert_eq!(read_delayed(&junk), None);
+    }
+}
+
+#[cfg(test)]
+mod dead_letter_tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_always_fits_keeping_the_original_only_when_it_does() {
+        let topics = Topics::new("t.");
+        let mut rec = LogRecord::at(3, 41);
+        rec.topic = topics.inbound();
+        rec.key = bytes::Bytes::from_static(b"single:a-b");
+        rec.value = Some(bytes::Bytes::from(vec![7u8; 5000]));
+        let why = "x".repeat(5000);
+        for max in [6500, 5000, 3000] {
+            let dl = dead_letter(&topics, &rec, &why, max);
+            assert!(crate::msglog::record_bytes(&dl) <= max, "{max}");
+            assert_eq!(dl.topic, topics.dead_letter());
+            let origin = dl
+                .headers
+                .iter()
+                .find(|(n, _)| n == "ferry-origin")
+                .unwrap();
+            assert_eq!(&origin.1[..], b"t.inbound/3/41");
+            let reason = dl.headers.iter().find(|(n, _)| n == "ferry-error").unwrap();
+            assert_eq!(reason.1.len(), MAX_REASON_BYTES, "a long reason is cut");
+            let omitted = dl.headers.iter().find(|(n, _)| n == "ferry-omitted");
+            match max {
+                6500 => {
+                    assert_eq!(dl.value.as_ref().unwrap().len(), 5000);
+                    assert!(omitted.is_none());
+                }
+                _ => {
+                    assert_eq!(dl.value.as_ref().unwrap().len(), 0);
+                    assert!(omitted.is_some());
+                    assert_eq!(&dl.key[..], b"single:a-b");
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,9 @@ pub(crate) struct PushRouter {
     pub(crate) routing: Arc<dyn PushRouting>,
     /// `pipeline.group_pushes`: whether `coalesce` groups a topic's pushes.
     pub(crate) group: bool,
+    /// The largest push record value (`Budget::push_max`): `coalesce` never builds
+    /// a larger one (`push_split.rs`).
+    pub(crate) max_record: usize,
 }
 
 pub(crate) enum PushPayload<'a> {
@@ -102,8 +105,12 @@ impl PushRouter {
     /// The records for `items`: grouped per push topic (`grouped`), or one plain
     /// record each while `pipeline.group_pushes` is off.
     pub(crate) fn coalesce(&self, items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+        let items = super::push_split::fitting(items, self.max_record);
         if self.group {
-            Self::grouped(items)
+            super::push_split::by_size(items, self.max_record)
+                .into_iter()
+                .flat_map(Self::grouped)
+                .collect()
         } else {
             Self::one_each(items)
         }
@@ -117,10 +124,11 @@ impl PushRouter {
             .collect()
     }
 
-    /// One push record per push topic for all of `items`: a topic with one item gets
+    /// One push record per push topic for all of `items` (the caller keeps each
+    /// topic's share within the size budget, `coalesce`): a topic with one item gets
     /// it as a plain record, with several a record whose `items` keeps their order
     /// (the pusher delivers them in it).
-    fn grouped(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
+    pub(super) fn grouped(items: Vec<(String, PushRecord)>) -> Vec<Outgoing> {
         let mut topics: Vec<(String, Vec<PushRecord>)> = Vec::new();
         for (topic, rec) in items {
             match topics.iter_mut().find(|(t, _)| *t == topic) {

@@ -166,6 +166,10 @@ pub(crate) struct Sequencer {
     pub(crate) router: PushRouter,
     /// Hand off messages for offline recipients (`offline.enabled`).
     pub(crate) offline: bool,
+    /// Records being retried, for readiness (`stalls.rs`).
+    pub(crate) stalls: super::stalls::Stalls,
+    /// What a dead letter may carry of its original (`budget.rs`).
+    pub(crate) budget: crate::budget::Budget,
 }
 
 /// What a record's pass over its conversation's state decided.
@@ -349,20 +353,27 @@ impl Sequencer {
     ) -> bool {
         let mut attempt = 0u32;
         loop {
-            match self
+            let res = match self
                 .apply_in(rec, epoch, memory)
                 .instrument(span.clone())
                 .await
             {
-                Ok(()) => return true,
-                // Retrying cannot help: the record leaves the lane for the dead-letter
-                // topic instead of stalling the records behind it.
+                // Retrying cannot help (a value the store refuses, a record the log
+                // refuses): the record leaves the lane for the dead-letter topic
+                // instead of stalling the records behind it.
                 Err(StoreError::Invalid(why)) => {
-                    self.dead_letter(rec, &why).instrument(span.clone()).await;
+                    self.dead_letter(rec, &why).instrument(span.clone()).await
+                }
+                res => res,
+            };
+            match res {
+                Ok(()) => {
+                    self.stalls.cleared(rec.partition, rec.offset);
                     return true;
                 }
                 Err(e) => {
                     attempt += 1;
+                    self.stalls.failed(rec.partition, rec.offset);
                     metrics::counter!("ferry_sequencer_retries_total").increment(1);
                     tracing::warn!(error = %e, attempt, offset = rec.offset, partition = rec.partition, "sequencing failed; retrying");
                     if !backoff::wait(cancel, backoff::linear(RETRY_STEP, RETRY_MAX, attempt)).await
@@ -442,7 +453,7 @@ impl Sequencer {
                 ..Prepared::default()
             }),
             Inbound::Undecodable => {
-                self.dead_letter(rec, "undecodable inbound record").await;
+                self.dead_letter(rec, "undecodable inbound record").await?;
                 Ok(Prepared::default())
             }
         }
@@ -481,7 +492,14 @@ impl Sequencer {
         self.push_records(pushes).await
     }
 
-    async fn dead_letter(&self, rec: &LogRecord, why: &str) {
+    /// Sets `rec` aside on the dead-letter topic; an error when that append failed
+    /// (the caller retries the record rather than lose it).
+    async fn dead_letter(&self, rec: &LogRecord, why: &str) -> Result<(), StoreError> {
+        let o = records::dead_letter(&self.topics, rec, why, self.budget.record_max());
+        self.log.append(vec![o]).await.map_err(|e| {
+            tracing::warn!(error = %e, offset = rec.offset, "dead-letter append failed");
+            StoreError::Unavailable(format!("dead-letter topic: {e}"))
+        })?;
         metrics::counter!("ferry_dead_letters_total").increment(1);
         tracing::error!(
             offset = rec.offset,
@@ -489,10 +507,7 @@ impl Sequencer {
             why,
             "record sent to the dead-letter topic"
         );
-        let o = records::dead_letter(&self.topics, rec, why);
-        if let Err(e) = self.log.append(vec![o]).await {
-            tracing::error!(error = %e, "dead-letter append failed; record dropped");
-        }
+        Ok(())
     }
 
     fn member(rec: &LogRecord, m: MemberChange) -> Writes {
@@ -516,7 +531,7 @@ impl Sequencer {
         memory: &Mutex<Memory>,
     ) -> Result<Prepared, StoreError> {
         let Ok(conv) = ConvId::parse(&batch.conv_id) else {
-            self.dead_letter(rec, "invalid convId").await;
+            self.dead_letter(rec, "invalid convId").await?;
             return Ok(Prepared::default());
         };
         let delayed = batch.due_at_ms > 0;
@@ -761,7 +776,15 @@ impl Sequencer {
                 events = n
             ))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("offline topic: {e}")))?;
+            .map_err(|e| {
+                if e.can_heal() {
+                    StoreError::Unavailable(format!("offline topic: {e}"))
+                } else {
+                    // The log will never take these events: the record cannot be
+                    // applied as it is and goes to the dead-letter topic (`retry`).
+                    StoreError::Invalid(format!("offline hand-off refused: {e}"))
+                }
+            })?;
         metrics::counter!("ferry_offline_events_produced_total").increment(n);
         tracing::debug!(conv, events = n, redo, "handed off");
         Ok(())

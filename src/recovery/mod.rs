@@ -307,13 +307,15 @@ pub(crate) async fn store(cmd: StoreCommand, cfg: &Config) -> anyhow::Result<()>
 }
 
 pub(crate) async fn offline(cmd: OfflineCommand, cfg: &Config) -> anyhow::Result<()> {
-    let OfflineCommand::Tail { from, follow } = cmd;
     let log = open_log(cfg).await?;
-    offline::tail(
-        log.as_ref(),
-        &Topics::new(&cfg.kafka.topic_prefix),
-        &from,
-        follow,
-    )
-    .await
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    match cmd {
+        OfflineCommand::Tail { from, follow } => {
+            offline::tail(log.as_ref(), &topics, &from, follow).await
+        }
+        OfflineCommand::Dead { from, follow } => {
+            offline::dead(log.as_ref(), &topics, &from, follow).await
+        }
+        OfflineCommand::Redrive { from } => offline::redrive(log.as_ref(), &topics, &from).await,
+    }
 }

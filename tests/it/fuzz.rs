@@ -26,3 +26,17 @@ fn inbound_record_seeds_pass() {
         ferry::fuzzing::inbound_record(&s);
     }
 }
+
+#[test]
+fn offline_handoff_seeds_pass() {
+    for s in seeds("offline_handoff") {
+        ferry::fuzzing::offline_handoff(&s);
+    }
+}
+
+#[test]
+fn notices_api_seeds_pass() {
+    for s in seeds("notices_api") {
+        ferry::fuzzing::notices_api(&s);
+    }
+}

@@ -26,6 +26,7 @@ macro_rules! on_both {
 
 mod api;
 mod auth;
+mod budget;
 mod budgets;
 mod cli;
 mod conformance;
@@ -35,6 +36,7 @@ mod delay;
 mod demo;
 mod drain;
 mod durability;
+mod exposure;
 mod fault;
 mod flood;
 mod fuzz;
@@ -46,6 +48,7 @@ mod messaging;
 mod multipod;
 mod notices;
 mod offline;
+mod poison;
 mod recovery;
 mod sessions;
 mod sync;

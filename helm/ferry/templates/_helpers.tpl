@@ -82,6 +82,9 @@ app.kubernetes.io/part-of: ferry
 {{- if and (not .Values.secrets.existingSecret) (eq .Values.secrets.authMode "jwks") (not .Values.secrets.jwks) -}}
 {{- fail "set secrets.jwks (or secrets.existingSecret) for authMode jwks" -}}
 {{- end -}}
+{{- if and (eq .Values.secrets.authMode "jwks") (not (and (dig "auth" "issuer" "" .Values.config) (dig "auth" "audience" "" .Values.config))) -}}
+{{- fail "authMode jwks needs config.auth.issuer and config.auth.audience: ferry refuses public keys without them (a token the identity provider minted for another application would log in)" -}}
+{{- end -}}
 {{- range $k := list "pod" "data_dir" -}}
 {{- if hasKey $.Values.config $k -}}
 {{- fail (printf "config.%s is set by the chart; remove it from values" $k) -}}

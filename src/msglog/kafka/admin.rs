@@ -122,6 +122,10 @@ impl KafkaLog {
             Retention::Ephemeral => (1, &[("retention.ms", EPHEMERAL_RETENTION_MS)]),
         };
         let mut config: BTreeMap<&str, &str> = base.iter().copied().collect();
+        // What ferry's producer may send (`kafka.max_message_bytes`), whatever the
+        // brokers' default: one number for the whole path (`budget.rs`).
+        let max_bytes = s.max_message_bytes.to_string();
+        config.insert("max.message.bytes", &max_bytes);
         for (k, v) in overrides {
             config.insert(k, v);
         }

@@ -42,6 +42,9 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
     /// How long `append` may take before it answers `LogError::Timeout`.
     pub append_timeout: Duration,
+    /// The largest record (`kafka.max_message_bytes`): librdkafka's
+    /// `message.max.bytes` and the `max.message.bytes` of the topics ferry creates.
+    pub max_message_bytes: usize,
 }
 
 fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
@@ -67,6 +70,7 @@ impl KafkaLog {
     /// the brokers answer.
     pub fn connect(cfg: &KafkaSettings) -> Result<Self, LogError> {
         let timeout_ms = cfg.append_timeout.as_millis().max(10).to_string();
+        let max_bytes = cfg.max_message_bytes.to_string();
         let producer: FutureProducer = cfg
             .client_config(
                 // lz4, not zstd: with zstd a producer batch paid ZSTD_createCStream
@@ -79,6 +83,9 @@ impl KafkaLog {
                     // Delivery reports arrive by the deadline: `append` can answer
                     // Timeout knowing librdkafka gave up on the records as well.
                     ("message.timeout.ms", &timeout_ms),
+                    // A record over the budget is refused here, as the brokers would
+                    // refuse it, and never half of a produce request (`budget.rs`).
+                    ("message.max.bytes", &max_bytes),
                 ],
             )
             .create()

@@ -8,6 +8,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio::time::Instant;
 
+use rdkafka::error::KafkaError;
+
 use super::{KafkaLog, code, unavailable};
 use crate::msglog::{Durable, LogError, Outgoing};
 
@@ -65,7 +67,7 @@ impl KafkaLog {
                         rec = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => return Err(unavailable(e)),
+                    Err((e, _)) => return Err(failed(&o.topic, e)),
                 }
             }
         }
@@ -84,12 +86,70 @@ impl KafkaLog {
                     Ok(Err((e, _))) if code(&e) == Some(RDKafkaErrorCode::MessageTimedOut) => {
                         return Err(LogError::Timeout);
                     }
-                    Ok(Err((e, _))) => return Err(unavailable(e)),
+                    Ok(Err((e, _))) => return Err(failed(&o.topic, e)),
                     // The producer dropped the delivery report: it is shutting down.
                     Err(_) => return Err(LogError::Closed),
                 }
             }
             Ok(())
         }))
+    }
+}
+
+/// What a refused produce means to the caller: `Rejected` when the broker (or
+/// librdkafka before it) will never take this record as it is, so that a consumer
+/// sets aside what produced it instead of retrying for ever; `Unavailable` otherwise.
+fn failed(topic: &str, e: KafkaError) -> LogError {
+    match code(&e) {
+        Some(c) if permanent(c) => LogError::Rejected(format!("{topic}: {e}")),
+        _ => unavailable(e),
+    }
+}
+
+/// Error codes that say "this record", not "the cluster right now": too large for
+/// `message.max.bytes` (librdkafka's or the topic's), refused by the broker's record
+/// validation or policy. `InvalidDifferentRecord` is not one of them: another record
+/// of the batch was refused, this one may go on its own.
+fn permanent(c: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        c,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+            | C::InvalidMessage
+            | C::BadMessage
+            | C::PolicyViolation
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_the_broker_will_never_take_are_rejected_not_unavailable() {
+        for c in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::MessageBatchTooLarge,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::InvalidMessageSize,
+        ] {
+            let e = failed("t.offline", KafkaError::MessageProduction(c));
+            assert!(
+                matches!(&e, LogError::Rejected(m) if m.starts_with("t.offline: ")),
+                "{c:?}: {e}"
+            );
+            assert!(!e.can_heal());
+        }
+        for c in [
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::InvalidDifferentRecord,
+            RDKafkaErrorCode::BrokerNotAvailable,
+        ] {
+            let e = failed("t.offline", KafkaError::MessageProduction(c));
+            assert!(e.can_heal(), "{c:?}: {e}");
+        }
     }
 }

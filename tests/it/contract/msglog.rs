@@ -29,6 +29,7 @@ fn kafka_settings() -> KafkaSettings {
         replication: 1,
         properties: BTreeMap::new(),
         append_timeout: Duration::from_secs(10),
+        max_message_bytes: 1_000_000,
     }
 }
 
@@ -366,6 +367,47 @@ async fn kafka_offsets_and_bounded_reads() {
 #[tokio::test]
 async fn kafka_read_from_start() {
     read_from_start_sees_values_and_tombstones(&kafka()).await;
+}
+
+/// A record over the log's limit is `Rejected` (retrying cannot help: the caller sets
+/// aside what produced it), and the log takes the next append as ever.
+async fn a_record_over_the_limit_is_rejected(log: &dyn MsgLog) {
+    let t = topic(log, Retention::Full).await;
+    let big: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let err = log
+        .append(vec![Outgoing::new(&t, "k", big)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ferry::testkit::LogError::Rejected(m) if m.contains(&t)),
+        "{err:?}"
+    );
+    log.append(vec![Outgoing::new(&t, "k", "small")])
+        .await
+        .unwrap();
+    let mut sub = log
+        .subscribe(&format!("g-{}", suffix()), std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut sub).await.value.as_deref(), Some(&b"small"[..]));
+}
+
+#[tokio::test]
+async fn kafka_a_record_over_the_limit_is_rejected() {
+    let log = KafkaLog::connect(&KafkaSettings {
+        max_message_bytes: 65_536,
+        ..kafka_settings()
+    })
+    .unwrap();
+    a_record_over_the_limit_is_rejected(&log).await;
+}
+
+#[tokio::test]
+async fn embedded_a_record_over_the_limit_is_rejected() {
+    let (_d, log) = embedded();
+    a_record_over_the_limit_is_rejected(&log.with_max_record_bytes(65_536)).await;
 }
 
 // ---- the embedded twin, for parity ----
