@@ -131,6 +131,7 @@ pub(crate) async fn start(
             cfg.limits.max_pending_delayed_per_user,
         )),
         discovery: Arc::default(),
+        accounts: Arc::new(crate::gateway::account::Accounts::new(&cfg.budgets)),
         // Never follows redirects (src/outbound.rs): shared with the forwarder.
         http: crate::outbound::client()?,
         shutdown: shutdown.clone(),

@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod budgets;
+pub(crate) use budgets::Budgets;
 mod exposure;
 pub(crate) use exposure::{NoticeLimits, normalise_origin};
 
@@ -19,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "server",
     "auth",
     "limits",
+    "budgets",
     "session",
     "log",
     "kafka",
@@ -41,6 +44,7 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) auth: AuthConfig,
     pub(crate) limits: Limits,
+    pub(crate) budgets: Budgets,
     pub(crate) session: SessionConfig,
     pub(crate) log: LogConfig,
     pub(crate) kafka: KafkaConfig,
@@ -61,6 +65,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            budgets: Budgets::default(),
             session: SessionConfig::default(),
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
@@ -670,6 +675,8 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.budgets
+            .validate(l.max_response_bytes, l.max_frame_bytes, &mut bad);
         if self.session.idle_timeout_secs == 0 {
             bad.push(invalid(
                 "session.idle_timeout_secs",

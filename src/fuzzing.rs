@@ -105,11 +105,14 @@ fn harness() -> &'static Harness {
                     while drained.outbox.pop().is_some() {}
                 }
             });
+            let account = state.accounts.join(USER);
             let ctx = Arc::new(ConnCtx {
                 app: state.clone(),
                 user: UserId::parse(USER).expect("valid user id"),
                 conn,
                 meta: crate::gateway::meta::Meta::pack([("language", "en")]),
+                budget: state.accounts.budget(&account),
+                account,
             });
             (state, ctx, addr)
         });

@@ -19,7 +19,7 @@
 //! - `gateway`   — sessions, auth, socket lifecycle, request handlers, wire errors
 //! - `pipeline`  — sequencer, delay tiers, pusher, notices, push routing hook, offline hand-off and forwarder
 //! - `presence`  — which pods hold which users' sockets: published and followed
-//! - `connections` — this pod's socket registry and push framing (gateway and pusher share it)
+//! - `connections` — this pod's socket registry, push framing and answer byte budgets (gateway and pusher share it)
 //! - `msglog`    — the log trait with its Kafka and embedded backends
 //! - `store`     — the store trait with its ScyllaDB and embedded backends
 //! - `api`       — the server API for backends

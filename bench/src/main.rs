@@ -151,6 +151,8 @@ enum Cmd {
     },
     /// One user's latency, quiet and while other connections flood ferry (default limits).
     Flood(scenario::flood::Args),
+    /// One account's sockets with large SyncMsgList in flight: ferry's RSS growth.
+    Inflight(scenario::inflight::Args),
     /// Only the bare rdkafka producer (SendMsgList ceiling).
     KafkaCeiling {
         #[arg(long, default_value_t = 200_000)]
@@ -177,6 +179,7 @@ fn scenario_name(cmd: &Cmd) -> &'static str {
         Cmd::Discover(_) => "discover",
         Cmd::Ack { .. } => "ack",
         Cmd::Flood(_) => "flood",
+        Cmd::Inflight(_) => "inflight",
         Cmd::Flooder(_) => "flooder",
         Cmd::KafkaCeiling { .. } => "kafka-ceiling",
         Cmd::Worker => "worker",
@@ -255,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ack { msgs } => scenario::ack::run(&opts, *msgs).await,
             Cmd::Discover(a) => scenario::discover::run(&opts, a).await,
             Cmd::Flood(a) => scenario::flood::run(&opts, a).await,
+            Cmd::Inflight(a) => scenario::inflight::run(&opts, a).await,
             Cmd::KafkaCeiling { records } => {
                 Ok(vec![scenario::chat::ceiling(&opts, *records, 5000).await?])
             }

@@ -113,9 +113,11 @@ impl Backend {
     }
 }
 
-/// The `[limits]` of most scenarios: high enough that the load generator, many clients
+/// The `[limits]` (and `[budgets]`) of most scenarios: high enough that the load generator, many clients
 /// behind few addresses sending at high rates, is never refused.
-pub const BENCH_LIMITS: &str = "requests_per_second = 100000\nrequest_burst = 100000\nmax_connections = 1000000\nmax_seqs_per_sync = 10000\n";
+pub const BENCH_LIMITS: &str = "requests_per_second = 100000\nrequest_burst = 100000\nmax_connections = 1000000\nmax_seqs_per_sync = 10000\n\
+     [budgets]\naccount_requests_per_second = 100000\naccount_request_burst = 100000\n\
+     account_in_flight = 100000\naccount_connects_per_minute = 100000\n";
 
 /// ferry's own default limits (the flood scenario measures them).
 pub const DEFAULT_LIMITS: &str = "";

@@ -38,11 +38,13 @@ def warn(msg):
 # ---------------------------------------------------------------- config.rs keys
 
 def config_schema():
-    """{section: set(keys) or None for a leaf} parsed from src/config.rs.
+    """{section: set(keys) or None for a leaf} parsed from src/config.rs and src/config/.
 
     Top-level fields of `struct Config` are sections (a struct type) or leaves;
     a BTreeMap field accepts any sub-key ("*")."""
-    src = (ROOT / "src/config.rs").read_text()
+    # Sections may live in submodules of config.rs (src/config/*.rs).
+    files = [ROOT / "src/config.rs", *sorted((ROOT / "src/config").glob("*.rs"))]
+    src = "".join(f.read_text() for f in files)
     structs = {}
     for m in re.finditer(r"pub\(crate\) struct (\w+) \{(.*?)\n\}", src, re.S):
         fields = {}

@@ -1,26 +1,25 @@
-//! Devices cut off for flooding wait before they connect again. The request budget
+//! Accounts cut off for flooding wait before they connect again. The request budget
 //! (burst and refusals, `limits.rs`) belongs to a connection, so without this a
 //! flooder closed with 1008 reconnects at once with a fresh burst and a fresh refusal
-//! allowance, and the close bounds nothing. Keyed by device (user, platform,
-//! deviceId), so one misbehaving device does not lock its user's other devices out.
+//! allowance, and the close bounds nothing. Keyed by account (the authenticated
+//! user), never by what the client chooses: keyed by deviceId, a flooder would
+//! reconnect at once under a new one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Devices remembered at once; beyond this new cut-offs are not remembered until
+/// Accounts remembered at once; beyond this new cut-offs are not remembered until
 /// older ones expire (the close itself still happens), so memory stays bounded.
 const MAX_ENTRIES: usize = 100_000;
 
-type Device = (String, String, String);
-
 pub(crate) struct Cooldown {
     period: Duration,
-    until: Mutex<HashMap<Device, Instant>>,
+    until: Mutex<HashMap<String, Instant>>,
 }
 
 impl Cooldown {
-    /// A cut-off device waits `period`; zero turns the cooldown off.
+    /// A cut-off account waits `period`; zero turns the cooldown off.
     pub(crate) fn new(period: Duration) -> Self {
         Self {
             period,
@@ -28,8 +27,8 @@ impl Cooldown {
         }
     }
 
-    /// The device was closed for flooding at `now`.
-    pub(crate) fn start(&self, user: &str, platform: &str, device: &str, now: Instant) {
+    /// The account was closed for flooding at `now`.
+    pub(crate) fn start(&self, user: &str, now: Instant) {
         if self.period.is_zero() {
             return;
         }
@@ -40,26 +39,18 @@ impl Cooldown {
                 return;
             }
         }
-        let key = (user.to_owned(), platform.to_owned(), device.to_owned());
-        until.insert(key, now + self.period);
+        until.insert(user.to_owned(), now + self.period);
     }
 
-    /// How long the device must still wait before connecting, if at all.
-    pub(crate) fn remaining(
-        &self,
-        user: &str,
-        platform: &str,
-        device: &str,
-        now: Instant,
-    ) -> Option<Duration> {
+    /// How long the account must still wait before connecting, if at all.
+    pub(crate) fn remaining(&self, user: &str, now: Instant) -> Option<Duration> {
         if self.period.is_zero() {
             return None;
         }
         let mut until = self.until.lock().unwrap();
-        let key = (user.to_owned(), platform.to_owned(), device.to_owned());
-        let t = *until.get(&key)?;
+        let t = *until.get(user)?;
         if t <= now {
-            until.remove(&key);
+            until.remove(user);
             return None;
         }
         Some(t - now)
@@ -71,18 +62,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cut_off_device_waits_the_period_and_others_do_not() {
+    fn a_cut_off_account_waits_the_period_and_others_do_not() {
         let c = Cooldown::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        c.start("u", "ios", "d1", t0);
-        let left = c.remaining("u", "ios", "d1", t0 + Duration::from_secs(4));
+        c.start("u", t0);
+        let left = c.remaining("u", t0 + Duration::from_secs(4));
         assert_eq!(left, Some(Duration::from_secs(6)));
-        assert_eq!(c.remaining("u", "web", "d2", t0), None);
-        assert_eq!(c.remaining("v", "ios", "d1", t0), None);
-        assert_eq!(
-            c.remaining("u", "ios", "d1", t0 + Duration::from_secs(10)),
-            None
-        );
+        assert_eq!(c.remaining("v", t0), None);
+        assert_eq!(c.remaining("u", t0 + Duration::from_secs(10)), None);
         // Expired entries are dropped when looked at.
         assert!(c.until.lock().unwrap().is_empty());
     }
@@ -91,7 +78,7 @@ mod tests {
     fn zero_turns_it_off() {
         let c = Cooldown::new(Duration::ZERO);
         let t0 = Instant::now();
-        c.start("u", "ios", "d1", t0);
-        assert_eq!(c.remaining("u", "ios", "d1", t0), None);
+        c.start("u", t0);
+        assert_eq!(c.remaining("u", t0), None);
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
+use crate::connections::budget::{Budget, Held, Over};
 use crate::proto::pb;
 
 /// Longest CustomRequest method accepted, bytes.
@@ -91,9 +92,10 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         }
     })?;
     let status = resp.status();
-    let body = read_bounded(resp, app.cfg.limits.max_response_bytes)
+    let (body, held) = read_bounded(resp, app.cfg.limits.max_response_bytes, &ctx.budget)
         .await
         .map_err(|e| match e {
+            BodyError::Over(o) => o.into(),
             BodyError::TooLarge(limit) => Failure::Request(format!(
                 "upstream for {} answered more than {limit} bytes",
                 req.method
@@ -101,7 +103,9 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
             BodyError::Broken => Failure::Retry(format!("upstream for {} broke off", req.method)),
         })?;
     if status.is_success() {
-        return Ok(Reply::data(body));
+        let mut reply = Reply::data(body);
+        reply.held = Some(held);
+        return Ok(reply);
     }
     // Redirects are not followed (src/outbound.rs), and following one later would
     // not help: the client is told, not asked to retry.
@@ -124,22 +128,33 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
 enum BodyError {
     TooLarge(usize),
     Broken,
+    /// The answer budget had no room for it (`connections::budget`).
+    Over(Over),
 }
 
 /// Reads the upstream body, refusing it as soon as it exceeds `limit` bytes (it would
-/// become one frame to the client).
-async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
+/// become one frame to the client). Its worst case (the announced length, or the
+/// limit) is taken from the answer budget before the first byte is read.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+    budget: &Budget,
+) -> Result<(Bytes, Held), BodyError> {
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }
+    let most = announced.map_or(limit, |n| n as usize);
+    let mut held = budget.take(most).await.map_err(BodyError::Over)?;
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|_| BodyError::Broken)? {
-        if body.len() + chunk.len() > limit {
+        if body.len() + chunk.len() > most {
             return Err(BodyError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    held.shrink_to(body.len());
+    Ok((body.freeze(), held))
 }
 
 #[cfg(test)]

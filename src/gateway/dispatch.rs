@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 use super::Gateway;
 use super::wire::{self, Failure};
 use super::{custom, discover, send, sync};
+use crate::connections::budget::{self, Budget, Held};
 use crate::connections::registry::Conn;
 use crate::domain::{Message, UserId};
 use crate::proto::pb::{ActiveEvent, RequestBody};
@@ -21,6 +22,10 @@ pub(crate) struct ConnCtx {
     /// This socket's registry entry: identity, queue and closer.
     pub(crate) conn: Conn,
     pub(crate) meta: super::meta::Meta,
+    /// The account's budgets shared by its sockets on this process.
+    pub(crate) account: Arc<super::account::Account>,
+    /// Bytes of answers in flight: this connection's, its account's, the process's.
+    pub(crate) budget: Budget,
 }
 
 /// A handler's success: the response payload, and messages to push to the caller
@@ -28,6 +33,9 @@ pub(crate) struct ConnCtx {
 pub(crate) struct Reply {
     pub(crate) data: Bytes,
     pub(crate) push: Vec<Message>,
+    /// Answer budget the handler took; kept by the answer's frames until they are
+    /// handed to the socket.
+    pub(crate) held: Option<Held>,
 }
 
 impl Reply {
@@ -35,6 +43,7 @@ impl Reply {
         Self {
             data: data.into(),
             push: Vec::new(),
+            held: None,
         }
     }
 }
@@ -118,6 +127,14 @@ fn frames(
             let mut frames = vec![wire::success(event, req_id, reply.data)];
             if !reply.push.is_empty() {
                 frames.push(crate::connections::frames::messages(&reply.push));
+            }
+            if let Some(mut held) = reply.held {
+                // Queued in order, the last frame leaves last: it keeps the budget of
+                // all of them, down to what they are.
+                held.shrink_to(frames.iter().map(Bytes::len).sum());
+                if let Some(last) = frames.pop() {
+                    frames.push(budget::attach(last, held));
+                }
             }
             frames
         }

@@ -10,13 +10,20 @@ use crate::pipeline::router::PushPayload;
 use crate::proto::records::Disconnect;
 
 /// Registers `conn`; Err (nothing registered, the reason to close with) when its
-/// device was closed for flooding moments ago, or its user already has
-/// `limits.max_connections_per_user` sockets here that it would not replace.
+/// account was closed for flooding moments ago or connects too often, or its user
+/// already has `limits.max_connections_per_user` sockets here that it would not
+/// replace.
 pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> Result<(), Closing<'static>> {
     let now = std::time::Instant::now();
-    let (user, platform, device) = (&conn.user, &conn.platform, &conn.device_id);
-    if let Some(left) = app.cooldown.remaining(user, platform, device, now) {
+    let user = &conn.user;
+    // By account, not by device: a client chooses its deviceId, and a fresh one
+    // would otherwise reconnect at once.
+    if let Some(left) = app.cooldown.remaining(user, now) {
         return Err(Closing::CoolingDown(left.as_secs_f64().ceil() as u64));
+    }
+    if let Err(wait) = app.accounts.connect(user, now) {
+        metrics::counter!("ferry_connects_refused_total", "reason" => "account_rate").increment(1);
+        return Err(Closing::ConnectingTooOften(wait.as_secs_f64().ceil() as u64));
     }
     let one_per_platform = app.cfg.session.device_policy == DevicePolicy::OnePerPlatform;
     let per_user = app.cfg.limits.max_connections_per_user;
@@ -79,13 +86,12 @@ pub(crate) async fn connected(app: &Gateway, conn: &Conn) -> Result<(), Closing<
 }
 
 /// The socket is about to be closed (its closer has fired), before the client is told:
-/// a device closed for flooding starts its cooldown now, so a reconnect made the
+/// an account closed for flooding starts its cooldown now, so a reconnect made the
 /// moment the Close frame arrives is already refused.
 pub(crate) fn closing(app: &Gateway, conn: &Conn) {
     if conn.closer.why() == Some(Closing::Flooding.pair()) {
         let now = std::time::Instant::now();
-        app.cooldown
-            .start(&conn.user, &conn.platform, &conn.device_id, now);
+        app.cooldown.start(&conn.user, now);
     }
 }
 

@@ -36,6 +36,23 @@ impl TokenBucket {
 }
 
 impl TokenBucket {
+    /// `per_minute` tokens at once, refilled evenly over a minute.
+    pub(crate) fn per_minute(per_minute: u32, now: Instant) -> Self {
+        let burst = f64::from(per_minute.max(1));
+        Self {
+            rate: burst / 60.0,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Whether the bucket has refilled to its burst by `now` (nothing to remember).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// How long after `now` the next token is due (zero when one is there).
     pub(crate) fn next_token_in(&self, now: Instant) -> std::time::Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -1,6 +1,7 @@
 //! The gateway role: WebSocket sessions, authentication, socket lifecycle, request
 //! dispatch, and CustomRequest upstreams.
 
+pub(crate) mod account;
 pub(crate) mod auth;
 pub(crate) mod bounded;
 pub(crate) mod conformance;
@@ -10,6 +11,7 @@ pub(crate) mod delay_quota;
 pub(crate) mod discover;
 pub(crate) mod discover_page;
 pub(crate) mod dispatch;
+pub(crate) mod fragments;
 pub(crate) mod hygiene;
 pub(crate) mod jwks;
 pub(crate) mod keepalive;
@@ -22,6 +24,7 @@ pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sizes;
 pub(crate) mod sync;
+pub(crate) mod sync_read;
 pub(crate) mod upgrade;
 pub(crate) mod wire;
 pub(crate) mod ws_close;
@@ -59,6 +62,8 @@ pub(crate) struct Gateway {
     pub(crate) delay_quota: Arc<delay_quota::DelayQuota>,
     /// DiscoverConvs' cached horizon (the sequencer's committed offsets).
     pub(crate) discovery: Arc<discover::Horizon>,
+    /// Each account's budgets over its sockets here, and the process's answer bytes.
+    pub(crate) accounts: Arc<account::Accounts>,
     /// Client for CustomRequest upstreams.
     pub(crate) http: reqwest::Client,
     /// Cancelled on shutdown: sessions close with 1012 (the registry is swept, see

@@ -219,11 +219,15 @@ async fn connect(start: Start, socket: &mut Socket) -> Option<Arc<ConnCtx>> {
     }
     tracing::debug!(user = %id.user, platform = %conn.platform, conn = %conn.conn_id, "connected");
     metrics::gauge!("ferry_connections", "platform" => super::hygiene::platform_label(&conn.platform)).increment(1.0);
+    let account = app.accounts.join(&conn.user);
+    let budget = app.accounts.budget(&account);
     Some(Arc::new(ConnCtx {
         app,
         user: id.user,
         conn,
         meta,
+        account,
+        budget,
     }))
 }
 
@@ -339,7 +343,19 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
         // answered by the WebSocket layer, pongs only prove liveness, text frames carry
         // nothing, yet each costs a read): a flood of them is throttled like requests.
         let now = Instant::now();
-        if !bucket.take(now.into_std()) {
+        let over = if !bucket.take(now.into_std()) {
+            Some((
+                "rate limit exceeded, slow down",
+                bucket.next_token_in(now.into_std()),
+            ))
+        } else if !ctx.account.take(now.into_std()) {
+            // The account's rate, over all its sockets here (`account.rs`).
+            let why = "this account's rate limit exceeded (over all its connections), slow down";
+            Some((why, ctx.account.next_token_in(now.into_std())))
+        } else {
+            None
+        };
+        if let Some((why, wait)) = over {
             if !refusals.refuse(now.into_std()) {
                 Closing::Flooding.close(&conn.closer);
                 break;
@@ -351,14 +367,10 @@ async fn serve_socket(ctx: &Arc<ConnCtx>, socket: &mut Socket) -> Option<SendWor
                     .unwrap_or_default();
                 reply(
                     ctx,
-                    wire::failure(
-                        event,
-                        &req_id,
-                        &Failure::Retry("rate limit exceeded, slow down".into()),
-                    ),
+                    wire::failure(event, &req_id, &Failure::Retry(why.into())),
                 );
             }
-            let until = now + bucket.next_token_in(now.into_std());
+            let until = now + wait;
             paused_until = Some(until);
             if until < timer.deadline() {
                 timer.as_mut().reset(until);
@@ -400,6 +412,8 @@ async fn ping(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool
 /// only while a write waits.
 async fn write_queued(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool {
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // What is left of a frame written in fragments (`fragments.rs`).
+    let mut rest: Option<Box<Bytes>> = None;
     let io = std::future::poll_fn(|cx| {
         loop {
             match socket.poll_ready_unpin(cx) {
@@ -407,13 +421,20 @@ async fn write_queued(socket: &mut Socket, conn: &Connection, timeout: Duration)
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(WriteFailed::Socket)),
                 Poll::Pending => break,
             }
-            let Some(frame) = conn.outbox.pop() else {
+            let next = match super::fragments::next(&mut rest) {
+                Some(m) => Some(m),
+                None => conn
+                    .outbox
+                    .pop()
+                    .map(|f| super::fragments::first(f, &mut rest)),
+            };
+            let Some(message) = next else {
                 match socket.poll_flush_unpin(cx) {
                     Poll::Ready(r) => return Poll::Ready(r.map_err(|_| WriteFailed::Socket)),
                     Poll::Pending => break,
                 }
             };
-            if socket.start_send_unpin(WsMessage::Binary(frame)).is_err() {
+            if socket.start_send_unpin(message).is_err() {
                 return Poll::Ready(Err(WriteFailed::Socket));
             }
             // The client took what came before: the wait starts again.
@@ -516,13 +537,25 @@ fn handle(
         );
         return;
     };
+    // And the account's, over all its sockets here (`account.rs`).
+    let Ok(account_permit) = ctx.account.in_flight.clone().try_acquire_owned() else {
+        reply(
+            ctx,
+            wire::failure(
+                req.event,
+                &req.req_id,
+                &Failure::Retry("too many requests of this account in flight".into()),
+            ),
+        );
+        return;
+    };
     let ctx = ctx.clone();
     tasks.spawn(async move {
         let frames = dispatch::handle(&ctx, req).await;
         for f in frames {
             reply(&ctx, f);
         }
-        drop(permit);
+        drop((permit, account_permit));
     });
 }
 

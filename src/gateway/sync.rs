@@ -5,9 +5,9 @@ use prost::Message as _;
 
 use std::collections::HashSet;
 
-use super::bounded;
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
+use super::{bounded, sync_read};
 use crate::access;
 use crate::domain::{ConvId, Message, Seq, parse_server_msg_id};
 use crate::pipeline::notices;
@@ -47,10 +47,6 @@ fn malformed(what: &'static str) -> impl Fn(bounded::Malformed) -> Failure {
     move |e| Failure::malformed(what, &e)
 }
 
-/// Store reads per SyncMsgList are made this many seqs at a time, so the response
-/// budget is checked before much more than it has been read.
-const READ_CHUNK: usize = 50;
-
 pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let limits = &ctx.app.cfg.limits;
     // Both lengths are checked on the encoded request, before anything is decoded.
@@ -79,11 +75,9 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
     }
     let req: pb::BatchGetMsgListByConvIdReq = decode(data, "BatchGetMsgListByConvIdReq")?;
     let store = ctx.app.store.as_ref();
-    let budget = limits.max_response_bytes;
-    let mut used = 0usize;
     // A (conversation, seq) asked for twice is answered once.
     let mut seen: HashSet<(String, u64)> = HashSet::new();
-    let mut out = Vec::new();
+    let mut wanted = Vec::new();
     for item in req.items {
         let conv = ConvId::parse(&item.conv_id).map_err(|e| Failure::Request(e.to_string()))?;
         let seqs = item
@@ -96,34 +90,23 @@ pub(crate) async fn sync_msg_list(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
             continue;
         };
         let conv_s = conv.to_string();
-        let visible: Vec<u64> = seqs
+        let seqs = seqs
             .into_iter()
             .filter(|s| *s >= min && seen.insert((conv_s.clone(), *s)))
             .collect();
-        for chunk in visible.chunks(READ_CHUNK) {
-            let found = store.messages(&conv_s, chunk).await?;
-            for s in chunk {
-                let m = match found.iter().find(|m| m.seq == *s) {
-                    Some(m) => m.clone(),
-                    None => Message::placeholder(&conv, Seq(*s)),
-                };
-                used += pb::MsgData::from(&m).encoded_len();
-                if used > budget {
-                    return Err(Failure::Request(format!(
-                        "the messages asked for exceed {budget} bytes; ask for fewer seqs at a time"
-                    )));
-                }
-                out.push(m);
-            }
-        }
+        wanted.push(sync_read::Wanted { conv, seqs });
     }
-    Ok(with_push(req.push, out, |msgs| {
+    sync_read::check_partitions(&wanted, ctx.app.cfg.budgets.max_sync_partitions)?;
+    let (out, held) = sync_read::read(ctx, wanted).await?;
+    let mut reply = with_push(req.push, out, |msgs| {
         pb::GetMsgListResp {
             msg_data_list: msgs.iter().map(pb::MsgData::from).collect(),
             ..Default::default()
         }
         .encode_to_vec()
-    }))
+    });
+    reply.held = Some(held);
+    Ok(reply)
 }
 
 /// push=true: answer empty and push the messages to the caller instead.
@@ -132,6 +115,7 @@ fn with_push(push: bool, msgs: Vec<Message>, encode: impl Fn(&[Message]) -> Vec<
         Reply {
             data: encode(&[]).into(),
             push: msgs,
+            held: None,
         }
     } else {
         Reply::data(encode(&msgs))
@@ -150,6 +134,11 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
             )));
         }
     }
+    // The message's worst case, before it is read.
+    let held = ctx
+        .budget
+        .take(sync_read::message_bound(&ctx.app.cfg.limits))
+        .await?;
     let store = ctx.app.store.as_ref();
     let mut found = None;
     if let Some(id) = req.server_msg_id.as_deref().filter(|s| !s.is_empty()) {
@@ -184,13 +173,15 @@ pub(crate) async fn get_msg_by_id(ctx: &ConnCtx, data: Bytes) -> Result<Reply, F
         return Err(Failure::Request("give serverMsgId or clientMsgId".into()));
     }
     let msgs: Vec<Message> = found.into_iter().collect();
-    Ok(with_push(req.push, msgs, |m| {
+    let mut reply = with_push(req.push, msgs, |m| {
         pb::GetMsgByIdResp {
             msg_data: m.first().map(pb::MsgData::from),
             ..Default::default()
         }
         .encode_to_vec()
-    }))
+    });
+    reply.held = Some(held);
+    Ok(reply)
 }
 
 /// Longest serverMsgId, clientMsgId, noticeId or notice convId accepted, bytes.

@@ -74,6 +74,13 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
+/// Over an answer budget (bytes in flight of a connection, account or process).
+impl From<crate::connections::budget::Over> for Failure {
+    fn from(o: crate::connections::budget::Over) -> Self {
+        Self::Retry(o.to_string())
+    }
+}
+
 impl From<crate::msglog::LogError> for Failure {
     fn from(e: crate::msglog::LogError) -> Self {
         use crate::msglog::LogError as E;
@@ -156,6 +163,9 @@ pub(crate) enum Closing<'a> {
     /// Closed for flooding moments ago (`gateway::cooldown`): may connect again in
     /// this many seconds.
     CoolingDown(u64),
+    /// The account used `budgets.account_connects_per_minute` (`gateway::account`):
+    /// may connect again in this many seconds.
+    ConnectingTooOften(u64),
     /// No frame within `session.idle_timeout_secs`.
     Idle,
     /// The same device connected again.
@@ -173,7 +183,10 @@ impl Closing<'_> {
         match self {
             Self::Auth(..) => close::AUTH_FAILED,
             Self::ServerFull => close::TRY_AGAIN_LATER,
-            Self::UserFull | Self::Flooding | Self::CoolingDown(_) => close::POLICY,
+            Self::UserFull
+            | Self::Flooding
+            | Self::CoolingDown(_)
+            | Self::ConnectingTooOften(_) => close::POLICY,
             Self::TooBig => close::TOO_BIG,
             Self::Protocol(_) => PROTOCOL_ERROR,
             Self::InvalidUtf8 => INVALID_PAYLOAD,
@@ -194,6 +207,9 @@ impl Closing<'_> {
             Self::Flooding => "request rate limit exceeded".into(),
             Self::CoolingDown(secs) => {
                 format!("request rate limit exceeded; connect again in {secs} s")
+            }
+            Self::ConnectingTooOften(secs) => {
+                format!("too many connects for this account; connect again in {secs} s")
             }
             Self::Idle => "idle timeout".into(),
             Self::Duplicate => "duplicate connection".into(),

@@ -349,7 +349,11 @@ impl Store for EmbeddedStore {
         // On the pool even for a few seqs: message bodies can be large (a sync of a
         // few big messages reads megabytes), unlike the lookups done on the task.
         let (conv, seqs) = (conv.to_owned(), seqs.to_vec());
-        self.read(move |tx| get(tx, &conv, &seqs)).await
+        let found = self.read(move |tx| get(tx, &conv, &seqs)).await?;
+        // As the CQL store counts them (one read per call here).
+        metrics::counter!("ferry_store_message_statements_total").increment(1);
+        metrics::counter!("ferry_store_message_rows_total").increment(found.len() as u64);
+        Ok(found)
     }
 
     async fn by_client_msg_id(

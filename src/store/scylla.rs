@@ -401,7 +401,12 @@ impl ScyllaStore {
                     .collect()
             }));
         }
+        // Statements and rows each read costs Cassandra (what `gateway::sync_read`
+        // bounds), counted for operators and tests.
+        metrics::counter!("ferry_store_message_statements_total").increment(queries.len() as u64);
         let found = bounded(queries).await?;
+        let rows: usize = found.iter().map(Vec::len).sum();
+        metrics::counter!("ferry_store_message_rows_total").increment(rows as u64);
         let mut by_seq = HashMap::new();
         for (seq, body, ts) in found.into_iter().flatten() {
             let stored = Stored {

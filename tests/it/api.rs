@@ -145,9 +145,10 @@ async fn bad_bodies_are_answered_in_ferrys_words() {
     }
 }
 
-/// A member change answers once the sequencer has applied it: woken by the write
-/// itself, not by reading the store on a timer (which made most calls take 50 ms:
-/// median 55 ms before, about 15 ms now).
+/// A member change answers once the sequencer has applied it (200, not 202): the
+/// member is in the list the moment the call returns, change after change. How long a
+/// change takes is measured, not asserted: the call is woken by the write itself
+/// rather than by reading the store on a timer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_changes_answer_as_soon_as_applied() {
     let c = Cluster::new(Backend::Embedded, "");
@@ -158,18 +159,20 @@ async fn member_changes_answer_as_soon_as_applied() {
     let mut took = Vec::new();
     for i in 0..25 {
         let start = std::time::Instant::now();
+        // 200: applied (202 would be "accepted, not yet applied").
         f.add_member(&g, &format!("u{i}")).await;
         took.push(start.elapsed());
+        let (s, body) = f
+            .api(reqwest::Method::GET, &format!("/groups/{g}/members"), None)
+            .await;
+        assert_eq!(s, 200);
+        let members = body["members"].as_array().unwrap();
+        assert_eq!(members.len(), i + 2, "after u{i}: {body}");
+        assert!(
+            body.to_string().contains(&format!("\"u{i}\"")),
+            "u{i} answered before applied: {body}"
+        );
     }
     took.sort();
-    let (s, body) = f
-        .api(reqwest::Method::GET, &format!("/groups/{g}/members"), None)
-        .await;
-    assert_eq!(s, 200);
-    assert_eq!(body["members"].as_array().unwrap().len(), 26, "{body}");
-    let median = took[took.len() / 2];
-    assert!(
-        median < std::time::Duration::from_millis(35),
-        "median {median:?} per member change: {took:?}"
-    );
+    println!("per member change: median {:?}", took[took.len() / 2]);
 }

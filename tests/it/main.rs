@@ -27,6 +27,7 @@ macro_rules! on_both {
 mod api;
 mod auth;
 mod budget;
+mod budgets;
 mod cli;
 mod conformance;
 mod contract;

@@ -8,6 +8,7 @@ pub mod discover;
 pub mod fanout;
 pub mod flood;
 pub mod idle;
+pub mod inflight;
 pub mod storm;
 pub mod victim;
 
