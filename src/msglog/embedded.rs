@@ -752,6 +752,15 @@ impl Subscription for EmbeddedSub {
         Ok(())
     }
 
+    /// The embedded log has one partition per topic: its cursor moves back.
+    async fn seek(&mut self, topic: &str, _partition: i32, offset: i64) -> Result<(), LogError> {
+        if self.cursors.contains_key(topic) {
+            self.cursors.insert(topic.to_owned(), offset.max(0) as u64);
+            self.buf.retain(|r| r.topic != topic);
+        }
+        Ok(())
+    }
+
     async fn flush_commits(&mut self) -> Result<(), LogError> {
         self.log.send(WriteOp::Flush).await
     }

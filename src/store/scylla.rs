@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -19,6 +20,8 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+
+mod durability;
 
 use super::{
     Claim, ConvState, MemberWrite, Store, StoreError, Stored, Writes, unavailable, written_by,
@@ -351,6 +354,7 @@ struct Inner {
     st: Statements,
     /// For the unprepared full scans of the recovery tools.
     keyspace: String,
+    durability: durability::Durability,
 }
 
 type ConvRow = (
@@ -364,13 +368,27 @@ type ConvRow = (
 impl ScyllaStore {
     /// Connects and prepares every statement; the schema must already be migrated.
     pub async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+        let horizon = Duration::from_secs(crate::config::DURABILITY_HORIZON_SECS);
+        Self::connect_with_horizon(settings, horizon).await
+    }
+
+    /// `connect`, for a cluster that may forget up to `horizon` of acknowledged
+    /// writes (`scylla.durability_horizon_secs`); warns when its commit log can lose
+    /// more (`durability::check_sync`).
+    pub async fn connect_with_horizon(
+        settings: &ScyllaSettings,
+        horizon: Duration,
+    ) -> Result<Self, StoreError> {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
+        durability::check_sync(&session, horizon).await;
+        let durability = durability::Durability::new(&session, horizon);
         Ok(Self {
             inner: Arc::new(Inner {
                 session,
                 st,
                 keyspace: settings.keyspace.clone(),
+                durability,
             }),
         })
     }
@@ -433,6 +451,14 @@ impl ScyllaStore {
 
 #[async_trait]
 impl Store for ScyllaStore {
+    fn durability_horizon(&self) -> Duration {
+        self.inner.durability.horizon
+    }
+
+    fn outages(&self) -> u64 {
+        self.inner.durability.outages(&self.inner.session)
+    }
+
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
         let r = self
             .inner

@@ -1,8 +1,11 @@
 //! The fault matrix: ferry on its own Kafka broker and Cassandra node (started here on
 //! free ports, never the shared ones), two gateway pods and two sequencer pods, real
 //! WebSocket clients on many conversations and devices sending a steady load, and in
-//! turn kill -9 of a gateway, a sequencer, the Kafka broker and the Cassandra node,
-//! each restarted once the load has hit the outage. Then the checker asserts:
+//! turn kill -9 of a gateway, a sequencer, the Kafka broker, the Cassandra node, and
+//! the broker then the database together, each restarted once the load has hit the
+//! outage. Cassandra runs with its default periodic commit log: killed, it comes
+//! back without its last seconds of acknowledged writes, which the sequencer applies
+//! again from the log (`src/pipeline/sequencer/horizon.rs`). Then the checker asserts:
 //! - every message that got Success is stored exactly once;
 //! - every conversation's seqs are exactly 1..N;
 //! - every online device of every member holds every stored message, pushed or
@@ -10,8 +13,13 @@
 //! - notices pending before the faults are pushed afterwards, and delayed messages
 //!   accepted before the faults are delivered once.
 //!
-//! It prints the counts per phase (sent, acked, lost, duplicated). The short pass runs
-//! in the suite; `FERRY_MATRIX=full` (scripts/fault-matrix.sh) runs a larger one.
+//! It prints the counts per phase (sent, acked, lost, duplicated), and what the
+//! durability horizon cost (`matrix/horizon.rs`). The short pass runs in the suite;
+//! `FERRY_MATRIX=full` (scripts/fault-matrix.sh) runs a larger one.
+//! `FERRY_SCYLLA__DURABILITY_HORIZON_SECS=0` in the environment runs the pods without
+//! the horizon, to see the database's loss reach the clients.
+
+mod horizon;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -26,14 +34,17 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::proto::pb;
 use crate::support::*;
 
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "calm",
     "gateway",
     "sequencer",
     "kafka",
     "cassandra",
+    BOTH,
     "final",
 ];
+/// The broker killed, then the database while the broker is down.
+const BOTH: &str = "kafka+cassandra";
 const DELAYED: &str = "delayed";
 const GW_ROLES: &[&str] = &["--role", "gateway", "--role", "pusher"];
 const SEQ_ROLES: &[&str] = &["--role", "sequencer", "--role", "delay"];
@@ -135,12 +146,11 @@ impl Services {
             ("FERRY_CASSANDRA_STORAGE_PORT", storage.to_string()),
             ("FERRY_CASSANDRA_JMX_PORT", jmx.to_string()),
             ("FERRY_CASSANDRA_HEAP", "-Xms512m -Xmx512m".into()),
-            // A single node killed with SIGKILL keeps every write it acknowledged only
-            // when it syncs its commit log before acknowledging (a cluster gets that from
-            // its replicas). With the default periodic sync the last seconds of seq
-            // claims and messages vanish: a seq is claimed twice (the first message is
-            // overwritten, "lost") or a claim survives its message (a hole).
-            ("FERRY_CASSANDRA_COMMITLOG_SYNC", "batch".into()),
+            // The database's default, periodic commit log sync (every 10 s): killed, the
+            // node comes back without its last seconds of acknowledged writes. The
+            // sequencer's durability horizon (scylla.durability_horizon_secs, 10 by
+            // default) keeps that window in the log, and it is applied again.
+            ("FERRY_CASSANDRA_COMMITLOG_SYNC", "periodic".into()),
             ("FERRY_KAFKA_HEAP", "-Xms256m -Xmx512m".into()),
             ("FERRY_KAFKA_START_TIMEOUT", "90".into()),
             ("FERRY_CASSANDRA_START_TIMEOUT", "180".into()),
@@ -912,13 +922,22 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         acked_in(&load.ledger, "calm") >= sc.acks_between
     })
     .await;
-    for (n, victim) in PHASES.iter().enumerate().skip(1).take(4) {
+    let mut cost = horizon::Cost::default();
+    cost.sample(&pods, "calm").await;
+    for (n, victim) in PHASES.iter().enumerate().skip(1).take(PHASES.len() - 2) {
         let victim = *victim;
         load.phase.store(n, Ordering::Relaxed);
         let t = Instant::now();
         match victim {
             "gateway" => pods.kill9("gw-a"),
             "sequencer" => pods.kill9("seq-1"),
+            BOTH => {
+                tokio::task::block_in_place(|| svc.kill9("kafka"));
+                // Records the sequencer applied just before are in the database's
+                // unsynced tail; the broker is down while it is lost.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::task::block_in_place(|| svc.kill9("cassandra"));
+            }
             _ => tokio::task::block_in_place(|| svc.kill9(victim)),
         }
         let before = load.attempts.load(Ordering::Relaxed);
@@ -931,6 +950,10 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         match victim {
             "gateway" => pods.restart("gw-a").await,
             "sequencer" => pods.restart("seq-1").await,
+            BOTH => tokio::task::block_in_place(|| {
+                svc.restart("cassandra");
+                svc.restart("kafka");
+            }),
             _ => tokio::task::block_in_place(|| svc.restart(victim)),
         }
         let down = t.elapsed();
@@ -945,6 +968,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
             "matrix: {victim} killed, restarted after {down:?}, serving again {:?} later",
             t.elapsed() - down
         );
+        cost.sample(&pods, victim).await;
     }
     load.phase.store(PHASES.len() - 1, Ordering::Relaxed);
     until("load after the faults", minutes, || {
@@ -1141,6 +1165,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         "matrix: | total | {} | {} | {} | {} |",
         totals[0], totals[1], totals[2], totals[3]
     );
+    cost.report();
     eprintln!(
         "matrix: {} conversations, {} devices: {by_push} messages pushed, {by_sync} fetched by sync, {reconnects} reconnects; {} sends never acked; {} notices x {} users pending, {} missing; {} delayed; unplanned pod exits: {:?}; {:?} in all",
         members.len(),
