@@ -3,9 +3,11 @@
 //! WebSocket clients on many conversations and devices sending a steady load, and in
 //! turn kill -9 of a gateway, a sequencer, the Kafka broker, the Cassandra node, and
 //! the broker then the database together, each restarted once the load has hit the
-//! outage. Cassandra runs with its default periodic commit log: killed, it comes
-//! back without its last seconds of acknowledged writes, which the sequencer applies
-//! again from the log (`src/pipeline/sequencer/horizon.rs`). Then the checker asserts:
+//! outage. Cassandra runs with its default periodic commit log, and each time it is
+//! killed it comes back without its last seconds of acknowledged writes, as after a
+//! power cut (its files of a few seconds before are put back: a SIGKILL alone keeps
+//! what reached the page cache); the sequencer applies them again from the log
+//! (`src/pipeline/sequencer/horizon.rs`). Then the checker asserts:
 //! - every message that got Success is stored exactly once;
 //! - every conversation's seqs are exactly 1..N;
 //! - every online device of every member holds every stored message, pushed or
@@ -45,6 +47,9 @@ const PHASES: [&str; 7] = [
 ];
 /// The broker killed, then the database while the broker is down.
 const BOTH: &str = "kafka+cassandra";
+/// What the killed database forgets: its last seconds of acknowledged writes (under
+/// the sequencer's durability horizon, 10 s by default).
+const FORGOTTEN: Duration = Duration::from_secs(3);
 const DELAYED: &str = "delayed";
 const GW_ROLES: &[&str] = &["--role", "gateway", "--role", "pusher"];
 const SEQ_ROLES: &[&str] = &["--role", "sequencer", "--role", "delay"];
@@ -145,11 +150,17 @@ impl Services {
             ("FERRY_CQL_PORT", cql.to_string()),
             ("FERRY_CASSANDRA_STORAGE_PORT", storage.to_string()),
             ("FERRY_CASSANDRA_JMX_PORT", jmx.to_string()),
-            ("FERRY_CASSANDRA_HEAP", "-Xms512m -Xmx512m".into()),
-            // The database's default, periodic commit log sync (every 10 s): killed, the
-            // node comes back without its last seconds of acknowledged writes. The
-            // sequencer's durability horizon (scylla.durability_horizon_secs, 10 by
-            // default) keeps that window in the log, and it is applied again.
+            // A node restored from a copy of its files taken while it ran (`snapshot_db`)
+            // replays a commit log whose tail may be torn: what is torn is lost, as in a
+            // power cut, instead of stopping the node.
+            (
+                "FERRY_CASSANDRA_HEAP",
+                "-Xms512m -Xmx512m -Dcassandra.commitlog.ignorereplayerrors=true".into(),
+            ),
+            // The database's default, periodic commit log sync (every 10 s): after a
+            // power cut the node comes back without its last seconds of acknowledged
+            // writes. The sequencer's durability horizon (scylla.durability_horizon_secs,
+            // 10 by default) keeps that window in the log, and it is applied again.
             ("FERRY_CASSANDRA_COMMITLOG_SYNC", "periodic".into()),
             ("FERRY_KAFKA_HEAP", "-Xms256m -Xmx512m".into()),
             ("FERRY_KAFKA_START_TIMEOUT", "90".into()),
@@ -229,6 +240,30 @@ impl Services {
             assert!(Instant::now() < deadline, "{svc} survived kill -9");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Copies the database's files (commit log included) as they are now: what a node
+    /// with periodic commit log sync has on disk after a power cut (or each replica of
+    /// a cluster after a correlated failure) when its last sync was now.
+    fn snapshot_db(&self) {
+        let dir = self.dir.path().join("cassandra");
+        let _ = std::fs::remove_dir_all(dir.join("synced"));
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("data"))
+            .arg(dir.join("synced"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "copying the database's files failed");
+    }
+
+    /// Puts the copy `snapshot_db` took back in place of the (killed) database's files:
+    /// it comes back without the writes it acknowledged since.
+    fn restore_db(&self) {
+        let dir = self.dir.path().join("cassandra");
+        std::fs::remove_dir_all(dir.join("data")).unwrap();
+        std::fs::rename(dir.join("synced"), dir.join("data")).unwrap();
     }
 
     /// Starts it again on the same data, ports and directory (bounded by services.sh).
@@ -931,12 +966,27 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         match victim {
             "gateway" => pods.kill9("gw-a"),
             "sequencer" => pods.kill9("seq-1"),
+            // The database comes back without its last seconds: a SIGKILL alone keeps
+            // what reached the page cache, so the loss of a power cut (or of every
+            // replica at once) is made by putting back the files of a few seconds ago.
+            "cassandra" => {
+                tokio::task::block_in_place(|| svc.snapshot_db());
+                tokio::time::sleep(FORGOTTEN).await;
+                tokio::task::block_in_place(|| {
+                    svc.kill9("cassandra");
+                    svc.restore_db();
+                });
+            }
             BOTH => {
+                tokio::task::block_in_place(|| svc.snapshot_db());
+                tokio::time::sleep(FORGOTTEN).await;
                 tokio::task::block_in_place(|| svc.kill9("kafka"));
-                // Records the sequencer applied just before are in the database's
-                // unsynced tail; the broker is down while it is lost.
+                // The broker is down while the database loses its last seconds.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                tokio::task::block_in_place(|| svc.kill9("cassandra"));
+                tokio::task::block_in_place(|| {
+                    svc.kill9("cassandra");
+                    svc.restore_db();
+                });
             }
             _ => tokio::task::block_in_place(|| svc.kill9(victim)),
         }
