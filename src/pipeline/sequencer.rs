@@ -294,13 +294,23 @@ impl Sequencer {
                     let epoch = epochs.next(&rec);
                     // One conversation, one lane: its records stay in order.
                     let lane = lane_of(&rec.key);
-                    let sent = tokio::select! {
-                        r = lanes.senders[lane].send((rec, epoch)) => r.is_ok(),
-                        // Stopping for a rewind, which reads this record again.
-                        _ = lanes.stop.cancelled() => true,
+                    // A full lane waits on the store; the alarm is still looked at.
+                    let permit = loop {
+                        tokio::select! {
+                            p = lanes.senders[lane].reserve() => break Some(p),
+                            // Stopping for a rewind, which reads this record again.
+                            _ = lanes.stop.cancelled() => break None,
+                            _ = look.tick() => {
+                                if lanes.alarm.rung(this.store.as_ref()).is_some() {
+                                    lanes.stop.cancel();
+                                }
+                            }
+                        }
                     };
-                    if !sent && !lanes.stop.is_cancelled() {
-                        break;
+                    match permit {
+                        Some(Ok(p)) => p.send((rec, epoch)),
+                        Some(Err(_)) if !lanes.stop.is_cancelled() => break,
+                        _ => {}
                     }
                 }
             }

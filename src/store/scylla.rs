@@ -383,14 +383,23 @@ impl ScyllaStore {
         let st = Statements::prepare(&session, &settings.keyspace).await?;
         durability::check_sync(&session, horizon).await;
         let durability = durability::Durability::new(&session, horizon);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                session,
-                st,
-                keyspace: settings.keyspace.clone(),
-                durability,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            session,
+            st,
+            keyspace: settings.keyspace.clone(),
+            durability,
+        });
+        // Looks at the connections even while nothing calls the store (a sequencer
+        // whose lanes all wait on it), so that an outage is never missed.
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(inner) = weak.upgrade() {
+                inner.durability.outages(&inner.session);
+                drop(inner);
+                tokio::time::sleep(durability::LOOK_EVERY).await;
+            }
+        });
+        Ok(Self { inner })
     }
 
     async fn one_seq_message(&self, conv: &str, seq: i64) -> Result<Option<Stored>, StoreError> {

@@ -245,9 +245,27 @@ impl Services {
     /// Copies the database's files (commit log included) as they are now: what a node
     /// with periodic commit log sync has on disk after a power cut (or each replica of
     /// a cluster after a correlated failure) when its last sync was now.
+    ///
+    /// The node is stopped (SIGSTOP) while its files are copied, so that the copy is
+    /// one instant's: a memtable flush between copying the tables and the commit log
+    /// would otherwise leave out what it moved from one to the other.
     fn snapshot_db(&self) {
         let dir = self.dir.path().join("cassandra");
         let _ = std::fs::remove_dir_all(dir.join("synced"));
+        let pid = self
+            .pid("cassandra")
+            .expect("cassandra is running")
+            .to_string();
+        let signal = |sig: &str| {
+            assert!(
+                Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            )
+        };
+        signal("-STOP");
         let ok = Command::new("cp")
             .arg("-a")
             .arg(dir.join("data"))
@@ -255,6 +273,7 @@ impl Services {
             .status()
             .unwrap()
             .success();
+        signal("-CONT");
         assert!(ok, "copying the database's files failed");
     }
 

@@ -17,6 +17,10 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 
+/// How often the store looks at its connections on its own (besides every call of
+/// `outages`).
+pub(super) const LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// The cluster's connectivity as last seen, and the outages counted so far.
 pub(super) struct Durability {
     pub(super) horizon: Duration,
@@ -39,9 +43,9 @@ impl Durability {
     /// Looks at every node's pool now; a node connected at the last look and not now
     /// is an outage. Cheap (the driver's cluster state is a snapshot behind an
     /// atomic pointer, each pool's state one load), so it runs on every call: the
-    /// sequencer calls it before each write and on a short timer. A killed node is
-    /// down for seconds (a restart replays its commit log), far longer than between
-    /// two looks, so no write can reach it after it restarts unnoticed.
+    /// sequencer calls it before each write, and the store every `LOOK_EVERY`. A
+    /// killed node is down for seconds (a restart replays its commit log), far longer
+    /// than between two looks, so no write can reach it after it restarts unnoticed.
     pub(super) fn outages(&self, session: &Session) -> u64 {
         self.look(session);
         self.outages.load(Ordering::Acquire)
