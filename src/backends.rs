@@ -48,7 +48,13 @@ pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
         StoreKind::Embedded => {
             Arc::new(crate::store::embedded::EmbeddedStore::open(&cfg.data_dir)?)
         }
-        StoreKind::Scylla => Arc::new(ScyllaStore::connect(&scylla_settings(cfg)).await?),
+        StoreKind::Scylla => Arc::new(
+            ScyllaStore::connect_with_horizon(
+                &scylla_settings(cfg),
+                std::time::Duration::from_secs(cfg.scylla.durability_horizon_secs),
+            )
+            .await?,
+        ),
     })
 }
 

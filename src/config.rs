@@ -357,7 +357,16 @@ pub(crate) struct ScyllaConfig {
     pub(crate) replication: u32,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
+    /// How far back the cluster may forget acknowledged writes when its nodes fail
+    /// together: its `commitlog_sync_period` with `commitlog_sync: periodic`, 0 with
+    /// `batch`. The sequencer keeps its offsets this far behind (`sequencer::horizon`).
+    pub(crate) durability_horizon_secs: u64,
 }
+
+/// Cassandra's and ScyllaDB's default `commitlog_sync_period` (10 s, periodic sync).
+pub(crate) const DURABILITY_HORIZON_SECS: u64 = 10;
+/// A horizon longer than this holds offsets back for what is surely a mistake.
+const DURABILITY_HORIZON_MAX_SECS: u64 = 600;
 
 impl Default for ScyllaConfig {
     fn default() -> Self {
@@ -367,6 +376,7 @@ impl Default for ScyllaConfig {
             replication: 1,
             username: None,
             password: None,
+            durability_horizon_secs: DURABILITY_HORIZON_SECS,
         }
     }
 }
@@ -722,6 +732,12 @@ impl Config {
                 "required when store.kind = \"scylla\"",
             ));
         }
+        if self.scylla.durability_horizon_secs > DURABILITY_HORIZON_MAX_SECS {
+            bad.push(invalid(
+                "scylla.durability_horizon_secs",
+                "at most 600 (the commit log sync period, seconds; 0 with batch sync)",
+            ));
+        }
         if !keyspace_name_ok(&self.scylla.keyspace) {
             bad.push(invalid("scylla.keyspace", KEYSPACE_RULE));
         }
@@ -881,6 +897,20 @@ mod tests {
             );
         }
         assert_eq!(err.lines().count(), 6, "{err}");
+    }
+
+    #[test]
+    fn the_durability_horizon_defaults_to_the_periodic_sync_and_is_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.scylla.durability_horizon_secs, 10);
+        c.scylla.durability_horizon_secs = 0;
+        assert!(
+            c.validate().is_ok(),
+            "0: the store syncs before it acknowledges"
+        );
+        c.scylla.durability_horizon_secs = 601;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`scylla.durability_horizon_secs`"), "{err}");
     }
 
     #[test]

@@ -46,10 +46,12 @@ JAEGER_HEALTH_PORT="${FERRY_JAEGER_HEALTH_PORT:-13133}"
 
 KAFKA_HEAP="${FERRY_KAFKA_HEAP:--Xms512m -Xmx1g}"
 CASSANDRA_HEAP="${FERRY_CASSANDRA_HEAP:--Xms1g -Xmx2g}"
-# periodic (default): writes are acknowledged before the commit log is synced, and a
-# node killed with SIGKILL replays only up to its last sync: the acknowledged writes of
-# the last period are gone. batch: a write is acknowledged once synced, so a single
-# node survives kill -9 with every acknowledged write (what the fault matrix needs).
+# periodic (default, as Cassandra's and ScyllaDB's own): writes are acknowledged before
+# the commit log is synced (every 10 s), and a node killed with SIGKILL replays only up
+# to its last sync: the acknowledged writes of the last period are gone from the store.
+# ferry's sequencer keeps them in the log (scylla.durability_horizon_secs, 10 by
+# default) and applies them again; the fault matrix kills this default. batch: a write
+# is acknowledged once synced (slower writes; ferry can then run with a horizon of 0).
 CASSANDRA_COMMITLOG_SYNC="${FERRY_CASSANDRA_COMMITLOG_SYNC:-periodic}"
 JAEGER_MAX_TRACES="${FERRY_JAEGER_MAX_TRACES:-100000}"
 

@@ -265,6 +265,13 @@ pub trait Subscription: Send {
         Ok(())
     }
 
+    /// Reads one partition again from `offset`: the next records of that partition
+    /// `next` returns start there (records of it already fetched are dropped). For a
+    /// consumer that must re-apply what it has not committed (the sequencer, after
+    /// the store lost its last writes). A partition this subscription no longer
+    /// holds is left alone (its next owner reads from the committed offset anyway).
+    async fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), LogError>;
+
     /// Writes committed offsets out: the last call made on a subscription, before it
     /// is dropped (Kafka may poll it once more to rejoin its group, dropping records).
     async fn flush_commits(&mut self) -> Result<(), LogError>;

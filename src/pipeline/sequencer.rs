@@ -70,6 +70,18 @@
 //! see the partial writes as its own (same offset) and finish them; what it
 //! computes is identical, as 1. says.
 //!
+//! The store may forget: a database that acknowledges writes before they are on
+//! disk (ScyllaDB's and Cassandra's default periodic commit log) comes back from a
+//! crash without its last seconds. So offsets are committed only for records
+//! applied longer ago than the store's durability horizon, and when the store lost
+//! its connections, or a seq row is behind what a lane wrote, the lanes drop their
+//! memory and the partitions are read again from the committed offsets. Re-applying
+//! keeps all of the above: the store then holds what a crash of its writer leaves,
+//! from which records take the very seqs they took before and rewrite the very same
+//! cells (deterministic, versioned); their pushes go out again with the same seqs
+//! (at-least-once). `horizon.rs` has the argument; the embedded backend (one
+//! process, each write synced) has a horizon of 0.
+//!
 //! Assumptions and limits: a conversation's records stay in one partition (the
 //! inbound topic's partition count is fixed; offsets order versions only within a
 //! partition). A delayed batch's membership check reads the members as stored when
@@ -84,6 +96,7 @@
 //! hook counts as offline are appended to the offline topic; `handoff.rs` explains
 //! why there and how a redelivery avoids a second event.
 
+mod horizon;
 mod memory;
 mod progress;
 mod wave;
@@ -97,6 +110,7 @@ use tracing::Instrument as _;
 
 use futures_util::future::try_join_all;
 
+use self::horizon::LOOK_EVERY;
 use self::memory::{Epochs, Memory};
 use self::progress::Progress;
 use super::handoff;
@@ -234,23 +248,23 @@ impl Sequencer {
             .subscribe(&this.topics.group("sequencer"), &[this.topics.inbound()])
             .await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64)>();
-        let mut lanes = Vec::with_capacity(LANES);
-        let mut workers = Vec::with_capacity(LANES);
-        for _ in 0..LANES {
-            let (tx, rx) = mpsc::channel::<(LogRecord, u64)>(LANE_QUEUE);
-            workers.push(tokio::spawn(this.clone().lane(
-                rx,
-                done_tx.clone(),
-                cancel.clone(),
-            )));
-            lanes.push(tx);
-        }
-        drop(done_tx);
-        let mut progress = Progress::default();
+        let mut lanes = this.spawn_lanes(&done_tx, &cancel);
+        // Offsets are committed a durability horizon behind (`horizon.rs`).
+        let mut progress = Progress::new(this.store.durability_horizon());
         let mut epochs = Epochs::default();
         let mut since: Option<tokio::time::Instant> = None;
+        let mut last_checkpoint = tokio::time::Instant::now();
+        let mut look = tokio::time::interval(LOOK_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let due = since.map(|t| t + CHECKPOINT_EVERY);
+            // Soon after records are done, and when held-back ones pass the horizon.
+            let held = progress
+                .next_due()
+                .map(|t| t.max(last_checkpoint + CHECKPOINT_EVERY));
+            let due = match (since.map(|t| t + CHECKPOINT_EVERY), held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
@@ -258,6 +272,15 @@ impl Sequencer {
                         break;
                     }
                     since = None;
+                    last_checkpoint = tokio::time::Instant::now();
+                }
+                _ = look.tick() => {
+                    if let Some(why) = lanes.alarm.rung(this.store.as_ref()) {
+                        lanes = this
+                            .rewind(lanes, why, &mut *sub, &mut progress, &mut done_rx, &done_tx, &cancel)
+                            .await?;
+                        since = None;
+                    }
                 }
                 Some((topic, partition, offset)) = done_rx.recv() => {
                     progress.done(topic, partition, offset);
@@ -275,18 +298,31 @@ impl Sequencer {
                     let epoch = epochs.next(&rec);
                     // One conversation, one lane: its records stay in order.
                     let lane = lane_of(&rec.key);
-                    if lanes[lane].send((rec, epoch)).await.is_err() {
-                        break;
+                    // A full lane waits on the store; the alarm is still looked at.
+                    let permit = loop {
+                        tokio::select! {
+                            p = lanes.senders[lane].reserve() => break Some(p),
+                            // Stopping for a rewind, which reads this record again.
+                            _ = lanes.stop.cancelled() => break None,
+                            _ = look.tick() => {
+                                if lanes.alarm.rung(this.store.as_ref()).is_some() {
+                                    lanes.stop.cancel();
+                                }
+                            }
+                        }
+                    };
+                    match permit {
+                        Some(Ok(p)) => p.send((rec, epoch)),
+                        Some(Err(_)) if !lanes.stop.is_cancelled() => break,
+                        _ => {}
                     }
                 }
             }
         }
-        // Lanes finish the record in hand (or give up on cancel); what they finished is
-        // committed, what was still queued is read again by the next owner.
-        drop(lanes);
-        for w in workers {
-            let _ = w.await;
-        }
+        // Lanes finish the record in hand (or give up on cancel); what they finished
+        // longer ago than the horizon is committed, the rest is read again by the
+        // next owner.
+        Self::join_lanes(lanes).await;
         while let Ok((topic, partition, offset)) = done_rx.try_recv() {
             progress.done(topic, partition, offset);
         }
@@ -309,10 +345,11 @@ impl Sequencer {
     async fn lane(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(LogRecord, u64)>,
+        memory: Memory,
         done: mpsc::UnboundedSender<(String, i32, i64)>,
         cancel: CancellationToken,
     ) {
-        let memory = Mutex::new(Memory::default());
+        let memory = Mutex::new(memory);
         let mut wave = Vec::with_capacity(WAVE);
         let mut in_flight = None;
         loop {
@@ -395,7 +432,9 @@ impl Sequencer {
         progress: &mut Progress,
         cancel: &CancellationToken,
     ) -> anyhow::Result<bool> {
-        if progress.done_since_checkpoint == 0 {
+        if !progress.any_committable() {
+            progress.done_since_checkpoint = 0;
+            metrics::gauge!("ferry_sequencer_held_back_records").set(progress.held_back() as f64);
             return Ok(true);
         }
         let mut attempt = 0u32;
@@ -409,7 +448,7 @@ impl Sequencer {
         for rec in progress.committable() {
             sub.commit(&rec)?;
         }
-        progress.done_since_checkpoint = 0;
+        metrics::gauge!("ferry_sequencer_held_back_records").set(progress.held_back() as f64);
         Ok(true)
     }
 
@@ -430,7 +469,7 @@ impl Sequencer {
         let mut p = self.prepare(rec, epoch, memory).await?;
         if !p.writes.is_empty() {
             let writes = std::mem::take(&mut p.writes);
-            self.write(&writes, &[]).await?;
+            self.write(&writes, &[], memory).await?;
         }
         let pushes = self.complete(p, memory).await;
         self.append_pushes(self.router.coalesce(pushes)).await;
@@ -461,7 +500,15 @@ impl Sequencer {
 
     /// Makes `writes` (one record's, or a wave step's records' together), under a
     /// span in the current record's trace that links to the other records' (`also`).
-    async fn write(&self, writes: &Writes, also: &[tracing::Span]) -> Result<(), StoreError> {
+    /// Refused when the store may have forgotten what the lane's memory holds
+    /// (`horizon.rs`).
+    async fn write(
+        &self,
+        writes: &Writes,
+        also: &[tracing::Span],
+        memory: &Mutex<Memory>,
+    ) -> Result<(), StoreError> {
+        self.check_store(memory)?;
         let span = tracing::info_span!(
             "store.write",
             otel.name = "store write",
@@ -544,6 +591,7 @@ impl Sequencer {
         // Only this conversation's chain touches its entry; the lock is never held
         // across an await.
         let remembered = lock(memory).get(&conv_s, rec.partition, epoch);
+        let from_memory = remembered.is_some();
         let state = match remembered {
             Some(s) => s,
             None => {
@@ -569,6 +617,9 @@ impl Sequencer {
                 // Someone applied this record and later ones: catch up from the row,
                 // which covers every record before the later write that was seen.
                 let row = self.load(&conv_s).await?;
+                if from_memory && horizon::contradicts(row.as_ref(), state.as_ref()) {
+                    return Err(self.store_behind(memory, &conv_s));
+                }
                 let newer = match (&row, &state) {
                     (Some(r), Some(s)) => r.claim.offset > s.claim.offset,
                     (Some(_), None) => true,
@@ -605,11 +656,14 @@ impl Sequencer {
         let ours = match state {
             Some(s) if here(s) && s.claim.offset > rec.offset => {
                 tracing::debug!(conv = %conv_s, offset = rec.offset, claimed_by = s.claim.offset, "already sequenced; skipped");
+                // Read again below the committed offsets' horizon (`horizon.rs`).
+                metrics::counter!("ferry_sequencer_found_applied_total").increment(1);
                 return Ok(Outcome::nothing());
             }
             // The row is written last: this record was applied whole and is applied
             // again (a redelivery), with the seqs it took.
             Some(s) if here(s) && s.claim.offset == rec.offset => {
+                metrics::counter!("ferry_sequencer_found_applied_total").increment(1);
                 Some((s.claim.first_seq, s.max_seq))
             }
             _ => None,

@@ -270,6 +270,17 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    /// One process, and `flush` (which the sequencer awaits before it commits an
+    /// offset) makes every returned write durable: nothing a committed offset covers
+    /// is ever forgotten, so no horizon and no outages.
+    fn durability_horizon(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    fn outages(&self) -> u64 {
+        0
+    }
+
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
         self.point(|tx| {
             let t = tx.open_table(CONVS).map_err(unavailable)?;

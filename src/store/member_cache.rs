@@ -269,6 +269,14 @@ impl Store for MemberCache {
     async fn index_users(&self) -> Result<Vec<String>, StoreError> {
         self.inner.index_users().await
     }
+
+    fn durability_horizon(&self) -> std::time::Duration {
+        self.inner.durability_horizon()
+    }
+
+    fn outages(&self) -> u64 {
+        self.inner.outages()
+    }
 }
 
 #[cfg(test)]

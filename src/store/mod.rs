@@ -232,6 +232,20 @@ pub trait Store: Send + Sync + 'static {
     /// read, whole (see `convs`).
     async fn user_convs(&self, user: &str) -> Result<Vec<(String, convs::ConvEntry)>, StoreError>;
 
+    /// How far back the store may forget writes it acknowledged when it fails (a node
+    /// killed with periodic commit log sync loses its last sync period): the
+    /// sequencer commits offsets only for records applied longer ago than this, so a
+    /// restart re-applies whatever could have been lost. Zero for backends whose
+    /// writes are durable once acknowledged.
+    /// No default: a wrapper that did not forward it would silently turn the horizon off.
+    fn durability_horizon(&self) -> std::time::Duration;
+
+    /// How many times this process has seen the store lose its connections (a node
+    /// that was reachable no longer is). After such an outage the store may have
+    /// forgotten its last writes; the sequencer checks this before every write
+    /// (`pipeline::sequencer::horizon`). Constant for backends that cannot forget.
+    fn outages(&self) -> u64;
+
     /// Every conversation that has a seq row (a full scan: for recovery tools).
     async fn conversations(&self) -> Result<Vec<String>, StoreError>;
 

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -19,6 +20,8 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+
+mod durability;
 
 use super::scylla_members::{self, MemberStatements};
 use super::{Claim, ConvState, Store, StoreError, Stored, Writes, unavailable, written_by};
@@ -345,6 +348,7 @@ struct Inner {
     convs: convs::ConvStatements,
     /// For the unprepared full scans of the recovery tools.
     keyspace: String,
+    durability: durability::Durability,
 }
 
 type ConvRow = (
@@ -358,19 +362,42 @@ type ConvRow = (
 impl ScyllaStore {
     /// Connects and prepares every statement; the schema must already be migrated.
     pub async fn connect(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+        let horizon = Duration::from_secs(crate::config::DURABILITY_HORIZON_SECS);
+        Self::connect_with_horizon(settings, horizon).await
+    }
+
+    /// `connect`, for a cluster that may forget up to `horizon` of acknowledged
+    /// writes (`scylla.durability_horizon_secs`); warns when its commit log can lose
+    /// more (`durability::check_sync`).
+    pub async fn connect_with_horizon(
+        settings: &ScyllaSettings,
+        horizon: Duration,
+    ) -> Result<Self, StoreError> {
         let session = session(settings).await?;
         let st = Statements::prepare(&session, &settings.keyspace).await?;
         let members = MemberStatements::prepare(&session, &settings.keyspace).await?;
         let convs = convs::ConvStatements::prepare(&session, &settings.keyspace).await?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                session,
-                st,
-                members,
-                convs,
-                keyspace: settings.keyspace.clone(),
-            }),
-        })
+        durability::check_sync(&session, horizon).await;
+        let durability = durability::Durability::new(&session, horizon);
+        let inner = Arc::new(Inner {
+            session,
+            st,
+            members,
+            convs,
+            keyspace: settings.keyspace.clone(),
+            durability,
+        });
+        // Looks at the connections even while nothing calls the store (a sequencer
+        // whose lanes all wait on it), so that an outage is never missed.
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(inner) = weak.upgrade() {
+                inner.durability.outages(&inner.session);
+                drop(inner);
+                tokio::time::sleep(durability::LOOK_EVERY).await;
+            }
+        });
+        Ok(Self { inner })
     }
 
     async fn one_seq_message(&self, conv: &str, seq: i64) -> Result<Option<Stored>, StoreError> {
@@ -421,6 +448,14 @@ impl ScyllaStore {
 
 #[async_trait]
 impl Store for ScyllaStore {
+    fn durability_horizon(&self) -> Duration {
+        self.inner.durability.horizon
+    }
+
+    fn outages(&self) -> u64 {
+        self.inner.durability.outages(&self.inner.session)
+    }
+
     async fn conv_state(&self, conv: &str) -> Result<Option<ConvState>, StoreError> {
         let r = self
             .inner

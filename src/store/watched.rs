@@ -99,6 +99,14 @@ impl Store for Watched {
         self.inner.user_convs(user).await
     }
 
+    fn durability_horizon(&self) -> std::time::Duration {
+        self.inner.durability_horizon()
+    }
+
+    fn outages(&self) -> u64 {
+        self.inner.outages()
+    }
+
     async fn conversations(&self) -> Result<Vec<String>, StoreError> {
         self.inner.conversations().await
     }

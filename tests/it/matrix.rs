@@ -1,8 +1,13 @@
 //! The fault matrix: ferry on its own Kafka broker and Cassandra node (started here on
 //! free ports, never the shared ones), two gateway pods and two sequencer pods, real
 //! WebSocket clients on many conversations and devices sending a steady load, and in
-//! turn kill -9 of a gateway, a sequencer, the Kafka broker and the Cassandra node,
-//! each restarted once the load has hit the outage. Then the checker asserts:
+//! turn kill -9 of a gateway, a sequencer, the Kafka broker, the Cassandra node, and
+//! the broker then the database together, each restarted once the load has hit the
+//! outage. Cassandra runs with its default periodic commit log, and each time it is
+//! killed it comes back without its last seconds of acknowledged writes, as after a
+//! power cut (its files of a few seconds before are put back: a SIGKILL alone keeps
+//! what reached the page cache); the sequencer applies them again from the log
+//! (`src/pipeline/sequencer/horizon.rs`). Then the checker asserts:
 //! - every message that got Success is stored exactly once;
 //! - every conversation's seqs are exactly 1..N;
 //! - every online device of every member holds every stored message, pushed or
@@ -10,8 +15,13 @@
 //! - notices pending before the faults are pushed afterwards, and delayed messages
 //!   accepted before the faults are delivered once.
 //!
-//! It prints the counts per phase (sent, acked, lost, duplicated). The short pass runs
-//! in the suite; `FERRY_MATRIX=full` (scripts/fault-matrix.sh) runs a larger one.
+//! It prints the counts per phase (sent, acked, lost, duplicated), and what the
+//! durability horizon cost (`matrix/horizon.rs`). The short pass runs in the suite;
+//! `FERRY_MATRIX=full` (scripts/fault-matrix.sh) runs a larger one.
+//! `FERRY_SCYLLA__DURABILITY_HORIZON_SECS=0` in the environment runs the pods without
+//! the horizon, to see the database's loss reach the clients.
+
+mod horizon;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -26,14 +36,20 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::proto::pb;
 use crate::support::*;
 
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "calm",
     "gateway",
     "sequencer",
     "kafka",
     "cassandra",
+    BOTH,
     "final",
 ];
+/// The broker killed, then the database while the broker is down.
+const BOTH: &str = "kafka+cassandra";
+/// What the killed database forgets: its last seconds of acknowledged writes (under
+/// the sequencer's durability horizon, 10 s by default).
+const FORGOTTEN: Duration = Duration::from_secs(3);
 const DELAYED: &str = "delayed";
 const GW_ROLES: &[&str] = &["--role", "gateway", "--role", "pusher"];
 const SEQ_ROLES: &[&str] = &["--role", "sequencer", "--role", "delay"];
@@ -134,13 +150,18 @@ impl Services {
             ("FERRY_CQL_PORT", cql.to_string()),
             ("FERRY_CASSANDRA_STORAGE_PORT", storage.to_string()),
             ("FERRY_CASSANDRA_JMX_PORT", jmx.to_string()),
-            ("FERRY_CASSANDRA_HEAP", "-Xms512m -Xmx512m".into()),
-            // A single node killed with SIGKILL keeps every write it acknowledged only
-            // when it syncs its commit log before acknowledging (a cluster gets that from
-            // its replicas). With the default periodic sync the last seconds of seq
-            // claims and messages vanish: a seq is claimed twice (the first message is
-            // overwritten, "lost") or a claim survives its message (a hole).
-            ("FERRY_CASSANDRA_COMMITLOG_SYNC", "batch".into()),
+            // A node restored from a copy of its files taken while it ran (`snapshot_db`)
+            // replays a commit log whose tail may be torn: what is torn is lost, as in a
+            // power cut, instead of stopping the node.
+            (
+                "FERRY_CASSANDRA_HEAP",
+                "-Xms512m -Xmx512m -Dcassandra.commitlog.ignorereplayerrors=true".into(),
+            ),
+            // The database's default, periodic commit log sync (every 10 s): after a
+            // power cut the node comes back without its last seconds of acknowledged
+            // writes. The sequencer's durability horizon (scylla.durability_horizon_secs,
+            // 10 by default) keeps that window in the log, and it is applied again.
+            ("FERRY_CASSANDRA_COMMITLOG_SYNC", "periodic".into()),
             ("FERRY_KAFKA_HEAP", "-Xms256m -Xmx512m".into()),
             ("FERRY_KAFKA_START_TIMEOUT", "90".into()),
             ("FERRY_CASSANDRA_START_TIMEOUT", "180".into()),
@@ -219,6 +240,49 @@ impl Services {
             assert!(Instant::now() < deadline, "{svc} survived kill -9");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Copies the database's files (commit log included) as they are now: what a node
+    /// with periodic commit log sync has on disk after a power cut (or each replica of
+    /// a cluster after a correlated failure) when its last sync was now.
+    ///
+    /// The node is stopped (SIGSTOP) while its files are copied, so that the copy is
+    /// one instant's: a memtable flush between copying the tables and the commit log
+    /// would otherwise leave out what it moved from one to the other.
+    fn snapshot_db(&self) {
+        let dir = self.dir.path().join("cassandra");
+        let _ = std::fs::remove_dir_all(dir.join("synced"));
+        let pid = self
+            .pid("cassandra")
+            .expect("cassandra is running")
+            .to_string();
+        let signal = |sig: &str| {
+            assert!(
+                Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            )
+        };
+        signal("-STOP");
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("data"))
+            .arg(dir.join("synced"))
+            .status()
+            .unwrap()
+            .success();
+        signal("-CONT");
+        assert!(ok, "copying the database's files failed");
+    }
+
+    /// Puts the copy `snapshot_db` took back in place of the (killed) database's files:
+    /// it comes back without the writes it acknowledged since.
+    fn restore_db(&self) {
+        let dir = self.dir.path().join("cassandra");
+        std::fs::remove_dir_all(dir.join("data")).unwrap();
+        std::fs::rename(dir.join("synced"), dir.join("data")).unwrap();
     }
 
     /// Starts it again on the same data, ports and directory (bounded by services.sh).
@@ -912,13 +976,37 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         acked_in(&load.ledger, "calm") >= sc.acks_between
     })
     .await;
-    for (n, victim) in PHASES.iter().enumerate().skip(1).take(4) {
+    let mut cost = horizon::Cost::default();
+    cost.sample(&pods, "calm").await;
+    for (n, victim) in PHASES.iter().enumerate().skip(1).take(PHASES.len() - 2) {
         let victim = *victim;
         load.phase.store(n, Ordering::Relaxed);
         let t = Instant::now();
         match victim {
             "gateway" => pods.kill9("gw-a"),
             "sequencer" => pods.kill9("seq-1"),
+            // The database comes back without its last seconds: a SIGKILL alone keeps
+            // what reached the page cache, so the loss of a power cut (or of every
+            // replica at once) is made by putting back the files of a few seconds ago.
+            "cassandra" => {
+                tokio::task::block_in_place(|| svc.snapshot_db());
+                tokio::time::sleep(FORGOTTEN).await;
+                tokio::task::block_in_place(|| {
+                    svc.kill9("cassandra");
+                    svc.restore_db();
+                });
+            }
+            BOTH => {
+                tokio::task::block_in_place(|| svc.snapshot_db());
+                tokio::time::sleep(FORGOTTEN).await;
+                tokio::task::block_in_place(|| svc.kill9("kafka"));
+                // The broker is down while the database loses its last seconds.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::task::block_in_place(|| {
+                    svc.kill9("cassandra");
+                    svc.restore_db();
+                });
+            }
             _ => tokio::task::block_in_place(|| svc.kill9(victim)),
         }
         let before = load.attempts.load(Ordering::Relaxed);
@@ -931,6 +1019,10 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         match victim {
             "gateway" => pods.restart("gw-a").await,
             "sequencer" => pods.restart("seq-1").await,
+            BOTH => tokio::task::block_in_place(|| {
+                svc.restart("cassandra");
+                svc.restart("kafka");
+            }),
             _ => tokio::task::block_in_place(|| svc.restart(victim)),
         }
         let down = t.elapsed();
@@ -945,6 +1037,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
             "matrix: {victim} killed, restarted after {down:?}, serving again {:?} later",
             t.elapsed() - down
         );
+        cost.sample(&pods, victim).await;
     }
     load.phase.store(PHASES.len() - 1, Ordering::Relaxed);
     until("load after the faults", minutes, || {
@@ -1141,6 +1234,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         "matrix: | total | {} | {} | {} | {} |",
         totals[0], totals[1], totals[2], totals[3]
     );
+    cost.report();
     eprintln!(
         "matrix: {} conversations, {} devices: {by_push} messages pushed, {by_sync} fetched by sync, {reconnects} reconnects; {} sends never acked; {} notices x {} users pending, {} missing; {} delayed; unplanned pod exits: {:?}; {:?} in all",
         members.len(),

@@ -344,6 +344,42 @@ impl Subscription for KafkaSubscription {
         self.set_paused(topic, partition, false)
     }
 
+    async fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), LogError> {
+        let key = (topic.to_owned(), partition);
+        if !self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap()
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        // librdkafka drops what it had fetched for the partition before the seek (its
+        // fetch version moves on), so `next` returns `offset` first.
+        let consumer = self.consumer.clone();
+        let topic = topic.to_owned();
+        let r = tokio::task::spawn_blocking(move || {
+            consumer.seek(&topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)
+        })
+        .await
+        .map_err(unavailable)?;
+        match r {
+            Ok(()) => Ok(()),
+            // Revoked meanwhile: the next owner reads from the committed offset.
+            Err(e)
+                if matches!(
+                    code(&e),
+                    Some(RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     fn commit_soon(&mut self) -> Result<(), LogError> {
         if !self.consumer.context().commits {
             return Ok(());
@@ -402,6 +438,8 @@ impl Subscription for KafkaSubscription {
     }
 }
 
+/// How long a seek may wait for librdkafka to move the partition's fetch position.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a final commit may wait for the group to settle.
 const COMMIT_SETTLE: Duration = Duration::from_secs(6);
 /// How long the consumer is polled (so it rejoins) between two commit attempts.

@@ -10,7 +10,9 @@
 //! applied whole.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::horizon::Alarm;
 use crate::msglog::LogRecord;
 use crate::store::ConvState;
 
@@ -21,6 +23,9 @@ const REMEMBERED: usize = 10_000;
 #[derive(Default)]
 pub(super) struct Memory {
     convs: HashMap<String, Known>,
+    /// Rung when the store may have forgotten what this memory remembers (None: a
+    /// record applied on its own, from the store's state alone).
+    pub(super) alarm: Option<Arc<Alarm>>,
 }
 
 struct Known {
@@ -30,6 +35,14 @@ struct Known {
 }
 
 impl Memory {
+    /// An empty memory of a lane, valid until `alarm` rings.
+    pub(super) fn watched(alarm: Arc<Alarm>) -> Self {
+        Self {
+            convs: HashMap::new(),
+            alarm: Some(alarm),
+        }
+    }
+
     /// The remembered state (None inside: no seq row yet), if still valid.
     pub(super) fn get(&self, conv: &str, partition: i32, epoch: u64) -> Option<Option<ConvState>> {
         self.convs

@@ -160,7 +160,7 @@ impl Sequencer {
             let started = Instant::now();
             // The write is in the first record's trace, linked from the others'.
             let write = self
-                .write(&writes, &spans[1..])
+                .write(&writes, &spans[1..], memory)
                 .instrument(spans[0].clone());
             if let Err(e) = write.await {
                 tracing::warn!(error = %e, records = step.len(), "a wave step's write failed; its records are applied one at a time");
