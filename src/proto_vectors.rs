@@ -208,6 +208,13 @@ fn request(bytes: Bytes) -> Value {
             let d = pb::CustomRequestBody::decode(r.data.clone()).unwrap();
             Obj::new().s("method", &d.method).b("data", &d.data).done()
         }
+        pb::ActiveEvent::DiscoverConvs => {
+            let d = pb::DiscoverConvsReq::decode(r.data.clone()).unwrap();
+            Obj::new()
+                .s("cursor", &d.cursor)
+                .i("limit", d.limit.into())
+                .done()
+        }
     };
     let (name, zero) = event(r.event);
     Obj::new()

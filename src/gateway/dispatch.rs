@@ -94,7 +94,7 @@ async fn handle_in(ctx: &ConnCtx, req: RequestBody) -> Vec<Bytes> {
         Ok(ActiveEvent::AckNotice) => sync::ack_notice(ctx, req.data).await,
         Ok(ActiveEvent::GetMsgById) => sync::get_msg_by_id(ctx, req.data).await,
         Ok(ActiveEvent::CustomRequest) => custom::custom_request(ctx, req.data).await,
-        Err(_) => Err(Failure::Request(format!("unknown event {}", req.event))),
+        Ok(ActiveEvent::DiscoverConvs) | Err(_) => Err(Failure::Request(format!("unknown event {}", req.event))),
     };
     frames(req.event, &req.req_id, started, outcome)
 }
