@@ -11,7 +11,7 @@ import { ClientCode, FerryError, clientClose, describeClose, isStopReconnecting 
 import type { CloseInfo } from "./errors.js";
 import type { ConnectOptions, ConnectionState, ConvSeq, FerryEvents, SendInput, SyncItem } from "./types.js";
 import type { DiscoveredConv } from "./discovery.js";
-import { Discovery } from "./discovery.js";
+import { DEFAULT_SETTLE_MS, Discovery } from "./discovery.js";
 import { Watchdog } from "./liveness.js";
 import { CatchUp } from "./catchup.js";
 import { Ordering, toChatMessage } from "./order.js";
@@ -58,6 +58,7 @@ export class FerryClient extends Emitter<FerryEvents> {
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly watchdog: Watchdog | undefined;
   private readonly discovery: Discovery | undefined;
+  private settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ConnectOptions) {
     super();
@@ -319,9 +320,16 @@ export class FerryClient extends Emitter<FerryEvents> {
     this.watchdog?.start();
     this.emit("open", { reconnected });
     void this.catchUp.run(Object.keys(this.order.snapshot()));
-    this.discover().catch((e) => {
-      if (!(e instanceof FerryError && e.retryable)) this.emit("error", e as Error);
-    });
+    const ws = this.ws;
+    const discover = () => {
+      if (this.ws !== ws || this._state !== "open") return;
+      this.discover().catch((e) => {
+        if (!(e instanceof FerryError && e.retryable)) this.emit("error", e as Error);
+      });
+    };
+    discover();
+    const settle = this.opts.discovery === false ? 0 : (this.opts.discovery?.settleMs ?? DEFAULT_SETTLE_MS);
+    if (settle > 0) this.settleTimer = setTimeout(discover, settle);
   }
 
   private found(conv: DiscoveredConv, fromCursor: boolean): void {
@@ -341,6 +349,7 @@ export class FerryClient extends Emitter<FerryEvents> {
     const ws = this.ws;
     this.ws = undefined;
     this.watchdog?.stop();
+    clearTimeout(this.settleTimer);
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     return ws;
   }

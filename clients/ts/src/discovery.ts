@@ -14,7 +14,16 @@ export interface DiscoveryOptions {
   cursor?: string;
   /** Conversations per page; 0 (default): the server's bound. */
   pageSize?: number;
+  /**
+   * A second run this long after each (re)connect, default 3 000 ms (0: none). The
+   * server lists a change once its sequencer has checkpointed it (on Kafka within
+   * about a second): a change made just before the connect, whose push went to the
+   * socket that was gone, is found by this run rather than at the next reconnect.
+   */
+  settleMs?: number;
 }
+
+export const DEFAULT_SETTLE_MS = 3_000;
 
 /** One conversation of a discovery answer. */
 export interface DiscoveredConv {

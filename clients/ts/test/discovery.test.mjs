@@ -39,13 +39,17 @@ async function online(userId, url, extra = {}) {
 test("conversations started and groups joined while offline are found after the reconnect", async () => {
   const { c: carol } = await online("carol", ferry.wsUrl);
   const { c: dave } = await online("dave", ferry.wsUrl);
-  // Bob knows one conversation (with dave) and is in group g-old.
-  await ferry.api("PUT", "/groups/g-old/members/bob", {});
-  await ferry.api("PUT", "/groups/g-old/members/dave", {});
+  // Bob knows one conversation (with dave) and is in group g_old.
+  await ferry.api("PUT", "/groups/g_old/members/bob", {});
+  await ferry.api("PUT", "/groups/g_old/members/dave", {});
   await dave.send({ convId: "single:bob-dave", content: "known" });
   // Bob's app already follows the conversation with dave (from its own storage).
   const { c: bob, seen: b, convs } = await online("bob", proxy.wsUrl, { lastSeqs: { "single:bob-dave": 0 } });
-  await eventually("bob's first discovery", () => convs.some((x) => x.convId === "single:bob-dave"));
+  // A change is listed once the sequencer has checkpointed it: ask until it is.
+  await eventually("bob's first discovery", async () => {
+    await bob.discover();
+    return convs.some((x) => x.convId === "single:bob-dave");
+  });
   assert.equal(convs.find((x) => x.convId === "single:bob-dave").isNew, false);
   await eventually("the known message", () => b.messages.length === 1);
   await bob.discover();
@@ -58,10 +62,10 @@ test("conversations started and groups joined while offline are found after the 
   await eventually("bob away", () => bob.state === "reconnecting");
   await carol.send({ convId: "single:bob-carol", content: "first ever, 1" });
   await carol.send({ convId: "single:bob-carol", content: "first ever, 2" });
-  await ferry.api("PUT", "/groups/g-new/members/carol", {});
-  await ferry.api("PUT", "/groups/g-new/members/bob", {});
-  await carol.send({ convId: "group:g-new", content: "welcome bob" });
-  await ferry.api("DELETE", "/groups/g-old/members/bob");
+  await ferry.api("PUT", "/groups/g_new/members/carol", {});
+  await ferry.api("PUT", "/groups/g_new/members/bob", {});
+  await carol.send({ convId: "group:g_new", content: "welcome bob" });
+  await ferry.api("DELETE", "/groups/g_old/members/bob");
   const seenBefore = b.messages.length;
   const convsBefore = convs.length;
   proxy.refusing = false;
@@ -72,22 +76,22 @@ test("conversations started and groups joined while offline are found after the 
     () => b.messages.length === seenBefore + 3,
     20_000,
   );
-  const after = convs.slice(convsBefore);
-  const byId = Object.fromEntries(after.map((x) => [x.convId, x]));
-  assert.equal(byId["single:bob-carol"]?.isNew, true, JSON.stringify(after));
+  const found = convs.slice(convsBefore);
+  const byId = Object.fromEntries(found.map((x) => [x.convId, x]));
+  assert.equal(byId["single:bob-carol"]?.isNew, true, JSON.stringify(found));
   assert.equal(byId["single:bob-carol"].maxSeq, 2);
-  assert.equal(byId["group:g-new"]?.isNew, true, JSON.stringify(after));
-  assert.equal(byId["group:g-new"].removed, false);
-  assert.equal(byId["group:g-old"]?.removed, true, JSON.stringify(after));
+  assert.equal(byId["group:g_new"]?.isNew, true, JSON.stringify(found));
+  assert.equal(byId["group:g_new"].removed, false);
+  assert.equal(byId["group:g_old"]?.removed, true, JSON.stringify(found));
   assert.deepEqual(
     b.messages.slice(seenBefore).map((m) => [m.convId, m.seq, m.text]).sort(),
     [
-      ["group:g-new", 1, "welcome bob"],
+      ["group:g_new", 1, "welcome bob"],
       ["single:bob-carol", 1, "first ever, 1"],
       ["single:bob-carol", 2, "first ever, 2"],
     ],
   );
-  assert.ok(bob.lastSeqs()["single:bob-carol"] === 2 && !("group:g-old" in bob.lastSeqs()));
+  assert.ok(bob.lastSeqs()["single:bob-carol"] === 2 && !("group:g_old" in bob.lastSeqs()));
   assert.notEqual(bob.discoveryCursor, cursorBefore);
   assert.deepEqual(b.errors, []);
   assert.deepEqual(b.gaps, []);
