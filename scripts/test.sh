@@ -54,6 +54,9 @@ fi
 cargo test --doc --locked
 # The TypeScript client against a real ferry in Node, and the chat demo in Chromium.
 bash scripts/test-web.sh
+# The server API against its OpenAPI document: schemathesis (PyPI, cached under
+# ~/.cache/ferry) generates requests and checks every response against the document.
+FERRY_BIN=$PWD/target/debug/ferry bash scripts/api-contract.sh
 # A seconds-long run of every ferry-bench scenario (ferry and its peers): the load
 # generator keeps working; it asserts delivery, not speed.
 bash scripts/bench-smoke.sh

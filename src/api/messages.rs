@@ -2,11 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::body::Body;
 use super::{ApiError, bad, content};
-use crate::domain::{UserId, now_ms};
+use crate::access;
+use crate::domain::{ConvId, UserId, now_ms};
 use crate::gateway::Gateway;
 use crate::gateway::send;
 use crate::proto::pb;
@@ -51,6 +53,17 @@ pub(crate) async fn send(
         .map(UserId::parse)
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    let conv = ConvId::parse(&req.conv_id).map_err(|e| bad(e.to_string()))?;
+    // A well-formed request from a sender who may not write here is refused as such
+    // (403), not as malformed (400).
+    if let Some(user) = &sender
+        && !access::can_write(app.store.as_ref(), user, &conv).await?
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{user} may not send to {conv}"),
+        ));
+    }
     let mut list = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let content = content(&format!("messages[{i}]"), m.content, m.content_base64)?;

@@ -29,6 +29,15 @@ async fn api_sends_as_user_and_system(b: Backend) {
         )
         .await;
     assert_eq!(s, 400);
+    // A well-formed request whose sender may not write to the conversation: 403.
+    let (s, body) = f
+        .api(
+            reqwest::Method::POST,
+            "/messages",
+            Some(serde_json::json!({"senderId": unique("c"), "convId": conv, "messages": [{"contentType": 11, "content": "not mine"}]})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
     // Without the service token: 401.
     let r = reqwest::Client::new()
         .post(f.http("/api/v1/messages"))
@@ -126,6 +135,13 @@ async fn bad_bodies_are_answered_in_ferrys_words() {
             "invalid type",
         ),
         ("{\"bogus\": 1}", true, 422, "unknown field"),
+        // The fields in order as an array: serde would read a struct from it.
+        (
+            "[null, \"single:a-b\", [{\"contentType\": 11}], null]",
+            true,
+            422,
+            "invalid type",
+        ),
         ("{}", false, 415, "Expected request with"),
         (
             "{\"convId\": \"single:a-b\", \"messages\": [{\"contentType\": 11, \"contentBase64\": \"!!\"}]}",

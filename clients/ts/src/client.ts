@@ -7,89 +7,17 @@ import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import * as pb from "./gen/gateway_pb.js";
 import { ActiveEvent, PushEvent, ResponseBody_Code } from "./gen/gateway_pb.js";
 import { Emitter } from "./emitter.js";
-import { ClientCode, FerryError, describeClose } from "./errors.js";
+import { ClientCode, FerryError, clientClose, describeClose, isStopReconnecting } from "./errors.js";
 import type { CloseInfo } from "./errors.js";
-import { Ordering, isPlaceholder, toChatMessage } from "./order.js";
+import type { ConnectOptions, ConnectionState, ConvSeq, FerryEvents, SendInput, SyncItem } from "./types.js";
+import type { DiscoveredConv } from "./discovery.js";
+import { DEFAULT_SETTLE_MS, Discovery } from "./discovery.js";
+import { Watchdog } from "./liveness.js";
+import { CatchUp } from "./catchup.js";
+import { Ordering, toChatMessage } from "./order.js";
 import type { ChatMessage } from "./order.js";
 import { OPEN, defaultWebSocket, frameBytes } from "./socket.js";
 import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
-
-export interface ConnectOptions {
-  /** The gateway's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`. */
-  url: string;
-  /** The JWT, or a function returning one (called before every connection attempt). */
-  token: string | (() => string | Promise<string>);
-  userId: string;
-  /** Default "web". */
-  platform?: string;
-  /** Default: a random id per client. */
-  deviceId?: string;
-  /** Sent as query parameters (networkUsed, deviceModel, osVersion, appVersion, language). */
-  meta?: Partial<Record<"networkUsed" | "deviceModel" | "osVersion" | "appVersion" | "language", string>>;
-  /** A WebSocket implementation; default `globalThis.WebSocket`. */
-  WebSocket?: WebSocketConstructor;
-  /** Per request; default 10 000 ms. */
-  requestTimeoutMs?: number;
-  /** Wait for the server's `connected`; default 10 000 ms. */
-  connectTimeoutMs?: number;
-  /** Reconnect backoff bounds, or false to never reconnect. Default 500 ms … 15 000 ms. */
-  reconnect?: false | { minDelayMs?: number; maxDelayMs?: number };
-  /** Conversations to follow from the start, with the last seq the app already has. */
-  lastSeqs?: Record<string, number>;
-}
-
-export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
-
-export interface Notice {
-  convId: string;
-  noticeId: string;
-  title: string;
-  contentType: number;
-  content: Uint8Array;
-  unreadCount: number;
-  unreadAbsolute: boolean;
-  /** Milliseconds since the epoch. */
-  createTime: number;
-  raw: pb.NoticeData;
-}
-
-export interface FerryEvents {
-  state: { state: ConnectionState; attempt: number };
-  open: { reconnected: boolean };
-  close: CloseInfo & { willReconnect: boolean; retryInMs?: number };
-  /** Every message exactly once, in seq order per conversation. */
-  message: ChatMessage;
-  /** Pending notices are pushed again until acked. */
-  notice: Notice;
-  /** Seqs given up on: claimed by the server but never readable. */
-  gap: { convId: string; seqs: number[] };
-  error: Error;
-}
-
-export interface SendInput {
-  convId: string;
-  /** A string is sent as UTF-8. */
-  content: string | Uint8Array;
-  /** Default 11 (text, as `ferry client send` uses). */
-  contentType?: number;
-  /** Default: a random id (the server deduplicates retries by it). */
-  clientMsgId?: string;
-  /** Seconds until delivery, 0 … 864 000. */
-  deliverAfter?: number;
-  atUsers?: string[];
-}
-
-export interface ConvSeq {
-  minSeq: number;
-  maxSeq: number;
-  /** Milliseconds since the epoch. */
-  updateTime: number;
-}
-
-export interface SyncItem {
-  convId: string;
-  seqs: number[];
-}
 
 interface Pending {
   event: ActiveEvent;
@@ -98,13 +26,7 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** Seqs asked for per SyncMsgList / convIds per SyncConvSeq (below the server's limits). */
-const SYNC_CHUNK = 500;
-/** Catch-up retries for a seq that stays missing before it is given up on. */
-const FILL_RETRIES = 6;
-
 const utf8 = new TextEncoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function randomId(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
@@ -131,10 +53,12 @@ export class FerryClient extends Emitter<FerryEvents> {
   private readonly reqPrefix = randomId().slice(0, 8);
   private pending = new Map<string, Pending>();
   private order: Ordering;
-  private filling = new Set<string>();
-  private refill = new Set<string>();
+  private readonly catchUp: CatchUp;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly watchdog: Watchdog | undefined;
+  private readonly discovery: Discovery | undefined;
+  private settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ConnectOptions) {
     super();
@@ -143,7 +67,28 @@ export class FerryClient extends Emitter<FerryEvents> {
     this.deviceId = options.deviceId ?? randomId();
     this.WS = options.WebSocket ?? defaultWebSocket();
     this.order = new Ordering((m) => this.emit("message", m));
+    this.catchUp = new CatchUp(this.order, {
+      isOpen: () => this._state === "open",
+      convSeqs: (convs) => this.syncConvSeq(convs),
+      messages: (conv, seqs) => this.syncRaw([{ convId: conv, seqs }]),
+      gap: (convId, seqs) => this.emit("gap", { convId, seqs }),
+      error: (e) => this.emit("error", e),
+    });
     for (const [conv, seq] of Object.entries(options.lastSeqs ?? {})) this.order.track(conv, seq);
+    if (options.discovery !== false) {
+      this.discovery = new Discovery(options.discovery ?? {}, {
+        request: (event, data) => this.request(event, data),
+        follows: (convId) => this.order.has(convId),
+        found: (conv, fromCursor) => this.found(conv, fromCursor),
+      });
+    }
+    if (options.liveness !== false) {
+      this.watchdog = new Watchdog(
+        options.liveness ?? {},
+        () => this.probe(),
+        (ms) => this.drop(1006, `no frame from the server for ${ms} ms`, "the link stalled: nothing arrived, not even an answer to a probe"),
+      );
+    }
     // Started on the next tick, so listeners added right after connect() see everything.
     queueMicrotask(() => void this.open());
   }
@@ -159,12 +104,28 @@ export class FerryClient extends Emitter<FerryEvents> {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  /** Closes for good: no reconnect. */
+  /** Closes for good: no reconnect. The close event says that this client closed it. */
   close(): void {
+    if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
-    if (this.ws) this.ws.close(1000, "");
-    else this.setState("closed");
+    if (this._state === "closed") return;
+    try {
+      this.detach()?.close(1000, "client closed");
+    } catch {
+      // A socket still connecting may refuse a code; it is dropped all the same.
+    }
+    this.closed(clientClose(1000, "client closed", "closed by this client (close() was called)", false));
+  }
+
+  /** Where the next discovery starts (persist it with `lastSeqs()` to resume later). */
+  get discoveryCursor(): string {
+    return this.discovery?.position ?? "";
+  }
+
+  /** Runs a discovery now (it also runs after every (re)connect); resolves when it is done. */
+  discover(): Promise<void> {
+    return this.discovery?.run() ?? Promise.resolve();
   }
 
   /** The last seq delivered per followed conversation (persist it to resume later). */
@@ -175,7 +136,7 @@ export class FerryClient extends Emitter<FerryEvents> {
   /** Follows a conversation from `afterSeq` on: what is missing is fetched now and after every reconnect. */
   track(convId: string, afterSeq = 0): void {
     this.order.track(convId, afterSeq);
-    if (this._state === "open") void this.catchUp([convId]);
+    if (this._state === "open") void this.catchUp.run([convId]);
   }
 
   // --- requests -------------------------------------------------------------
@@ -257,6 +218,8 @@ export class FerryClient extends Emitter<FerryEvents> {
       const timer = setTimeout(() => {
         this.pending.delete(reqId);
         reject(new FerryError(ClientCode.Timeout, `no response within ${ms} ms`, event, reqId));
+        // A slow answer or a dead link: the watchdog finds out which.
+        if (this.ws === ws) this.watchdog?.check();
       }, ms);
       this.pending.set(reqId, { event, resolve, reject, timer });
       ws.send(toBinary(pb.RequestBodySchema, body));
@@ -281,7 +244,13 @@ export class FerryClient extends Emitter<FerryEvents> {
       token = typeof this.opts.token === "function" ? await this.opts.token() : this.opts.token;
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
-      this.closed(1006, "token unavailable");
+      if (isStopReconnecting(e)) {
+        this.stopped = true;
+        const name = (e as Error).name;
+        this.closed(clientClose(name === "Unauthorized" ? 3000 : 1000, (e as Error).message, `${name} from token(): not reconnecting`, false));
+      } else {
+        this.closed(describeClose(1006, "token unavailable"));
+      }
       return;
     }
     if (this.stopped) {
@@ -301,7 +270,7 @@ export class FerryClient extends Emitter<FerryEvents> {
       ws = new this.WS(`${this.opts.url}${sep}${q}`);
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
-      this.closed(1006, "cannot open socket");
+      this.closed(describeClose(1006, "cannot open socket"));
       return;
     }
     this.ws = ws;
@@ -310,8 +279,8 @@ export class FerryClient extends Emitter<FerryEvents> {
     const finish = (code: number, reason: string) => {
       clearTimeout(connectTimer);
       if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.closed(code, reason);
+      this.detach();
+      this.closed(describeClose(code, reason));
     };
     const connectTimer = setTimeout(() => {
       if (this.ws !== ws || this._state === "open") return;
@@ -324,6 +293,7 @@ export class FerryClient extends Emitter<FerryEvents> {
     }, this.opts.connectTimeoutMs ?? 10_000);
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
+      this.watchdog?.frame();
       if (typeof ev.data === "string") {
         if (ev.data === "connected") {
           clearTimeout(connectTimer);
@@ -347,17 +317,75 @@ export class FerryClient extends Emitter<FerryEvents> {
     this.everOpen = true;
     this.attempt = 0;
     this.setState("open");
+    this.watchdog?.start();
     this.emit("open", { reconnected });
-    void this.catchUp(Object.keys(this.order.snapshot()));
+    void this.catchUp.run(Object.keys(this.order.snapshot()));
+    const ws = this.ws;
+    const discover = () => {
+      if (this.ws !== ws || this._state !== "open") return;
+      this.discover().catch((e) => {
+        if (!(e instanceof FerryError && e.retryable)) this.emit("error", e as Error);
+      });
+    };
+    discover();
+    const settle = this.opts.discovery === false ? 0 : (this.opts.discovery?.settleMs ?? DEFAULT_SETTLE_MS);
+    if (settle > 0) this.settleTimer = setTimeout(discover, settle);
   }
 
-  private closed(code: number, reason: string): void {
+  private found(conv: DiscoveredConv, fromCursor: boolean): void {
+    const id = conv.convId;
+    if (conv.removed) {
+      this.order.forget(id);
+    } else {
+      if (conv.isNew) this.order.track(id, fromCursor ? Math.max(0, conv.minSeq - 1) : conv.maxSeq);
+      this.order.raise(id, conv.minSeq, conv.maxSeq);
+      if (this.order.missing(id, 1).length) this.catchUp.fill(id);
+    }
+    this.emit("conversation", conv);
+  }
+
+  /** Forgets the current socket (its late events are ignored) and returns it. */
+  private detach(): WebSocketLike | undefined {
+    const ws = this.ws;
+    this.ws = undefined;
+    this.watchdog?.stop();
+    clearTimeout(this.settleTimer);
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    return ws;
+  }
+
+  /** Gives up on the current socket without waiting for it to close (it may never). */
+  private drop(code: number, reason: string, meaning: string): void {
+    const ws = this.detach();
+    if (!ws) return;
+    try {
+      ws.close();
+    } catch {
+      // Already closing.
+    }
+    this.closed(clientClose(code, reason, meaning, true));
+  }
+
+  /** A request the server answers at once (an empty SyncConvSeq); only the frame matters. */
+  private probe(): void {
+    const body = create(pb.RequestBodySchema, {
+      event: ActiveEvent.SyncConvSeq,
+      reqId: `${this.reqPrefix}-probe-${++this.reqCounter}`,
+      data: toBinary(pb.BatchGetConvSeqReqSchema, create(pb.BatchGetConvSeqReqSchema, {})),
+    });
+    try {
+      this.ws?.send(toBinary(pb.RequestBodySchema, body));
+    } catch {
+      // A socket that cannot send is dead: the grace runs out.
+    }
+  }
+
+  private closed(info: CloseInfo): void {
     for (const [reqId, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new FerryError(ClientCode.ConnectionClosed, "connection closed before the response", p.event, reqId));
     }
     this.pending.clear();
-    const info = describeClose(code, reason);
     const policy = this.opts.reconnect;
     if (this.stopped || !info.reconnect || policy === false) {
       this.emit("close", { ...info, willReconnect: false });
@@ -430,67 +458,6 @@ export class FerryClient extends Emitter<FerryEvents> {
       this.order.offer(toChatMessage(m));
       convs.add(m.convId);
     }
-    for (const c of convs) if (this.order.missing(c, 1).length) this.fill(c);
-  }
-
-  // --- catch-up ---------------------------------------------------------------
-
-  /** Asks where each conversation is, then fetches what is missing. */
-  private async catchUp(convs: string[]): Promise<void> {
-    try {
-      for (let i = 0; i < convs.length; i += SYNC_CHUNK) {
-        const seqs = await this.syncConvSeq(convs.slice(i, i + SYNC_CHUNK));
-        for (const [conv, s] of Object.entries(seqs)) this.order.raise(conv, s.minSeq, s.maxSeq);
-      }
-    } catch (e) {
-      // The next reconnect starts over; a closed socket is not an error of its own.
-      if (!(e instanceof FerryError && e.retryable)) this.emit("error", e as Error);
-      return;
-    }
-    for (const c of convs) if (this.order.missing(c, 1).length) this.fill(c);
-  }
-
-  /** One fill per conversation at a time; a request for another while one runs is remembered. */
-  private fill(conv: string): void {
-    if (this.filling.has(conv)) {
-      this.refill.add(conv);
-      return;
-    }
-    this.filling.add(conv);
-    this.fillOnce(conv)
-      .catch((e) => {
-        if (!(e instanceof FerryError && e.retryable)) this.emit("error", e as Error);
-      })
-      .finally(() => {
-        this.filling.delete(conv);
-        if (this.refill.delete(conv) && this._state === "open" && this.order.missing(conv, 1).length) {
-          this.fill(conv);
-        }
-      });
-  }
-
-  private async fillOnce(conv: string): Promise<void> {
-    let stuck = 0;
-    for (;;) {
-      const want = this.order.missing(conv, SYNC_CHUNK);
-      if (!want.length || this._state !== "open") return;
-      for (const m of await this.syncRaw([{ convId: conv, seqs: want }])) {
-        if (!isPlaceholder(m)) this.order.offer(toChatMessage(m));
-      }
-      const still = this.order.missing(conv, 1);
-      if (!still.length) return;
-      if (still[0] !== want[0]) {
-        stuck = 0;
-        continue;
-      }
-      // Claimed but not yet stored, most likely: give the sequencer a moment.
-      if (++stuck > FILL_RETRIES) {
-        const seqs = this.order.skipTo(conv, still[0]);
-        if (seqs.length) this.emit("gap", { convId: conv, seqs });
-        stuck = 0;
-        continue;
-      }
-      await sleep(50 * 2 ** stuck);
-    }
+    for (const c of convs) if (this.order.missing(c, 1).length) this.catchUp.fill(c);
   }
 }

@@ -48,18 +48,51 @@ export function codeName(code: number): string {
   return ResponseBody_Code[code] ?? `Code${code}`;
 }
 
-/** Why the server (or the network) closed the socket, and whether to reconnect. */
+/**
+ * Throw this (or `Unauthorized`) from the `token()` callback to stop reconnecting:
+ * the client closes for good with `willReconnect: false`. Any other error thrown by
+ * `token()` is retried with backoff like a lost connection.
+ */
+export class StopReconnecting extends Error {
+  /** Set on both classes, so a copy of the library bundled twice still recognises it. */
+  readonly stopReconnecting = true;
+
+  constructor(message = "stopped reconnecting") {
+    super(message);
+    this.name = "StopReconnecting";
+  }
+}
+
+/** `token()` cannot get a token for this user (signed out, revoked): stop and log in again. */
+export class Unauthorized extends StopReconnecting {
+  constructor(message = "unauthorized") {
+    super(message);
+    this.name = "Unauthorized";
+  }
+}
+
+export function isStopReconnecting(e: unknown): e is StopReconnecting {
+  return e instanceof StopReconnecting || (typeof e === "object" && e !== null && (e as StopReconnecting).stopReconnecting === true);
+}
+
+/** Who ended the socket: the server (a close frame), the network, or this client. */
+export type CloseOrigin = "server" | "network" | "client";
+
+/** Why the socket closed, and whether to reconnect. */
 export interface CloseInfo {
   code: number;
   reason: string;
+  origin: CloseOrigin;
   /** A sentence for people: what happened and what to do. */
   meaning: string;
   /** False when reconnecting would not help or would fight another device. */
   reconnect: boolean;
 }
 
+/** A close frame from the server (or a 1006 from the network), for people and for the reconnect policy. */
 export function describeClose(code: number, reason: string): CloseInfo {
-  const c = (meaning: string, reconnect: boolean): CloseInfo => ({ code, reason, meaning, reconnect });
+  const origin: CloseOrigin = code === 1006 ? "network" : "server";
+  const c = (meaning: string, reconnect: boolean): CloseInfo => ({ code, reason, origin, meaning, reconnect });
   switch (code) {
     case 3000:
       return c(`authentication failed, log in again (${reason || "no reason given"})`, false);
@@ -72,7 +105,7 @@ export function describeClose(code: number, reason: string): CloseInfo {
     case 1001:
       return c("kicked: signed in on another device, or removed by the server", false);
     case 1006:
-      return c("connection lost", true);
+      return c(reason ? `connection lost (${reason})` : "connection lost", true);
     case 1009:
       return c("a frame was larger than the server accepts", true);
     case 1012:
@@ -82,4 +115,9 @@ export function describeClose(code: number, reason: string): CloseInfo {
     default:
       return c(reason || `closed with code ${code}`, true);
   }
+}
+
+/** An end this client decided on: `close()`, `token()` saying stop, or a stalled link. */
+export function clientClose(code: number, reason: string, meaning: string, reconnect: boolean): CloseInfo {
+  return { code, reason, origin: "client", meaning, reconnect };
 }

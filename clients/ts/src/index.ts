@@ -9,9 +9,11 @@ export type {
   Notice,
   SendInput,
   SyncItem,
-} from "./client.js";
-export { ClientCode, FerryError, codeName, describeClose } from "./errors.js";
-export type { CloseInfo } from "./errors.js";
+} from "./types.js";
+export { ClientCode, FerryError, StopReconnecting, Unauthorized, codeName, describeClose } from "./errors.js";
+export type { CloseInfo, CloseOrigin } from "./errors.js";
+export type { DiscoveredConv, DiscoveryOptions } from "./discovery.js";
+export type { LivenessOptions } from "./liveness.js";
 export type { ChatMessage } from "./order.js";
 export type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 export { ActiveEvent, ResponseBody_Code as ResponseCode } from "./gen/gateway_pb.js";

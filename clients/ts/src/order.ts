@@ -82,6 +82,11 @@ export class Ordering {
     }
   }
 
+  /** Stops following `convId` (a group left): later messages of it start it again. */
+  forget(convId: string): void {
+    this.convs.delete(convId);
+  }
+
   /**
    * Takes a message from any source. A conversation seen for the first time starts
    * at that message (history is the app's choice: `track` it first to get more).
