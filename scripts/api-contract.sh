@@ -21,24 +21,20 @@ VENV="$CACHE/venv-schemathesis"
 MAX_EXAMPLES="${FERRY_API_EXAMPLES:-100}"
 
 fail() { echo "api-contract: $*" >&2; exit 1; }
+# shellcheck source=lib/python.sh
+source scripts/lib/python.sh
 
 # --- install ------------------------------------------------------------------
 
 install_schemathesis() {
   local marker="$VENV/.schemathesis-$SCHEMATHESIS_VERSION"
   if [[ -f $marker ]] && "$VENV/bin/st" --version >/dev/null 2>&1; then return; fi
-  command -v python3 >/dev/null || fail "python3 is missing (install Python >= 3.9, e.g. apt-get install python3)"
-  python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
-    || fail "python3 $(python3 -c 'import platform; print(platform.python_version())') is too old: schemathesis needs 3.9 or later"
-  # A venv from another Python (or a half-made one) is made again.
-  if [[ -d $VENV ]] && ! "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then rm -rf "$VENV"; fi
-  if [[ ! -x $VENV/bin/python ]]; then
-    mkdir -p "$CACHE"
-    python3 -m venv "$VENV" >/dev/null 2>&1 \
-      || fail "python3 cannot make a virtualenv (the venv module is missing: apt-get install python3-venv)"
-    "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1 \
-      || fail "the virtualenv at $VENV has no pip (apt-get install python3-venv, or python3 -m ensurepip)"
-  fi
+  # A working Python 3.9+ (pyenv's versions tried by their real paths), and a venv
+  # made again when the one cached does not run (scripts/lib/python.sh).
+  mkdir -p "$CACHE"
+  make_venv "$VENV" "api-contract (schemathesis)"
+  "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1 \
+    || fail "the virtualenv at $VENV has no pip (apt-get install python3-venv, or python3 -m ensurepip)"
   echo "api-contract: pip install schemathesis==$SCHEMATHESIS_VERSION into $VENV" >&2
   PIP_CACHE_DIR="$CACHE/pip" "$VENV/bin/pip" install -q --disable-pip-version-check \
     "schemathesis==$SCHEMATHESIS_VERSION" >"$CACHE/schemathesis-install.log" 2>&1 \
