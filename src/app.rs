@@ -252,7 +252,7 @@ pub(crate) async fn start(
         let head = crate::serve::HeadBounds {
             read_timeout: Duration::from_secs(cfg.server.header_read_timeout_secs),
             max_bytes: cfg.server.max_header_bytes,
-            max_unconnected: cfg.server.max_unconnected_sockets,
+            max_unconnected: crate::serve::max_unconnected(cfg.server.max_unconnected_sockets),
         };
         let conns = TaskTracker::new();
         let accepting =

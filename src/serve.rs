@@ -209,9 +209,44 @@ pub(crate) fn max_connections(configured: usize) -> usize {
     }
 }
 
+/// `configured` lowered to half of what the file-descriptor limit leaves for
+/// sockets, with a warning when it had to be: connections that never become a
+/// session (silent, mid-head) may hold at most half of the descriptors, so they can
+/// never exhaust the process for the sessions and the backends.
+pub(crate) fn max_unconnected(configured: usize) -> usize {
+    let Some(limit) = fd_limit() else {
+        return configured;
+    };
+    let half = usize::try_from(limit.saturating_sub(reserved_fds(limit)) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if configured > half {
+        tracing::warn!(
+            configured,
+            fd_limit = limit,
+            effective = half,
+            "server.max_unconnected_sockets is above half of what the open-file limit allows; lowered"
+        );
+        half
+    } else {
+        configured
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unconnected_sockets_hold_at_most_half_of_the_fds() {
+        let limit = fd_limit().expect("/proc/self/limits names the open-file limit");
+        let capped = max_unconnected(usize::MAX) as u64;
+        assert!(
+            capped <= (limit - reserved_fds(limit)) / 2,
+            "{capped} of {limit}"
+        );
+        assert_eq!(max_unconnected(1), 1);
+    }
 
     #[test]
     fn the_connection_cap_leaves_room_below_the_fd_limit() {

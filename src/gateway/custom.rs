@@ -61,6 +61,22 @@ pub(crate) fn route(
         .map(|(_, base)| format!("{}{}", base.trim_end_matches('/'), method))
 }
 
+/// A client-chosen value as an upstream header: printable ASCII is passed as it is,
+/// every other byte of its UTF-8 (and `%` itself) percent-encoded, so no raw
+/// non-ASCII byte reaches an upstream's header parser and a standard percent-decode
+/// gives the value back exactly ("華為 50%" → "%E8%8F%AF%E7%82%BA 50%25").
+fn header_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, Failure> {
     let req: pb::CustomRequestBody = decode(data, "CustomRequestBody")?;
     valid_method(&req.method).map_err(|why| Failure::Request(format!("invalid method: {why}")))?;
@@ -77,12 +93,15 @@ pub(crate) async fn custom_request(ctx: &ConnCtx, data: Bytes) -> Result<Reply, 
         .timeout(Duration::from_millis(app.cfg.custom.timeout_ms))
         .header("content-type", "application/octet-stream")
         .header("x-ferry-user-id", ctx.user.as_str())
-        .header("x-ferry-platform", &ctx.conn.platform)
-        .header("x-ferry-device-id", &ctx.conn.device_id)
+        .header("x-ferry-platform", header_value(&ctx.conn.platform))
+        .header("x-ferry-device-id", header_value(&ctx.conn.device_id))
         .header("x-ferry-conn-id", &ctx.conn.conn_id)
         .body(req.data);
     for (k, v) in ctx.meta.iter() {
-        call = call.header(format!("x-ferry-{}", k.to_ascii_lowercase()), v);
+        call = call.header(
+            format!("x-ferry-{}", k.to_ascii_lowercase()),
+            header_value(v),
+        );
     }
     let resp = call.send().await.map_err(|e| {
         if e.is_timeout() {
@@ -160,6 +179,18 @@ async fn read_bounded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_carry_only_printable_ascii_and_decode_back() {
+        assert_eq!(header_value("iPhone 15"), "iPhone 15");
+        assert_eq!(header_value("華為 50%"), "%E8%8F%AF%E7%82%BA 50%25");
+        assert_eq!(header_value("a\u{202e}b"), "a%E2%80%AEb");
+        assert!(
+            header_value("Ünï\t")
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b))
+        );
+    }
 
     #[test]
     fn longest_prefix_wins() {

@@ -173,3 +173,46 @@ async fn custom_responses_are_bounded() {
         .await;
     assert_eq!(r.ok().data.len(), 1000);
 }
+
+/// Connect metadata reaches an upstream as printable ASCII: every other byte (and `%`)
+/// percent-encoded, never a raw non-ASCII byte in a header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_reaches_the_upstream_percent_encoded() {
+    let app = axum::Router::new().route(
+        "/v1/echo",
+        post(|headers: HeaderMap| async move {
+            let v = headers.get("x-ferry-devicemodel").expect("the header");
+            assert!(v.as_bytes().iter().all(|b| (0x20..0x7f).contains(b)));
+            v.as_bytes().to_vec()
+        }),
+    );
+    let up = serve(app).await;
+    let c = Cluster::new(
+        Backend::Embedded,
+        &format!("[custom]\ntimeout_ms = 2000\nroutes = {{ \"/v1\" = \"{up}\" }}\n"),
+    );
+    let f = c.start("pod-a");
+    let user = unique("u");
+    let tok = token(&user);
+    let url = format!(
+        "{}?{}",
+        f.ws_url(),
+        query(&[
+            ("token", tok.as_str()),
+            ("userId", &user),
+            ("platform", "ios"),
+            ("deviceId", "d1"),
+            ("deviceModel", "Galaxy Ünï 中文 50%"),
+        ])
+    );
+    let Connect::Connected(mut a) = connect_url(&url).await else {
+        panic!("printable metadata was refused");
+    };
+    let r = a
+        .request(pb::ActiveEvent::CustomRequest, call("/v1/echo", b""))
+        .await;
+    assert_eq!(
+        std::str::from_utf8(r.ok().data.as_ref()).unwrap(),
+        "Galaxy %C3%9Cn%C3%AF %E4%B8%AD%E6%96%87 50%25"
+    );
+}
