@@ -126,7 +126,12 @@ async fn delivered(f: &Ferry, x: &str, y: &str, conv: &str, text_: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_the_broker_refuses_is_dead_lettered_and_the_lane_moves_on() {
-    let c = Cluster::new(Backend::Kafka, "");
+    // The restart below checks that the poison's offset is committed once it is set
+    // aside. With a durability horizon the commit is held back for that long and a
+    // restart reads the horizon's records again (the poison is then set aside again,
+    // the other messages pushed again with their seqs): `durability::` and the fault
+    // matrix cover that; here the commit follows the write.
+    let c = Cluster::new(Backend::Kafka, "[scylla]\ndurability_horizon_secs = 0\n");
     precreate(&c.topic("offline"), &[("max.message.bytes", "1500")]).await;
     let f = c.start_with("pod-a", &[]);
     f.wait_ready();
