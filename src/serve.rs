@@ -190,23 +190,7 @@ fn fd_limit() -> Option<u64> {
 /// when it had to be lowered: accepting sockets beyond it would fail with EMFILE for
 /// every client and for the backends alike.
 pub(crate) fn max_connections(configured: usize) -> usize {
-    let Some(limit) = fd_limit() else {
-        return configured;
-    };
-    let usable = usize::try_from(limit.saturating_sub(reserved_fds(limit)))
-        .unwrap_or(usize::MAX)
-        .max(1);
-    if configured > usable {
-        tracing::warn!(
-            configured,
-            fd_limit = limit,
-            effective = usable,
-            "limits.max_connections is above what the open-file limit allows; lowered"
-        );
-        usable
-    } else {
-        configured
-    }
+    within_fds(configured, 1, "limits.max_connections")
 }
 
 /// `configured` lowered to half of what the file-descriptor limit leaves for
@@ -214,20 +198,27 @@ pub(crate) fn max_connections(configured: usize) -> usize {
 /// session (silent, mid-head) may hold at most half of the descriptors, so they can
 /// never exhaust the process for the sessions and the backends.
 pub(crate) fn max_unconnected(configured: usize) -> usize {
+    within_fds(configured, 2, "server.max_unconnected_sockets")
+}
+
+/// `configured`, or the descriptors left for sockets divided by `share` when that is
+/// smaller (logged, naming `key`).
+fn within_fds(configured: usize, share: u64, key: &str) -> usize {
     let Some(limit) = fd_limit() else {
         return configured;
     };
-    let half = usize::try_from(limit.saturating_sub(reserved_fds(limit)) / 2)
+    let allowed = usize::try_from(limit.saturating_sub(reserved_fds(limit)) / share)
         .unwrap_or(usize::MAX)
         .max(1);
-    if configured > half {
+    if configured > allowed {
         tracing::warn!(
+            key,
             configured,
             fd_limit = limit,
-            effective = half,
-            "server.max_unconnected_sockets is above half of what the open-file limit allows; lowered"
+            effective = allowed,
+            "above what the open-file limit allows; lowered"
         );
-        half
+        allowed
     } else {
         configured
     }
