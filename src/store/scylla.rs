@@ -282,18 +282,26 @@ struct Statements {
     ping: PreparedStatement,
 }
 
+/// Prepares `cql`, marked idempotent when it is (the driver may then retry and
+/// speculatively execute it); a failure names the statement.
+pub(super) async fn prepared(
+    session: &Session,
+    cql: String,
+    idempotent: bool,
+) -> Result<PreparedStatement, StoreError> {
+    let mut p = session
+        .prepare(cql.as_str())
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
+    p.set_is_idempotent(idempotent);
+    Ok(p)
+}
+
 impl Statements {
     async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
         // Every statement is idempotent (versioned upserts and reads): the driver may
         // retry and speculatively execute them.
-        let prep = async |cql: String, idempotent: bool| -> Result<PreparedStatement, StoreError> {
-            let mut p = session
-                .prepare(cql.as_str())
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
-            p.set_is_idempotent(idempotent);
-            Ok(p)
-        };
+        let prep = async |cql: String, idempotent: bool| prepared(session, cql, idempotent).await;
         let conv_cols = "max_seq, update_time_ms, claim_partition, claim_offset, claim_first_seq";
         Ok(Self {
             conv_get: prep(format!("SELECT {conv_cols} FROM {ks}.conversations WHERE conv_id = ?"), true).await?,

@@ -101,15 +101,8 @@ fn unsigned(v: i64) -> Result<u64, StoreError> {
 
 impl MemberStatements {
     pub(crate) async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        let prep = async |cql: String| -> Result<PreparedStatement, StoreError> {
-            let mut p = session
-                .prepare(cql.as_str())
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
-            // Reads, and writes of a whole cell at a fixed timestamp: idempotent.
-            p.set_is_idempotent(true);
-            Ok(p)
-        };
+        // Reads, and writes of a whole cell at a fixed timestamp: idempotent.
+        let prep = async |cql: String| super::scylla::prepared(session, cql, true).await;
         Ok(Self {
             get_bucket: prep(format!(
                 "SELECT members, WRITETIME(members) FROM {ks}.group_member_sets WHERE group_id = ? AND bucket = ?"

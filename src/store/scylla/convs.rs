@@ -17,15 +17,8 @@ pub(super) struct ConvStatements {
 
 impl ConvStatements {
     pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        let prep = async |cql: String| -> Result<PreparedStatement, StoreError> {
-            let mut p = session
-                .prepare(cql.as_str())
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
-            // Versioned upserts and reads: idempotent.
-            p.set_is_idempotent(true);
-            Ok(p)
-        };
+        // Versioned upserts and reads: idempotent.
+        let prep = async |cql: String| super::prepared(session, cql, true).await;
         Ok(Self {
             put: prep(format!(
                 "INSERT INTO {ks}.user_convs (user_id, conv_id, {COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
