@@ -199,11 +199,12 @@ fail_start() { # <service> <log> <message>
 }
 
 # wait_ready <service> <log> <timeout s> <check function>
+# 0 when ready; 2 when the process is gone (the caller decides); exits on a timeout.
 wait_ready() {
   local svc="$1" logf="$2" timeout="$3" check="$4" pid start now
   start=$(date +%s)
   while :; do
-    pid="$(running_pid "$svc")" || fail_start "$svc" "$logf" "process exited during start-up"
+    pid="$(running_pid "$svc")" || return 2
     if "$check"; then
       now=$(date +%s)
       log "$svc: ready in $((now - start))s (pid $pid, RSS $(rss_mb "$pid") MB)"
@@ -217,6 +218,24 @@ wait_ready() {
   done
 }
 
+# start_service <service> <launch log> <ready log> <timeout s> <check function> cmd...
+# A process that is gone before it is ready is started once more (a signal from
+# outside, e.g. a machine's clean-up of an earlier session, leaves no line in its
+# log); gone twice is a failure, with both logs' tails.
+start_service() {
+  local svc="$1" outf="$2" logf="$3" timeout="$4" check="$5" attempt
+  shift 5
+  for attempt in 1 2; do
+    launch "$svc" "$outf" "$@"
+    if wait_ready "$svc" "$logf" "$timeout" "$check"; then return 0; fi
+    [[ "$logf" == "$outf" ]] || { log "---- last 20 lines of $outf ----"; tail -n 20 "$outf" >&2 || true; }
+    if [[ $attempt == 1 ]]; then
+      log "$svc: process exited during start-up; starting it once more"
+    fi
+  done
+  fail_start "$svc" "$logf" "process exited during start-up (twice)"
+}
+
 launch() { # <service> <log> cmd... : detached, own session, pid file written
   local svc="$1" logf="$2"; shift 2
   mkdir -p "$RUN/$svc"
@@ -227,8 +246,8 @@ launch() { # <service> <log> cmd... : detached, own session, pid file written
   # Until it execs the service the pid is a forked copy of this shell, whose command
   # line does not name the run dir: running_pid would take it for a process that
   # died, and fail_start would then stop the service that is just starting. Wait for
-  # the exec (or the exit) first.
-  for ((i = 0; i < 200; i++)); do
+  # the exec (or the exit) first: up to a minute on a machine busy with builds.
+  for ((i = 0; i < 1200; i++)); do
     [[ -d /proc/$pid ]] || break
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$RUN/$svc/" && break
     sleep 0.05
@@ -370,10 +389,10 @@ start_kafka() {
   fi
   log "kafka: starting on $HOST:$KAFKA_PORT (controller $HOST:$KAFKA_CONTROLLER_PORT)"
   # shellcheck disable=SC2086
-  launch kafka "$dir/logs/stdout.log" "$JAVA" -Dferry.service=kafka $KAFKA_HEAP "${KAFKA_JVM_COMMON[@]}" \
+  start_service kafka "$dir/logs/stdout.log" "$dir/logs/server.log" "$KAFKA_TIMEOUT" kafka_check \
+    "$JAVA" -Dferry.service=kafka $KAFKA_HEAP "${KAFKA_JVM_COMMON[@]}" \
     -Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -cp "$KAFKA_HOME/lib/*" kafka.Kafka "$dir/server.properties"
-  wait_ready kafka "$dir/logs/server.log" "$KAFKA_TIMEOUT" kafka_check
 }
 
 # ----------------------------------------------------------------------------
@@ -508,7 +527,8 @@ start_cassandra() {
   jamm="$(ls "$CASSANDRA_HOME"/lib/jamm-*.jar 2>/dev/null | head -n1)"
   log "cassandra: starting on $HOST:$CQL_PORT"
   # shellcheck disable=SC2086
-  launch cassandra "$dir/logs/stdout.log" "$JAVA" -Dferry.service=cassandra $CASSANDRA_HEAP \
+  start_service cassandra "$dir/logs/stdout.log" "$dir/logs/system.log" "$CASSANDRA_TIMEOUT" \
+    cassandra_check "$JAVA" -Dferry.service=cassandra $CASSANDRA_HEAP \
     ${jamm:+-javaagent:$jamm} "${CASSANDRA_JVM17[@]}" \
     -Dcassandra.config="file://$dir/conf/cassandra.yaml" \
     -Dlogback.configurationFile="$dir/conf/logback.xml" \
@@ -519,7 +539,6 @@ start_cassandra() {
     -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.load_ring_state=false \
     -Dcassandra.jmx.local.port="${FERRY_CASSANDRA_JMX_PORT:-7199}" \
     -cp "$dir/conf:$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon
-  wait_ready cassandra "$dir/logs/system.log" "$CASSANDRA_TIMEOUT" cassandra_check
 }
 
 # ----------------------------------------------------------------------------
@@ -593,8 +612,8 @@ start_jaeger() {
     "$JAEGER_QUERY_GRPC_PORT" "$JAEGER_HEALTH_PORT"
   jaeger_write_config
   log "jaeger: starting (OTLP $HOST:$OTLP_GRPC_PORT/$OTLP_HTTP_PORT, query $HOST:$JAEGER_QUERY_PORT)"
-  launch jaeger "$dir/logs/jaeger.log" "$BIN/jaeger" --config "file:$dir/config.yaml"
-  wait_ready jaeger "$dir/logs/jaeger.log" "$JAEGER_TIMEOUT" jaeger_check
+  start_service jaeger "$dir/logs/jaeger.log" "$dir/logs/jaeger.log" "$JAEGER_TIMEOUT" jaeger_check \
+    "$BIN/jaeger" --config "file:$dir/config.yaml"
 }
 
 # ----------------------------------------------------------------------------
