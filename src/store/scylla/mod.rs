@@ -10,45 +10,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, TryStreamExt, stream};
 use prost::Message as _;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
-use scylla::statement::batch::{Batch, BatchType};
-use scylla::statement::prepared::PreparedStatement;
 
+mod convs;
 mod durability;
+mod requests;
+mod schema;
+mod statements;
 
 use super::scylla_members::{self, MemberStatements};
 use super::{Claim, ConvState, Store, StoreError, Stored, Writes, unavailable, written_by};
 use crate::domain::Message;
 use crate::proto::pb;
-
-mod convs;
+use requests::batched;
+pub(super) use requests::bounded;
+pub use schema::{MigrateReport, drop_keyspace, migrate};
+use statements::Statements;
+pub(super) use statements::prepared;
 
 /// Seqs per message partition: the messages of conversation `c` with seq `s` live in
 /// partition `(c, s / BUCKET_SIZE)`. 1000 messages of at most a few KB keep every
 /// partition in the low megabytes, and a page of history is one or two partitions.
 /// Changing it re-homes every stored message: it is part of the schema.
 pub(crate) const BUCKET_SIZE: u64 = 1000;
-
-/// Requests in flight per `put_messages` or `messages` call.
-const CONCURRENCY: usize = 64;
-
-/// Statements per unlogged batch of `write`: Cassandra warns about unlogged batches
-/// across more than 10 partitions (`unlogged_batch_across_partitions_warn_threshold`).
-const BATCH_STATEMENTS: usize = 10;
-/// Bytes of values per batch, under Cassandra's 5 KiB batch-size warning
-/// (`batch_size_warn_threshold`, and far under its 50 KiB refusal); a larger value
-/// goes as a statement of its own.
-const BATCH_BYTES: usize = 4096;
-
-/// The schema, with `{keyspace}` and `{replication}` placeholders.
-const SCHEMA: &str = include_str!("../../schemas/ferry.cql");
 
 /// Where the cluster is and which keyspace holds ferry's tables.
 #[derive(Clone, Debug)]
@@ -60,19 +50,6 @@ pub struct ScyllaSettings {
     pub replication: u32,
     pub username: Option<String>,
     pub password: Option<String>,
-}
-
-/// What `migrate` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MigrateReport {
-    pub keyspace: String,
-    /// Statements run (all idempotent).
-    pub statements: usize,
-    /// The keyspace (if new) and the tables that did not exist before; empty when the
-    /// schema was already in place.
-    pub created: Vec<String>,
-    /// Group member buckets built from the old per-member table (`scylla_members`).
-    pub members_carried: usize,
 }
 
 fn bucket(seq: u64) -> u64 {
@@ -122,224 +99,6 @@ async fn session(s: &ScyllaSettings) -> Result<Session, StoreError> {
         b = b.user(u, p);
     }
     b.build().await.map_err(unavailable)
-}
-
-/// Runs `futs` with at most `CONCURRENCY` in flight; the first error wins.
-pub(super) async fn bounded<T>(
-    futs: Vec<BoxFuture<'_, Result<T, StoreError>>>,
-) -> Result<Vec<T>, StoreError> {
-    stream::iter(futs)
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await
-}
-
-/// Runs `statement` once per row of `rows` (each with its values' size in bytes) as
-/// unlogged batches of up to `BATCH_STATEMENTS` rows and `BATCH_BYTES`, a lone row as
-/// a plain statement, at most `CONCURRENCY` requests in flight. A batch saves the
-/// store a request per row; it is not atomic and need not be: every row is a
-/// versioned upsert, and what must come before what is ordered by the caller.
-async fn batched<V>(
-    session: &Session,
-    statement: &PreparedStatement,
-    rows: Vec<(usize, V)>,
-) -> Result<(), StoreError>
-where
-    V: SerializeRow + Send + Sync,
-{
-    let mut chunks: Vec<Vec<V>> = Vec::new();
-    let mut bytes = 0;
-    for (size, row) in rows {
-        match chunks.last_mut() {
-            Some(c) if c.len() < BATCH_STATEMENTS && bytes + size <= BATCH_BYTES => {
-                bytes += size;
-                c.push(row);
-            }
-            _ => {
-                bytes = size;
-                chunks.push(vec![row]);
-            }
-        }
-    }
-    let mut requests: Vec<BoxFuture<'_, Result<(), StoreError>>> = Vec::with_capacity(chunks.len());
-    for mut chunk in chunks {
-        requests.push(Box::pin(async move {
-            if chunk.len() == 1 {
-                let row = chunk.pop().expect("one row");
-                session
-                    .execute_unpaged(statement, row)
-                    .await
-                    .map_err(unavailable)?;
-                return Ok(());
-            }
-            let mut batch = Batch::new(BatchType::Unlogged);
-            for _ in 0..chunk.len() {
-                batch.append_statement(statement.clone());
-            }
-            batch.set_is_idempotent(true);
-            session.batch(&batch, chunk).await.map_err(unavailable)?;
-            Ok(())
-        }));
-    }
-    bounded(requests).await?;
-    Ok(())
-}
-
-/// The schema's statements for one keyspace: placeholders filled in, comments dropped.
-fn schema_statements(keyspace: &str, replication: u32) -> Vec<String> {
-    let replication =
-        format!("{{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication}}}");
-    let text: String = SCHEMA
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("{keyspace}", keyspace)
-        .replace("{replication}", &replication);
-    text.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The keyspace (as `keyspace`) and its tables, as the schema tables list them now.
-async fn existing(session: &Session, ks: &str) -> Result<BTreeSet<String>, StoreError> {
-    let mut out = BTreeSet::new();
-    let r = session
-        .query_unpaged(
-            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
-            (ks,),
-        )
-        .await
-        .map_err(unavailable)?;
-    if r.into_rows_result().map_err(corrupt)?.rows_num() > 0 {
-        out.insert(ks.to_owned());
-    }
-    let r = session
-        .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (ks,),
-        )
-        .await
-        .map_err(unavailable)?;
-    for row in r
-        .into_rows_result()
-        .map_err(corrupt)?
-        .rows::<(String,)>()
-        .map_err(corrupt)?
-    {
-        out.insert(format!("{ks}.{}", row.map_err(corrupt)?.0));
-    }
-    Ok(out)
-}
-
-/// Applies `schemas/ferry.cql` idempotently and waits until every node agrees on
-/// the schema. Running it again changes nothing and reports nothing created.
-pub async fn migrate(settings: &ScyllaSettings) -> Result<MigrateReport, StoreError> {
-    let session = session(settings).await?;
-    let ks = &settings.keyspace;
-    let before = existing(&session, ks).await?;
-    let statements = schema_statements(ks, settings.replication);
-    for st in &statements {
-        session
-            .query_unpaged(st.as_str(), ())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{e}: {st}")))?;
-    }
-    session
-        .await_schema_agreement()
-        .await
-        .map_err(unavailable)?;
-    let members_carried = scylla_members::carry_forward(&session, ks).await?;
-    let after = existing(&session, ks).await?;
-    Ok(MigrateReport {
-        keyspace: ks.clone(),
-        statements: statements.len(),
-        created: after.difference(&before).cloned().collect(),
-        members_carried,
-    })
-}
-
-/// Drops the keyspace: for tests, which each migrate a fresh one.
-pub async fn drop_keyspace(settings: &ScyllaSettings) -> Result<(), StoreError> {
-    let session = session(settings).await?;
-    session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", settings.keyspace), ())
-        .await
-        .map_err(unavailable)?;
-    Ok(())
-}
-
-struct Statements {
-    conv_get: PreparedStatement,
-    conv_put: PreparedStatement,
-    msg_put: PreparedStatement,
-    msg_get: PreparedStatement,
-    cmid_put: PreparedStatement,
-    cmid_get: PreparedStatement,
-    cmid_find: PreparedStatement,
-    ping: PreparedStatement,
-}
-
-/// Prepares `cql`, marked idempotent when it is (the driver may then retry and
-/// speculatively execute it); a failure names the statement.
-pub(super) async fn prepared(
-    session: &Session,
-    cql: String,
-    idempotent: bool,
-) -> Result<PreparedStatement, StoreError> {
-    let mut p = session
-        .prepare(cql.as_str())
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("{e}: {cql}")))?;
-    p.set_is_idempotent(idempotent);
-    Ok(p)
-}
-
-impl Statements {
-    async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        // Every statement is idempotent (versioned upserts and reads): the driver may
-        // retry and speculatively execute them.
-        let prep = async |cql: String, idempotent: bool| prepared(session, cql, idempotent).await;
-        let conv_cols = "max_seq, update_time_ms, claim_partition, claim_offset, claim_first_seq";
-        Ok(Self {
-            conv_get: prep(format!("SELECT {conv_cols} FROM {ks}.conversations WHERE conv_id = ?"), true).await?,
-            conv_put: prep(
-                format!("INSERT INTO {ks}.conversations (conv_id, {conv_cols}) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
-                true,
-            )
-            .await?,
-            msg_put: prep(
-                format!(
-                    "INSERT INTO {ks}.messages (conv_id, bucket, seq, client_msg_id, sender_id, server_time_ms, body) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
-                ),
-                true,
-            )
-            .await?,
-            msg_get: prep(
-                format!("SELECT seq, body, WRITETIME(body) FROM {ks}.messages WHERE conv_id = ? AND bucket = ? AND seq IN ?"),
-                true,
-            )
-            .await?,
-            cmid_put: prep(
-                format!(
-                    "INSERT INTO {ks}.client_msg_ids (client_msg_id, conv_id, sender_id, seq) VALUES (?, ?, ?, ?) \
-                     USING TIMESTAMP ?"
-                ),
-                true,
-            )
-            .await?,
-            cmid_get: prep(
-                format!("SELECT seq FROM {ks}.client_msg_ids WHERE client_msg_id = ? AND conv_id = ? AND sender_id = ?"),
-                true,
-            )
-            .await?,
-            cmid_find: prep(format!("SELECT conv_id, seq FROM {ks}.client_msg_ids WHERE client_msg_id = ? LIMIT ?"), true).await?,
-            ping: prep("SELECT release_version FROM system.local WHERE key = 'local'".to_owned(), true).await?,
-        })
-    }
 }
 
 #[derive(Clone)]
