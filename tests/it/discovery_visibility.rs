@@ -2,7 +2,7 @@
 //! horizon later: on Kafka + Cassandra the sequencer commits its offsets
 //! `scylla.durability_horizon_secs` behind what it applied (so that a database that
 //! forgets its last seconds is re-applied from the log), and discovery reads the
-//! applied mark instead (docs/conversation-discovery.md, "Horizon").
+//! applied mark instead (docs/conversation-discovery.md, "Cursor semantics").
 
 use std::time::Duration;
 
