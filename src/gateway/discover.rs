@@ -1,7 +1,8 @@
 //! DiscoverConvs (event 101, a ferry extension): the conversations the caller belongs
 //! to that changed after a cursor, paged (docs/conversation-discovery.md). Reads the
 //! caller's conversation index (`store::convs`), each group's seq row, and the
-//! horizon: the sequencer's committed offsets, below which every record is applied.
+//! horizon below which every record is applied: the sequencer's applied mark
+//! (`pipeline::sequencer::applied`), or its committed offsets where they are higher.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +15,14 @@ use super::discover_page::{Candidate, Cursor, page};
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
 use crate::msglog::{LogError, MsgLog, Topics};
+use crate::pipeline::sequencer::applied::APPLIED_GROUP;
 use crate::proto::pb;
 use crate::proto::pb::discover_convs_resp::Conv;
 use crate::store::convs::ConvEntry;
 use crate::store::{Store, StoreError};
 
 /// How long a horizon read is reused: a reconnect storm costs one committed-offsets
-/// query per this interval per pod, not one per request. A change becomes
+/// query (of two groups) per this interval per pod, not one per request. A change becomes
 /// discoverable this much later at most (it is pushed live meanwhile).
 const HORIZON_TTL: Duration = Duration::from_millis(200);
 /// Group seq rows read at once for one answer.
@@ -43,17 +45,23 @@ impl Horizon {
         {
             return Ok(h.clone());
         }
-        let committed = log
-            .committed(&topics.group("sequencer"), &topics.inbound())
-            .await?;
+        // The sequencer commits a durability horizon behind what it applied; the
+        // applied mark says what is applied (`sequencer::applied`).
+        let inbound = topics.inbound();
+        let (sequencer, mark) = (topics.group("sequencer"), topics.group(APPLIED_GROUP));
+        let (committed, applied) = futures_util::try_join!(
+            log.committed(&sequencer, &inbound),
+            log.committed(&mark, &inbound),
+        )?;
         let n = committed
             .iter()
+            .chain(&applied)
             .map(|(p, _)| *p as usize + 1)
             .max()
             .unwrap_or(0);
         let mut h = vec![0i64; n];
-        for (p, o) in committed {
-            h[p as usize] = o.unwrap_or(0).max(0);
+        for (p, o) in committed.into_iter().chain(applied) {
+            h[p as usize] = h[p as usize].max(o.unwrap_or(0));
         }
         let h = Arc::new(h);
         *cached = Some((Instant::now(), h.clone()));

@@ -60,7 +60,7 @@ pub(crate) struct Gateway {
     pub(crate) cooldown: Arc<cooldown::Cooldown>,
     /// Delayed messages pending per sender (`limits.max_pending_delayed_per_user`).
     pub(crate) delay_quota: Arc<delay_quota::DelayQuota>,
-    /// DiscoverConvs' cached horizon (the sequencer's committed offsets).
+    /// DiscoverConvs' cached horizon (what the sequencer applied).
     pub(crate) discovery: Arc<discover::Horizon>,
     /// Each account's budgets over its sockets here, and the process's answer bytes.
     pub(crate) accounts: Arc<account::Accounts>,

@@ -96,6 +96,7 @@
 //! hook counts as offline are appended to the offline topic; `handoff.rs` explains
 //! why there and how a redelivery avoids a second event.
 
+pub(crate) mod applied;
 mod horizon;
 mod memory;
 mod progress;
@@ -110,6 +111,7 @@ use tracing::Instrument as _;
 
 use futures_util::future::try_join_all;
 
+use self::applied::{APPLIED_EVERY, APPLIED_GROUP, AppliedMark};
 use self::horizon::LOOK_EVERY;
 use self::memory::{Epochs, Memory};
 use self::progress::Progress;
@@ -256,6 +258,17 @@ impl Sequencer {
         let mut last_checkpoint = tokio::time::Instant::now();
         let mut look = tokio::time::interval(LOOK_EVERY);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What is applied, for discovery, when commits trail it (`applied.rs`).
+        let mark = (!this.store.durability_horizon().is_zero()).then(|| {
+            AppliedMark::spawn(
+                this.log.clone(),
+                this.topics.group(APPLIED_GROUP),
+                this.topics.inbound(),
+                cancel.child_token(),
+            )
+        });
+        let mut publish = tokio::time::interval(APPLIED_EVERY);
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Soon after records are done, and when held-back ones pass the horizon.
             let held = progress
@@ -280,6 +293,14 @@ impl Sequencer {
                             .rewind(lanes, why, &mut *sub, &mut progress, &mut done_rx, &done_tx, &cancel)
                             .await?;
                         since = None;
+                        if let Some(m) = &mark {
+                            m.publish(progress.applied());
+                        }
+                    }
+                }
+                _ = publish.tick(), if mark.is_some() => {
+                    if let Some(m) = &mark {
+                        m.publish(progress.applied());
                     }
                 }
                 Some((topic, partition, offset)) = done_rx.recv() => {

@@ -35,6 +35,7 @@ mod custom;
 mod delay;
 mod demo;
 mod discovery;
+mod discovery_visibility;
 mod drain;
 mod durability;
 mod exposure;

@@ -262,11 +262,14 @@ pub async fn run(opts: &Opts, a: &Args) -> anyhow::Result<Vec<Row>> {
 
         // Wait until the last user's conversations are all discoverable.
         let want = (2 * half) as u64 + u64::from(a.users - 1 < a.group_members);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // The sequencer may still be working through the seed's backlog: a second
+        // per 1,000 messages seeded, at least 120 s.
+        let settle = Duration::from_secs((n / 1000).max(120));
+        let deadline = Instant::now() + settle;
         let mut probe = connect(&addr, &user(a.users - 1)).await?;
         while discover(&mut probe).await?.0 < want {
             if Instant::now() > deadline {
-                bail!("discovery did not settle within 120 s");
+                bail!("discovery did not settle within {settle:?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -146,6 +146,20 @@ impl Progress {
             .map(|t| t + self.horizon)
     }
 
+    /// Per partition, the offset below which every record read is applied (the
+    /// first started and not yet applied, or the one after the last started); after
+    /// a rewind, where reading resumes. The applied mark (`applied.rs`).
+    pub(super) fn applied(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.partitions.iter().filter_map(|((_, partition), p)| {
+            let unapplied = p.pending.iter().find(|(_, when)| when.is_none());
+            let mark = match unapplied {
+                Some((offset, _)) => *offset,
+                None => p.last_started? + 1,
+            };
+            Some((*partition, mark))
+        })
+    }
+
     /// Records applied and not yet committed (the horizon's cost in records a
     /// restart applies again).
     pub(super) fn held_back(&self) -> usize {
@@ -286,6 +300,34 @@ mod tests {
             0,
             "a record of before the rewind is not counted"
         );
+    }
+
+    #[test]
+    fn the_applied_mark_leads_the_commits_and_goes_back_with_a_rewind() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(Duration::from_secs(10));
+        let marks = |p: &Progress| p.applied().collect::<Vec<_>>();
+        assert!(marks(&p).is_empty(), "nothing read: no mark");
+        for o in 5..9 {
+            p.start(&rec(o));
+        }
+        assert_eq!(marks(&p), [(0, 5)], "nothing applied yet");
+        done(&mut p, 5, t0);
+        done(&mut p, 7, t0);
+        assert_eq!(marks(&p), [(0, 6)], "6 is still being applied");
+        done(&mut p, 6, t0);
+        done(&mut p, 8, t0);
+        assert_eq!(marks(&p), [(0, 9)], "all applied, none committed");
+        assert!(offsets(&mut p, t0).is_empty(), "held back by the horizon");
+        // The store forgot: reading resumes at 5, and so does the mark.
+        p.rewind();
+        assert_eq!(marks(&p), [(0, 5)]);
+        for o in 5..9 {
+            p.start(&rec(o));
+            done(&mut p, o, t0);
+        }
+        assert_eq!(offsets(&mut p, t0 + Duration::from_secs(10)), [8]);
+        assert_eq!(marks(&p), [(0, 9)], "committed and applied agree");
     }
 
     #[test]
