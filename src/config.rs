@@ -32,7 +32,9 @@ pub(crate) use exposure::{NoticeLimits, normalise_origin};
 pub(crate) use limits::Limits;
 pub(crate) use log::{KafkaConfig, LogConfig, LogKind};
 pub(crate) use offline::{ForwarderConfig, OfflineConfig};
-pub(crate) use pipeline::PipelineConfig;
+#[cfg(test)]
+pub(crate) use pipeline::DEFAULT_TIERS_SECS;
+pub(crate) use pipeline::{MAX_DELAY_SECS, PipelineConfig};
 pub(crate) use server::ServerConfig;
 pub(crate) use session::{DevicePolicy, SessionConfig};
 pub(crate) use store::{

@@ -14,7 +14,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::registry::Registry;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::gateway::{Gateway, session, upgrade};
 use crate::msglog::MsgLog;
@@ -95,27 +94,6 @@ async fn ws(State(app): State<Gateway>, RawQuery(query): RawQuery, mut req: Requ
     response
 }
 
-/// Frames written together are gathered up to this many bytes before the socket
-/// writes them (a `flush` writes whatever is gathered). The buffer keeps its size
-/// after a burst, so this bounds what a socket that once had a backlog holds.
-pub(crate) const WRITE_BUFFER_BYTES: usize = 4 << 10;
-
-/// The read buffer every socket holds for its whole life (its largest frame grows
-/// it): a ping or a short request fits, a larger frame takes one read per this many
-/// bytes. Idle sockets only ever read pings and pongs.
-pub(crate) const READ_BUFFER_BYTES: usize = 256;
-
-/// Every WebSocket ferry accepts is configured here. Small per-socket buffers: idle
-/// sockets must stay cheap (see BENCHMARKS.md).
-pub(crate) fn socket_config(app: &Gateway) -> WebSocketConfig {
-    let limit = app.cfg.limits.max_frame_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
-}
-
 /// `/conformance/echo` (only with `server.conformance_echo`): see gateway::conformance.
 async fn conformance_echo_ws(State(app): State<Gateway>, mut req: Request) -> Response {
     let idle = std::time::Duration::from_secs(app.cfg.session.idle_timeout_secs);
@@ -123,7 +101,7 @@ async fn conformance_echo_ws(State(app): State<Gateway>, mut req: Request) -> Re
         Ok(accepted) => accepted,
         Err(refused) => return refused.into_response(),
     };
-    let cfg = socket_config(&app);
+    let cfg = crate::gateway::socket_config::socket_config(&app);
     tokio::spawn(async move {
         if let Some(socket) = pending.socket(cfg).await {
             crate::gateway::conformance::run(socket, idle).await;

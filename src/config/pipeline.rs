@@ -5,6 +5,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{Invalid, in_range, invalid};
 
+/// The default delay ladder, seconds (`pipeline.delay_tiers_secs`).
+pub(crate) const DEFAULT_TIERS_SECS: [u64; 15] = [
+    1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 345600,
+];
+
+/// The longest delay a client may ask for (`deliverAfter`): ten days. A bound the
+/// gateway checks and the delay role honours, so it lives here, below both.
+pub(crate) const MAX_DELAY_SECS: i32 = 864_000;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PipelineConfig {
@@ -26,7 +35,7 @@ pub(crate) struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            delay_tiers_secs: crate::pipeline::delay::DEFAULT_TIERS_SECS.to_vec(),
+            delay_tiers_secs: DEFAULT_TIERS_SECS.to_vec(),
             notice_repush_secs: 30,
             presence_ttl_secs: 90,
             group_pushes: true,

@@ -23,6 +23,7 @@ pub(crate) mod pipeline;
 pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod sizes;
+pub(crate) mod socket_config;
 pub(crate) mod sync;
 pub(crate) mod sync_read;
 pub(crate) mod upgrade;

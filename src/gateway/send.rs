@@ -12,9 +12,10 @@ use tracing::Instrument as _;
 use super::dispatch::{ConnCtx, Reply, decode};
 use super::wire::Failure;
 use crate::access;
+use crate::config::MAX_DELAY_SECS;
 use crate::domain::{ConvId, Message, now_ms};
 use crate::msglog::{LogError, Outgoing};
-use crate::pipeline::delay::{self, MAX_DELAY_SECS};
+use crate::pipeline::delay;
 use crate::pipeline::records;
 use crate::proto::pb;
 

@@ -161,7 +161,7 @@ pub(crate) type Start = Box<(Gateway, ConnectParams)>;
 /// state exists only while they run, and the future every idle socket keeps holds
 /// only the socket and the loop of `serve_socket`.
 pub(crate) async fn run(start: Start, pending: Pending) {
-    let cfg = crate::http::socket_config(&start.0);
+    let cfg = super::socket_config::socket_config(&start.0);
     // The socket is made here, in this future, not moved into it (a moved value
     // keeps its room in the future it left).
     let Some(mut socket) = pending.socket(cfg).await else {

@@ -21,14 +21,6 @@ use crate::proto::records::MessageBatch;
 const RETRY_STEP: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The default ladder, seconds.
-pub(crate) const DEFAULT_TIERS_SECS: [u64; 15] = [
-    1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 345600,
-];
-
-/// The longest delay a client may ask for: ten days.
-pub(crate) const MAX_DELAY_SECS: i32 = 864_000;
-
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Hop {
     Inbound,
@@ -243,7 +235,7 @@ impl DelayRole {
 mod tests {
     use super::*;
 
-    const T: &[u64] = &DEFAULT_TIERS_SECS;
+    const T: &[u64] = &crate::config::DEFAULT_TIERS_SECS;
 
     #[test]
     fn routes_to_the_largest_tier_not_exceeding_the_time_left() {

@@ -5,6 +5,7 @@
 pub(crate) mod convs;
 pub(crate) mod embedded;
 pub(crate) mod member_cache;
+mod membership;
 pub(crate) mod scylla;
 pub(crate) mod scylla_members;
 pub(crate) mod watched;

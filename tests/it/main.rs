@@ -44,6 +44,7 @@ mod flood;
 mod fuzz;
 mod keepalive;
 mod keys;
+mod layering;
 mod limits;
 mod matrix;
 mod members;
