@@ -42,6 +42,7 @@ mod exposure;
 mod fault;
 mod flood;
 mod fuzz;
+mod handover;
 mod keepalive;
 mod keys;
 mod layering;

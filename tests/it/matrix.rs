@@ -13,7 +13,11 @@
 //! - every online device of every member holds every stored message, pushed or
 //!   fetched by SyncMsgList (after a reconnect, or on a seq gap in the pushes);
 //! - notices pending before the faults are pushed afterwards, and delayed messages
-//!   accepted before the faults are delivered once.
+//!   accepted before the faults are delivered once;
+//! - after the calm, after each phase (the attack phase: messages as large as the
+//!   size budget allows, with offline pushes to users never online) and once more at
+//!   the end, an ordinary message between two users outside all this is pushed live
+//!   within five seconds (`matrix/live.rs`).
 //!
 //! It prints the counts per phase (sent, acked, lost, duplicated), and what the
 //! durability horizon cost (`matrix/horizon.rs`). The short pass runs in the suite;
@@ -22,6 +26,7 @@
 //! the horizon, to see the database's loss reach the clients.
 
 mod horizon;
+mod live;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -36,8 +41,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::proto::pb;
 use crate::support::*;
 
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "calm",
+    ATTACK,
     "gateway",
     "sequencer",
     "kafka",
@@ -47,10 +53,14 @@ const PHASES: [&str; 7] = [
 ];
 /// The broker killed, then the database while the broker is down.
 const BOTH: &str = "kafka+cassandra";
+/// No kill: large messages with offline pushes to users never online (`live::attack`).
+const ATTACK: &str = "attack";
 /// What the killed database forgets: its last seconds of acknowledged writes (under
 /// the sequencer's durability horizon, 10 s by default).
 const FORGOTTEN: Duration = Duration::from_secs(3);
 const DELAYED: &str = "delayed";
+/// Partitions of every topic (`kafka.partitions` in the pods' configuration).
+const PARTITIONS: usize = 4;
 const GW_ROLES: &[&str] = &["--role", "gateway", "--role", "pusher"];
 const SEQ_ROLES: &[&str] = &["--role", "sequencer", "--role", "delay"];
 
@@ -840,7 +850,9 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
     );
     let cluster = Arc::new(Cluster::on(
         Backend::Kafka,
-        "[log]\nappend_timeout_ms = 3000\n[kafka]\npartitions = 4\n[pipeline]\nnotice_repush_secs = 5\n",
+        &format!(
+            "[log]\nappend_timeout_ms = 3000\n[kafka]\npartitions = {PARTITIONS}\n[pipeline]\nnotice_repush_secs = 5\n"
+        ),
         &svc.kafka,
         &svc.cql,
     ));
@@ -978,6 +990,9 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
     .await;
     let mut cost = horizon::Cost::default();
     cost.sample(&pods, "calm").await;
+    let mut live = live::Live::new(&run);
+    live.check(&pods, "calm").await;
+    let mut attacked = live::Attacked::default();
     for (n, victim) in PHASES.iter().enumerate().skip(1).take(PHASES.len() - 2) {
         let victim = *victim;
         load.phase.store(n, Ordering::Relaxed);
@@ -985,6 +1000,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         match victim {
             "gateway" => pods.kill9("gw-a"),
             "sequencer" => pods.kill9("seq-1"),
+            ATTACK => attacked = live::attack(&load.gws, &run).await,
             // The database comes back without its last seconds: a SIGKILL alone keeps
             // what reached the page cache, so the loss of a power cut (or of every
             // replica at once) is made by putting back the files of a few seconds ago.
@@ -1019,6 +1035,7 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         match victim {
             "gateway" => pods.restart("gw-a").await,
             "sequencer" => pods.restart("seq-1").await,
+            ATTACK => {}
             BOTH => tokio::task::block_in_place(|| {
                 svc.restart("cassandra");
                 svc.restart("kafka");
@@ -1038,12 +1055,14 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
             t.elapsed() - down
         );
         cost.sample(&pods, victim).await;
+        live.check(&pods, victim).await;
     }
     load.phase.store(PHASES.len() - 1, Ordering::Relaxed);
     until("load after the faults", minutes, || {
         acked_in(&load.ledger, "final") >= sc.acks_between
     })
     .await;
+    live.check(&pods, "final").await;
     load.stop.store(true, Ordering::Relaxed);
     for t in sender_tasks {
         t.await.unwrap();
@@ -1247,7 +1266,14 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
         pods.unplanned_exits.lock().unwrap(),
         t0.elapsed(),
     );
+    eprintln!(
+        "matrix: attack sends: {} accepted, {} refused whole",
+        attacked.accepted, attacked.refused
+    );
+    let late: Vec<&(&str, Result<Duration, String>)> =
+        live.results.iter().filter(|(_, r)| r.is_err()).collect();
     let failed = !gaps.is_empty()
+        || !late.is_empty()
         || totals[2] > 0
         || totals[3] > 0
         || !missing.is_empty()
@@ -1276,6 +1302,15 @@ async fn gateway_sequencer_broker_and_database_killed_in_turn_lose_nothing() {
     assert!(
         notices_missing.is_empty(),
         "pending notices lost: {notices_missing:?}"
+    );
+    assert!(
+        late.is_empty(),
+        "an ordinary message between other users not pushed within {:?}: {late:?}",
+        live::LIVE_BOUND
+    );
+    assert!(
+        attacked.accepted > 0,
+        "no attack message got past the size budget: {attacked:?}"
     );
     drop(_keep);
     drop(pods);

@@ -27,7 +27,7 @@ impl KafkaLog {
         group: &str,
         topics: &[String],
     ) -> Result<KafkaSubscription, LogError> {
-        let context = SubContext::new(true);
+        let context = SubContext::new(Some(group.to_owned()));
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
@@ -113,7 +113,7 @@ impl KafkaLog {
                     ("enable.auto.offset.store", "false"),
                 ],
             )
-            .create_with_context(SubContext::new(false))
+            .create_with_context(SubContext::new(None))
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in starts {
@@ -138,6 +138,9 @@ impl KafkaLog {
 pub(crate) struct SubContext {
     /// Group consumers commit on revocation; `read_from_start` readers never commit.
     commits: bool,
+    /// The group of a group consumer: its assignment is the gauge
+    /// `ferry_kafka_assigned_partitions{group}`.
+    group: Option<String>,
     /// Partitions the caller paused. Kept across rebalances: a paused partition that
     /// is revoked and assigned back is paused again, as the caller still expects.
     paused: Mutex<HashSet<(String, i32)>>,
@@ -147,9 +150,10 @@ pub(crate) struct SubContext {
 }
 
 impl SubContext {
-    fn new(commits: bool) -> Self {
+    fn new(group: Option<String>) -> Self {
         Self {
-            commits,
+            commits: group.is_some(),
+            group,
             paused: Mutex::new(HashSet::new()),
             assigned: Mutex::new(HashSet::new()),
             changes: watch::channel(0).0,
@@ -220,6 +224,11 @@ impl ConsumerContext for SubContext {
                 tracing::info!(partitions = tpl.count(), "kafka partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
+        }
+        if let Some(group) = &self.group {
+            let n = self.assigned.lock().unwrap().len();
+            metrics::gauge!("ferry_kafka_assigned_partitions", "group" => group.clone())
+                .set(n as f64);
         }
         self.changes.send_modify(|v| *v += 1);
     }
@@ -435,6 +444,28 @@ impl Subscription for KafkaSubscription {
                 }
             }
         }
+    }
+}
+
+/// A group member that owns no partition leaves the group before it is closed.
+///
+/// librdkafka (2.12, classic protocol, cooperative assignor) sends no LeaveGroup when
+/// a member closes with an empty assignment: its revoke-all step finds nothing to
+/// revoke and, terminating, returns before the leave. A pod stopped right after it
+/// joined (its first, cooperative, assignment is empty while the other members hand
+/// over the partitions meant for it) then stays in the group until its session times
+/// out, and the partitions the others revoked for it are owned by no one until then.
+/// `unsubscribe` (not terminating) takes the path that does leave: with no
+/// subscription left, the rejoin it starts becomes a LeaveGroup, which the close
+/// below waits for. With partitions assigned, the close revokes them and leaves.
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        let ctx = self.consumer.context();
+        if ctx.group.is_none() || !ctx.assigned.lock().unwrap().is_empty() {
+            return;
+        }
+        tracing::debug!("no partition owned: leaving the group before the close");
+        self.consumer.unsubscribe();
     }
 }
 

@@ -166,6 +166,41 @@ async fn strict_input(b: Backend) {
         );
     }
     assert_eq!(a1.sync(&conv, &[1]).await.len(), 1);
+    // A serverMsgId's seq is held to the same bound (GetMsgById): a seq the CQL store
+    // cannot hold is the client's error, on both backends, not a server failure.
+    for bad in ["9223372036854775808", "18446744073709551615", "0"] {
+        let req = pb::GetMsgByIdReq {
+            server_msg_id: Some(format!("{conv}-{bad}")),
+            ..Default::default()
+        };
+        let r = a1
+            .request(pb::ActiveEvent::GetMsgById, req.encode_to_vec())
+            .await;
+        assert_eq!(r.code, REQUEST_ERROR, "serverMsgId seq {bad:?}: {r:?}");
+        assert!(
+            r.msg
+                .as_deref()
+                .unwrap_or("")
+                .contains("invalid serverMsgId"),
+            "{r:?}"
+        );
+    }
+    let req = pb::GetMsgByIdReq {
+        server_msg_id: Some(format!("{conv}-9223372036854775807")),
+        ..Default::default()
+    };
+    let r = a1
+        .request(pb::ActiveEvent::GetMsgById, req.encode_to_vec())
+        .await;
+    assert_eq!(
+        r.code, 0,
+        "the largest seq is a valid one, found or not: {r:?}"
+    );
+    let found = r.decode::<pb::GetMsgByIdResp>().msg_data;
+    assert!(
+        found.as_ref().is_none_or(|m| m.client_msg_id.is_empty()),
+        "no message has that seq: {found:?}"
+    );
     // Dot ids name nothing.
     for bad_conv in ["group:.", "group:..", &format!("single:{a}-..")] {
         let r = a1.send_msgs(vec![msg(&a, bad_conv, "x")], None).await;
