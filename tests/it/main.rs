@@ -43,6 +43,7 @@ mod flood;
 mod fuzz;
 mod keepalive;
 mod keys;
+mod leftovers;
 mod limits;
 mod matrix;
 mod members;

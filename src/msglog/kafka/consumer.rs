@@ -16,7 +16,7 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::{KafkaLog, code, unavailable};
+use super::{KafkaLog, code, stats, unavailable};
 use crate::domain::now_ms;
 use crate::msglog::{LogError, LogRecord, Subscription};
 
@@ -27,7 +27,8 @@ impl KafkaLog {
         group: &str,
         topics: &[String],
     ) -> Result<KafkaSubscription, LogError> {
-        let context = SubContext::new(true);
+        let prefix = &self.inner.settings.topic_prefix;
+        let context = SubContext::new(true, stats::role(prefix, group));
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
@@ -113,7 +114,10 @@ impl KafkaLog {
                     ("enable.auto.offset.store", "false"),
                 ],
             )
-            .create_with_context(SubContext::new(false))
+            .create_with_context(SubContext::new(
+                false,
+                stats::role(&self.inner.settings.topic_prefix, topic),
+            ))
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in starts {
@@ -144,11 +148,14 @@ pub(crate) struct SubContext {
     pub(super) assigned: Mutex<HashSet<(String, i32)>>,
     /// Bumped after every assignment change.
     pub(super) changes: watch::Sender<u64>,
+    /// librdkafka's request counters, when statistics are on (`stats.rs`).
+    counts: stats::Counts,
 }
 
 impl SubContext {
-    fn new(commits: bool) -> Self {
+    fn new(commits: bool, role: &str) -> Self {
         Self {
+            counts: stats::Counts::new(role),
             commits,
             paused: Mutex::new(HashSet::new()),
             assigned: Mutex::new(HashSet::new()),
@@ -163,7 +170,11 @@ fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = (String, i32)> +
         .map(|e| (e.topic().to_owned(), e.partition()))
 }
 
-impl ClientContext for SubContext {}
+impl ClientContext for SubContext {
+    fn stats(&self, s: rdkafka::Statistics) {
+        self.counts.add(&s);
+    }
+}
 
 impl ConsumerContext for SubContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
