@@ -3,8 +3,10 @@
 //! broadcast server, a bare rdkafka producer) are measured in the same run.
 
 mod bare;
+mod cleanup;
 mod client;
 mod conn;
+mod counts;
 mod flooder;
 mod hist;
 mod http;
@@ -81,6 +83,11 @@ struct Cli {
     /// to this directory (one per round).
     #[arg(long, global = true)]
     perf: Option<PathBuf>,
+    /// Count requests per message in every measured round: Kafka requests and CQL
+    /// requests per ferry pod, Cassandra writes and reads per table, and per process
+    /// context switches and syscalls (`perf stat`); see bench/src/counts.rs.
+    #[arg(long, global = true)]
+    counts: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -198,6 +205,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Flooder(a) => return rt.block_on(flooder::main(a.clone())),
         Cmd::BareServer => return rt.block_on(bare::serve()),
         _ => {}
+    }
+    if cli.counts {
+        counts::enable();
     }
     let exe = std::env::current_exe()?;
     let home = std::env::var_os("HOME")

@@ -150,3 +150,43 @@ impl Window {
             .collect()
     }
 }
+
+/// Local ports of `pid`'s TCP connections to `remote_port` (e.g. its CQL connections),
+/// found by matching its socket descriptors with /proc/net/tcp.
+pub fn socket_ports(pid: u32, remote_port: u16) -> Vec<u16> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: HashSet<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|l| {
+            let s = l.to_str()?;
+            Some(s.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let port_of = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(inode)) = (f.get(1), f.get(2), f.get(9)) else {
+                continue;
+            };
+            if port_of(remote) == Some(remote_port)
+                && inodes.contains(*inode)
+                && let Some(p) = port_of(local)
+            {
+                ports.push(p);
+            }
+        }
+    }
+    ports
+}

@@ -41,6 +41,9 @@ pub struct Row {
     /// The flood scenario's flooded row: quiet vs flooded percentiles, flooders' counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<crate::scenario::flood::Isolation>,
+    /// `--counts`: requests per message, per process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<crate::counts::Counts>,
 }
 
 impl Row {
@@ -95,6 +98,9 @@ impl Row {
         }
         if let Some(v) = self.bytes_per_conn {
             println!("   server RSS per connection {:.2} KB", v / 1024.0);
+        }
+        if let Some(c) = &self.counts {
+            c.print();
         }
         for n in &self.notes {
             println!("   note: {n}");

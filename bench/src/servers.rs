@@ -146,7 +146,16 @@ fn ferry_config(backend: &Backend, data: &Path, pod: &str, limits: &str) -> Stri
     }
     // Settings under comparison (e.g. `[kafka.properties]` with "linger.ms"), appended
     // to every pod's configuration.
-    if let Ok(extra) = std::env::var("FERRY_BENCH_EXTRA_TOML") {
+    let mut extra = std::env::var("FERRY_BENCH_EXTRA_TOML").unwrap_or_default();
+    if crate::counts::enabled() && matches!(backend, Backend::Kafka { .. }) {
+        // librdkafka's request counters in /metrics (bench/src/counts.rs); the extra
+        // settings' own `[kafka.properties]` lines join the same table.
+        cfg.push_str("[kafka.properties]\n\"statistics.interval.ms\" = \"1000\"\n");
+        if let Some(rest) = extra.trim_start().strip_prefix("[kafka.properties]") {
+            extra = rest.to_owned();
+        }
+    }
+    if !extra.is_empty() {
         cfg.push_str(&extra);
         cfg.push('\n');
     }

@@ -73,6 +73,10 @@ pub struct Running {
     pub services: Vec<Watched>,
     /// Where to put perf reports of this system's rounds (ferry only).
     pub perf: Option<PathBuf>,
+    /// The CQL node and the run's keyspace (ferry on Kafka + Cassandra only).
+    pub cql: Option<(String, String)>,
+    /// Deletes the run's topics and keyspace; after `procs` so the pods stop first.
+    _fresh: Option<crate::cleanup::Fresh>,
 }
 
 impl Running {
@@ -89,6 +93,8 @@ impl Running {
                     Backend::Kafka { .. } => Backend::kafka_fresh(&opts.brokers, &opts.cql),
                     b => b.clone(),
                 };
+                // Armed before the pods start: a failed start cleans up too.
+                let fresh = crate::cleanup::Fresh::of(&backend);
                 let procs = servers::ferry(&opts.ferry_bin, &backend, *pods, limits)?;
                 let mut services = Vec::new();
                 if matches!(backend, Backend::Kafka { .. }) {
@@ -113,6 +119,13 @@ impl Running {
                     procs,
                     services,
                     perf: opts.perf.clone(),
+                    cql: match &backend {
+                        Backend::Kafka { cql, keyspace, .. } => {
+                            Some((cql.clone(), keyspace.clone()))
+                        }
+                        Backend::Embedded => None,
+                    },
+                    _fresh: fresh,
                 }
             }
             System::Centrifugo => Self {
@@ -121,6 +134,8 @@ impl Running {
                 procs: vec![servers::centrifugo(&opts.centrifugo_bin)?],
                 services: Vec::new(),
                 perf: None,
+                cql: None,
+                _fresh: None,
             },
             System::Bare => Self {
                 label: "bare WebSocket broadcast".into(),
@@ -128,6 +143,8 @@ impl Running {
                 procs: vec![servers::bare()?],
                 services: Vec::new(),
                 perf: None,
+                cql: None,
+                _fresh: None,
             },
         })
     }
@@ -140,6 +157,30 @@ impl Running {
     /// Where recipients connect: the other pod when there are two.
     pub fn recv_addr(&self) -> String {
         self.procs[self.procs.len() - 1].addr.clone()
+    }
+
+    /// What `--counts` counts: each pod (a: senders, b: recipients) and each service.
+    pub fn count_targets(&self) -> Vec<crate::counts::Target> {
+        let mut v: Vec<crate::counts::Target> = self
+            .procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::counts::Target {
+                name: format!("pod-{}", (b'a' + i as u8) as char),
+                pid: p.pid(),
+                http: Some(p.addr.clone()),
+            })
+            .collect();
+        for s in &self.services {
+            for pid in &s.pids {
+                v.push(crate::counts::Target {
+                    name: s.name.clone(),
+                    pid: *pid,
+                    http: None,
+                });
+            }
+        }
+        v
     }
 
     pub fn pods(&self) -> usize {

@@ -46,6 +46,7 @@ mod handover;
 mod keepalive;
 mod keys;
 mod layering;
+mod leftovers;
 mod limits;
 mod matrix;
 mod members;

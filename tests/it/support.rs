@@ -105,6 +105,11 @@ impl Cluster {
         self.admin(&command.split_whitespace().collect::<Vec<_>>())
     }
 
+    /// The deployment's CQL keyspace.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
     /// The full name of one of the deployment's Kafka topics.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -461,6 +466,15 @@ impl Ferry {
             Ok(answer)
         };
         get().unwrap_or_else(|e| format!("no answer: {e}"))
+    }
+}
+
+/// A Kafka deployment's topics, groups and keyspace go with it (`leftovers.rs`).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.backend == Backend::Kafka {
+            crate::leftovers::remove(&self.kafka, &self.cql, &self.prefix, &self.keyspace);
+        }
     }
 }
 

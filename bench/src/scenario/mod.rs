@@ -40,6 +40,7 @@ pub struct Round {
     pub outcome: Outcome,
     pub costs: Vec<Cost>,
     pub secs: f64,
+    pub counts: Option<crate::counts::Counts>,
 }
 
 /// Every sender sends `count` messages at `rate`/s; waits until `expected` pushes have
@@ -63,6 +64,10 @@ pub async fn round(
         let pids: Vec<u32> = run.procs.iter().map(|p| p.pid()).collect();
         crate::perf::start(&pids, dir.join(format!("{name}.txt")))
     });
+    let probe = match crate::counts::enabled() {
+        true => Some(crate::counts::Probe::start(run.count_targets(), run.cql.clone()).await),
+        false => None,
+    };
     let win = Window::open(&run.watched(Some(pool)));
     pool.go(rate, count).await?;
     let (_, _) = pool
@@ -76,6 +81,11 @@ pub async fn round(
         .await?;
     let costs = win.close();
     let secs = win.secs();
+    let received = pool.counters().received.saturating_sub(base.received);
+    let counts = match probe {
+        Some(p) => Some(p.finish(received).await),
+        None => None,
+    };
     if let Some(p) = profile {
         p.finish();
     }
@@ -86,6 +96,7 @@ pub async fn round(
         outcome,
         costs,
         secs,
+        counts,
     })
 }
 
@@ -114,6 +125,7 @@ pub fn row(
         connect: hist::summary(&r.outcome.connect),
         costs: r.costs.clone(),
         notes: r.outcome.samples.iter().take(3).cloned().collect(),
+        counts: r.counts.clone(),
         ..Default::default()
     };
     if let Some(s) = row.system_cost() {

@@ -16,7 +16,7 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::{KafkaLog, code, unavailable};
+use super::{KafkaLog, code, stats, unavailable};
 use crate::domain::now_ms;
 use crate::msglog::{LogError, LogRecord, Subscription};
 
@@ -27,7 +27,12 @@ impl KafkaLog {
         group: &str,
         topics: &[String],
     ) -> Result<KafkaSubscription, LogError> {
+<<<<<<< HEAD
         let context = SubContext::new(Some(group.to_owned()));
+=======
+        let prefix = &self.inner.settings.topic_prefix;
+        let context = SubContext::new(true, stats::role(prefix, group));
+>>>>>>> cost
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
@@ -113,7 +118,14 @@ impl KafkaLog {
                     ("enable.auto.offset.store", "false"),
                 ],
             )
+<<<<<<< HEAD
             .create_with_context(SubContext::new(None))
+=======
+            .create_with_context(SubContext::new(
+                false,
+                stats::role(&self.inner.settings.topic_prefix, topic),
+            ))
+>>>>>>> cost
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in starts {
@@ -147,13 +159,22 @@ pub(crate) struct SubContext {
     pub(super) assigned: Mutex<HashSet<(String, i32)>>,
     /// Bumped after every assignment change.
     pub(super) changes: watch::Sender<u64>,
+    /// librdkafka's request counters, when statistics are on (`stats.rs`).
+    counts: stats::Counts,
 }
 
 impl SubContext {
+<<<<<<< HEAD
     fn new(group: Option<String>) -> Self {
         Self {
             commits: group.is_some(),
             group,
+=======
+    fn new(commits: bool, role: &str) -> Self {
+        Self {
+            counts: stats::Counts::new(role),
+            commits,
+>>>>>>> cost
             paused: Mutex::new(HashSet::new()),
             assigned: Mutex::new(HashSet::new()),
             changes: watch::channel(0).0,
@@ -167,7 +188,11 @@ fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = (String, i32)> +
         .map(|e| (e.topic().to_owned(), e.partition()))
 }
 
-impl ClientContext for SubContext {}
+impl ClientContext for SubContext {
+    fn stats(&self, s: rdkafka::Statistics) {
+        self.counts.add(&s);
+    }
+}
 
 impl ConsumerContext for SubContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

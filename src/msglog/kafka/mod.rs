@@ -11,6 +11,7 @@
 mod admin;
 mod consumer;
 mod producer;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -58,7 +59,7 @@ pub struct KafkaLog {
 
 struct Inner {
     settings: KafkaSettings,
-    producer: FutureProducer,
+    producer: FutureProducer<stats::Counted>,
     admin: AdminClient<DefaultClientContext>,
     /// Live group subscriptions, for `assigned_partitions`.
     groups: Mutex<Vec<Weak<SubContext>>>,
@@ -71,7 +72,7 @@ impl KafkaLog {
     pub fn connect(cfg: &KafkaSettings) -> Result<Self, LogError> {
         let timeout_ms = cfg.append_timeout.as_millis().max(10).to_string();
         let max_bytes = cfg.max_message_bytes.to_string();
-        let producer: FutureProducer = cfg
+        let producer: FutureProducer<stats::Counted> = cfg
             .client_config(
                 // lz4, not zstd: with zstd a producer batch paid ZSTD_createCStream
                 // and its memset, and acked SendMsgList about half as many records
@@ -88,7 +89,7 @@ impl KafkaLog {
                     ("message.max.bytes", &max_bytes),
                 ],
             )
-            .create()
+            .create_with_context(stats::Counted(stats::Counts::new("producer")))
             .map_err(unavailable)?;
         let admin: AdminClient<DefaultClientContext> =
             cfg.client_config(&[], &[]).create().map_err(unavailable)?;
