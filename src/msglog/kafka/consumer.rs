@@ -27,12 +27,8 @@ impl KafkaLog {
         group: &str,
         topics: &[String],
     ) -> Result<KafkaSubscription, LogError> {
-<<<<<<< HEAD
-        let context = SubContext::new(Some(group.to_owned()));
-=======
         let prefix = &self.inner.settings.topic_prefix;
-        let context = SubContext::new(true, stats::role(prefix, group));
->>>>>>> cost
+        let context = SubContext::new(Some(group.to_owned()), stats::role(prefix, group));
         let consumer: StreamConsumer<SubContext> = self
             .inner
             .settings
@@ -118,14 +114,10 @@ impl KafkaLog {
                     ("enable.auto.offset.store", "false"),
                 ],
             )
-<<<<<<< HEAD
-            .create_with_context(SubContext::new(None))
-=======
             .create_with_context(SubContext::new(
-                false,
+                None,
                 stats::role(&self.inner.settings.topic_prefix, topic),
             ))
->>>>>>> cost
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in starts {
@@ -164,17 +156,11 @@ pub(crate) struct SubContext {
 }
 
 impl SubContext {
-<<<<<<< HEAD
-    fn new(group: Option<String>) -> Self {
-        Self {
-            commits: group.is_some(),
-            group,
-=======
-    fn new(commits: bool, role: &str) -> Self {
+    fn new(group: Option<String>, role: &str) -> Self {
         Self {
             counts: stats::Counts::new(role),
-            commits,
->>>>>>> cost
+            commits: group.is_some(),
+            group,
             paused: Mutex::new(HashSet::new()),
             assigned: Mutex::new(HashSet::new()),
             changes: watch::channel(0).0,
