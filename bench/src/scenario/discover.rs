@@ -73,7 +73,27 @@ async fn connect(addr: &str, user: &str) -> anyhow::Result<Ws> {
 }
 
 /// One request and its response (other frames are skipped), within 60 s.
+/// One request; an answer with a non-zero code is an error.
 async fn call(
+    ws: &mut Ws,
+    event: pb::ActiveEvent,
+    data: Vec<u8>,
+) -> anyhow::Result<pb::ResponseBody> {
+    let r = answer(ws, event, data).await?;
+    if r.code != 0 {
+        bail!("{} answered code {}", event.as_str_name(), r.code);
+    }
+    Ok(r)
+}
+
+/// SendMsgList's RetryError (the log did not acknowledge in time on a loaded
+/// machine): the same request again (same clientMsgIds: nothing is stored twice).
+const RETRY_ERROR: i32 = 8;
+/// RetryErrors answered during the seed, retried.
+static RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// One request and its answer, whatever its code.
+async fn answer(
     ws: &mut Ws,
     event: pb::ActiveEvent,
     data: Vec<u8>,
@@ -102,9 +122,6 @@ async fn call(
         if push.event == pb::PushEvent::PushResponseBody as i32 {
             let r = pb::ResponseBody::decode(push.data)?;
             if r.req_id == req_id {
-                if r.code != 0 {
-                    bail!("{} answered code {}", event.as_str_name(), r.code);
-                }
                 return Ok(r);
             }
         }
@@ -118,7 +135,18 @@ async fn send_all(ws: &mut Ws, msgs: Vec<pb::MsgData>) -> anyhow::Result<()> {
             msg_data_list: chunk.to_vec(),
             ..Default::default()
         };
-        call(ws, pb::ActiveEvent::SendMsgList, req.encode_to_vec()).await?;
+        let data = req.encode_to_vec();
+        for attempt in 1.. {
+            let r = answer(ws, pb::ActiveEvent::SendMsgList, data.clone()).await?;
+            match r.code {
+                0 => break,
+                RETRY_ERROR if attempt < 30 => {
+                    RETRIED.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                code => bail!("SendMsgList answered code {code} (attempt {attempt})"),
+            }
+        }
     }
     Ok(())
 }
@@ -214,6 +242,7 @@ pub async fn run(opts: &Opts, a: &Args) -> anyhow::Result<Vec<Row>> {
             r??;
         }
         let n = sent.load(Ordering::Relaxed);
+        let retried = RETRIED.swap(0, Ordering::Relaxed);
         let mut row = cost_row(
             &run,
             "discover-seed",
@@ -221,6 +250,9 @@ pub async fn run(opts: &Opts, a: &Args) -> anyhow::Result<Vec<Row>> {
             n,
             &win,
         );
+        row.notes.push(format!(
+            "{retried} SendMsgList requests answered RetryError and sent again"
+        ));
         row.print();
         rows.push(row);
 
