@@ -400,8 +400,8 @@ async fn ping(socket: &mut Socket, conn: &Connection, timeout: Duration) -> bool
 }
 
 /// Writes every queued frame and then flushes: frames queued together leave in
-/// one `write` (the socket buffers up to `http::WRITE_BUFFER_BYTES` before it writes),
-/// not one system call each. False as `ping`.
+/// one `write` (the socket buffers up to `socket_config::WRITE_BUFFER_BYTES`
+/// before it writes), not one system call each. False as `ping`.
 ///
 /// The client's TCP window must take the next frame (or the flush) within `timeout`
 /// of the last one, or the socket is closed as a slow consumer: while a write waits

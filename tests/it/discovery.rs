@@ -15,7 +15,7 @@ use crate::support::*;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn single(a: &str, b: &str) -> String {
+pub(crate) fn single(a: &str, b: &str) -> String {
     if a < b {
         format!("single:{a}-{b}")
     } else {
@@ -24,7 +24,7 @@ fn single(a: &str, b: &str) -> String {
 }
 
 /// One DiscoverConvs answer.
-async fn discover(c: &mut Client, cursor: &str, limit: i32) -> pb::DiscoverConvsResp {
+pub(crate) async fn discover(c: &mut Client, cursor: &str, limit: i32) -> pb::DiscoverConvsResp {
     let req = pb::DiscoverConvsReq {
         cursor: cursor.to_owned(),
         limit,
@@ -41,7 +41,11 @@ async fn discover(c: &mut Client, cursor: &str, limit: i32) -> pb::DiscoverConvs
 
 /// Pages from `cursor` until nothing more is ready: what was listed, in order, and
 /// the cursor after it.
-async fn discover_all(c: &mut Client, mut cursor: String, limit: i32) -> (Vec<Conv>, String) {
+pub(crate) async fn discover_all(
+    c: &mut Client,
+    mut cursor: String,
+    limit: i32,
+) -> (Vec<Conv>, String) {
     let mut all = Vec::new();
     for _ in 0..1000 {
         let page = discover(c, &cursor, limit).await;

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use prost::Message as _;
-
-use crate::proto::pb;
+use crate::discovery::{discover_all, single};
 use crate::proto::pb::discover_convs_resp::Conv;
 use crate::support::*;
 
@@ -21,38 +19,6 @@ const WELL_BEFORE: Duration = Duration::from_secs(HORIZON.as_secs() / 2);
 /// How long the pipeline may take to come up, for the warm-up.
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn single(a: &str, b: &str) -> String {
-    if a < b {
-        format!("single:{a}-{b}")
-    } else {
-        format!("single:{b}-{a}")
-    }
-}
-
-/// Pages from `cursor` until nothing more is ready: what was listed and the cursor
-/// after it.
-async fn discover_all(c: &mut Client, mut cursor: String) -> (Vec<Conv>, String) {
-    let mut all = Vec::new();
-    for _ in 0..100 {
-        let req = pb::DiscoverConvsReq {
-            cursor: cursor.clone(),
-            limit: 0,
-            ..Default::default()
-        };
-        let r = c
-            .request(pb::ActiveEvent::DiscoverConvs, req.encode_to_vec())
-            .await;
-        r.ok();
-        let page: pb::DiscoverConvsResp = r.decode();
-        all.extend(page.convs);
-        cursor = page.cursor;
-        if !page.more {
-            return (all, cursor);
-        }
-    }
-    panic!("more than 100 pages");
-}
-
 /// Asks from `cursor` every 100 ms until `conv` is listed, at most until
 /// `deadline`: what was listed, and the cursor after it.
 async fn discover_by(
@@ -64,7 +30,7 @@ async fn discover_by(
 ) -> (Vec<Conv>, String) {
     let mut all = Vec::new();
     loop {
-        let (got, next) = discover_all(c, cursor).await;
+        let (got, next) = discover_all(c, cursor, 0).await;
         all.extend(got);
         cursor = next;
         if all.iter().any(|x| x.conv_id == conv) {
@@ -128,7 +94,7 @@ async fn a_first_message_is_discoverable_before_the_horizon(backend: Backend) {
     let msgs = b.sync(&single(&bob, &carol), &[1]).await;
     assert_eq!(msgs.iter().map(text).collect::<Vec<_>>(), ["first words"]);
     // Listed once: nothing more after it.
-    let (again, _) = discover_all(&mut b, after).await;
+    let (again, _) = discover_all(&mut b, after, 0).await;
     assert!(again.is_empty(), "{again:?}");
 }
 
