@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferry::testkit::ScyllaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -124,12 +125,17 @@ async fn session(cql: &str) -> Result<scylla::client::session::Session, String> 
         .map_err(|e| e.to_string())
 }
 
+/// ferry's own keyspace drop (the one the store contract tests use).
 async fn drop_keyspace(cql: &str, keyspace: &str) -> Result<(), String> {
-    session(cql)
-        .await?
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+    let settings = ScyllaSettings {
+        nodes: vec![cql.to_owned()],
+        keyspace: keyspace.to_owned(),
+        replication: 1,
+        username: None,
+        password: None,
+    };
+    ferry::testkit::drop_keyspace(&settings)
         .await
-        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
